@@ -1,0 +1,35 @@
+"""sparsediff: differentiable sparse linear solves for SciPy (and CuPy).
+
+Solve ``A x = b`` with a direct or Krylov solver and get exact gradients with
+respect to ``b`` and to the *stored entries* of ``A`` by one adjoint solve that
+reuses the forward factorization or preconditioner.
+
+>>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+>>> A = sp.csr_array(np.array([[4.0, 1.0], [1.0, 3.0]]))
+>>> sol = sd.solve(A, np.array([1.0, 2.0]))
+>>> grad_A, grad_b = sol.vjp(np.ones(2))
+"""
+
+from ._api import Solver, solve, sparse_outer
+from ._errors import (
+    ConvergenceError,
+    ConvergenceWarning,
+    NonFiniteInputError,
+    SingularMatrixError,
+)
+from .solvers._info import SolveInfo
+from .solvers._solution import Solution
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "NonFiniteInputError",
+    "SingularMatrixError",
+    "Solution",
+    "SolveInfo",
+    "Solver",
+    "solve",
+    "sparse_outer",
+]

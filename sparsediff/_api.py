@@ -1,0 +1,337 @@
+"""Public entry points: `solve`, `Solver`, `sparse_outer`."""
+
+import threading
+
+import numpy as np
+
+from ._validation import (
+    as_matrix,
+    as_rhs,
+    as_vector_pair,
+    check_on_failure,
+    check_tolerances,
+    check_trans,
+    data_dtype,
+    nonfinite_error,
+    result_dtype,
+)
+from .backend import get_backend
+from .solvers import make_engine
+from .solvers._common import apply_policy, column_norms, make_info
+from .solvers._solution import Solution
+
+__all__ = ["Solver", "solve", "sparse_outer"]
+
+
+def _real(dtype):
+    return np.dtype(np.finfo(dtype).dtype)
+
+
+class Solver:
+    """Factorize (or build the preconditioner for) ``A`` once; solve many times.
+
+    Parameters
+    ----------
+    A : sparse matrix or array, or dense 2-D array
+        The square system matrix. CSR is used as is; other formats are
+        converted on a private copy. The caller's ``A`` is never modified.
+    method : {"auto", "direct", "cg", "minres", "gmres", "bicgstab"}
+        ``"direct"`` is SuperLU (through SciPy); ``"auto"`` picks by size,
+        symmetry and device.
+    M : None, str or object
+        Preconditioner for iterative methods.
+    rtol, atol, maxiter
+        Stopping test ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` as in SciPy; default
+        ``maxiter`` is ``10 n``. Ignored by direct solves.
+    on_failure : {"raise", "warn", "nan"}
+        What a failed solve (forward, adjoint or tangent) does: raise
+        :class:`ConvergenceError` / :class:`SingularMatrixError`, warn with
+        :class:`ConvergenceWarning` and return the unconverged result, or
+        return NaN.
+
+    Notes
+    -----
+    Thread-safe: several threads may call :meth:`solve` and the derivatives of
+    its solutions concurrently. :meth:`update` swaps in a new factorization
+    atomically; solutions made before it keep differentiating with the
+    factorization they were solved with.
+
+    See Also
+    --------
+    scipy.sparse.linalg.splu, scipy.sparse.linalg.factorized
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+    >>> A = sp.csr_array(np.array([[4.0, 1.0], [1.0, 3.0]]))
+    >>> solver = sd.Solver(A)
+    >>> sol = solver.solve(np.array([1.0, 2.0]))
+    >>> np.allclose(A @ sol.x, [1.0, 2.0])
+    True
+    >>> sol_t = solver.solve(np.array([1.0, 2.0]), trans="T")
+    >>> grad_A, grad_b = sol.vjp(np.ones(2))
+    """
+
+    def __init__(self, A, *, method="auto", M=None, rtol=1e-8, atol=0.0,
+                 maxiter=None, on_failure="raise", _func="sparsediff.Solver",
+                 _mat=None, _a_dtype=None):
+        func = _func
+        if _mat is None:
+            get_backend(A, func=func)
+            _mat = as_matrix(A, func, "A")
+        check_on_failure(on_failure, func)
+        self._tol = dict(zip(("rtol", "atol", "maxiter"),
+                             check_tolerances(rtol, atol, maxiter, func)))
+        self._on_failure = on_failure
+        self._method = method
+        self._M = M
+        self._func = func
+        self._a_dtype = _mat.dtype if _a_dtype is None else _a_dtype
+        self._lock = threading.Lock()
+        self._adjoint_memory = {}
+        self._state = self._build(_mat)
+
+    def _build(self, mat):
+        if not mat.finite:
+            if self._on_failure != "nan":
+                raise nonfinite_error(self._func, "A")
+            return mat, None
+        return mat, make_engine(self._method, mat, self._M, func=self._func)
+
+    @property
+    def shape(self):
+        return self._state[0].shape
+
+    @property
+    def method(self):
+        engine = self._state[1]
+        return engine.method if engine is not None else self._method
+
+    def __repr__(self):
+        return (f"Solver(shape={self.shape}, dtype={self._a_dtype}, "
+                f"method={self.method!r})")
+
+    def update(self, data):
+        """Refactorize for new values on the same pattern.
+
+        Parameters
+        ----------
+        data : array_like or sparse matrix
+            New stored values, one per entry of the original ``A`` in its
+            order (length ``A.nnz``, duplicates included), or a matrix with
+            the same structure.
+        """
+        func = "Solver.update"
+        mat = self._state[0]
+        values, _ = mat.check_caller_data(data, func, "data")
+        new = mat.with_data(values.astype(
+            result_dtype(values.dtype, mat.dtype), copy=False))
+        if not new.finite and self._on_failure != "nan":
+            raise nonfinite_error(func, "data")
+        old_engine = self._state[1]
+        if new.finite and old_engine is not None and hasattr(old_engine, "update"):
+            engine = old_engine.update(new)
+        else:
+            _, engine = self._build(new)
+        with self._lock:
+            self._state = (new, engine)
+            self._adjoint_memory.clear()
+        return self
+
+    def solve(self, b, *, x0=None, trans="N", callback=None):
+        """Solve ``op(A) x = b`` with ``op`` = identity, transpose or adjoint.
+
+        Parameters
+        ----------
+        b : array_like, shape (n,) or (n, m)
+        x0 : array_like, optional
+            Initial guess (iterative methods; ignored by direct solves).
+        trans : {"N", "T", "H"}
+            Solve with A, Aᵀ or Aᴴ (as ``scipy.sparse.linalg.SuperLU.solve``).
+            The solution's derivatives are with respect to the entries of
+            ``A`` itself.
+        callback : callable, optional
+            Called as ``callback(xk)`` after each iteration (iterative methods).
+
+        Returns
+        -------
+        Solution
+        """
+        func = "Solver.solve"
+        get_backend(b, x0, func=func)
+        rhs = as_rhs(b, self.shape[0], func, "b")
+        return self._solve(rhs, x0=x0, trans=trans, callback=callback, func=func)
+
+    def _solve(self, rhs, *, x0, trans, callback, func):
+        """Solve for an already validated right-hand side ``rhs = as_rhs(b)``."""
+        check_trans(trans, func)
+        mat, engine = self._state
+        n = mat.shape[0]
+        b2, b_dtype, is_1d, finite = rhs
+        dtype = result_dtype(mat.dtype, b_dtype)
+        b2 = b2.astype(dtype, copy=False)
+        x02 = None
+        if x0 is not None:
+            x02, x0_dtype, x0_1d, x0_finite = as_rhs(x0, n, func, "x0")
+            if x02.shape != b2.shape:
+                raise ValueError(
+                    f"`{func}`: `x0` must have the shape of `b`, "
+                    f"{(n,) if is_1d else b2.shape}; got {np.shape(x0)}.")
+            finite &= x0_finite
+            x02 = x02.astype(dtype, copy=False)
+        if not finite and self._on_failure != "nan":
+            raise nonfinite_error(func, "b" if not np.isfinite(b2).all() else "x0")
+        m = b2.shape[1]
+        if engine is None or not finite:
+            x2 = np.full_like(b2, np.nan)
+            info = make_info(np.zeros(m, bool), np.zeros(m), np.full(m, np.nan),
+                             column_norms(b2), self.method, ["nonfinite"], is_1d,
+                             trans)
+        else:
+            x2, info = engine.solve(b2, x0=x02, trans=trans, callback=callback,
+                                    **self._tol)
+            if is_1d:
+                info = _squeeze_info(info)
+        x2 = apply_policy(x2, info, self._on_failure, f"`{func}`", stacklevel=4)
+        return Solution(x2, info, engine=engine, mat=mat, trans=trans,
+                        is_1d=is_1d, a_dtype=self._a_dtype, b_dtype=b_dtype,
+                        on_failure=self._on_failure, owner=self, **self._tol)
+
+    # warm starts for the adjoint solves of iterative methods
+    def _remember_adjoint(self, lam, trans):
+        with self._lock:
+            self._adjoint_memory[trans] = lam.copy()
+
+    def _previous_adjoint(self, trans, shape):
+        prev = self._adjoint_memory.get(trans)
+        return prev if prev is not None and prev.shape == shape else None
+
+
+def _squeeze_info(info):
+    """Engines report per-column arrays; a 1-D ``b`` gets scalars."""
+    import dataclasses
+
+    if np.ndim(info.residual_norm) == 0:
+        return info
+    return dataclasses.replace(
+        info,
+        residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
+        rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
+        column_converged=None, column_iterations=None,
+    )
+
+
+def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
+          maxiter=None, callback=None, on_failure="raise"):
+    """Solve ``A x = b`` and return a differentiable :class:`Solution`.
+
+    Parameters
+    ----------
+    A : sparse matrix or array, or dense 2-D array, shape (n, n)
+        Any ``scipy.sparse`` format (CSR used as is; others converted on a
+        private copy) or a dense array (every entry is then stored).
+    b : array_like, shape (n,) or (n, m)
+        One or several right-hand sides; ``x`` has the same shape.
+    method : {"auto", "direct", "cg", "minres", "gmres", "bicgstab"}
+    M : None, {"jacobi", "ilu", "amg"} or object with ``matvec``
+        Preconditioner (iterative methods).
+    x0 : array_like, optional
+        Initial guess (iterative methods).
+    rtol, atol, maxiter : float, float, int
+        SciPy's stopping test ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` on the true
+        residual, column by column.
+    callback : callable, optional
+        ``callback(xk)`` after each iteration.
+    on_failure : {"raise", "warn", "nan"}
+        Failure policy, in the forward solve and in every derivative solve.
+
+    Returns
+    -------
+    Solution
+        ``sol.x``, ``sol.info``, ``sol.vjp(g)``, ``sol.jvp(dA, db)``.
+
+    Raises
+    ------
+    SingularMatrixError
+        The matrix is singular (``on_failure="raise"``).
+    ConvergenceError
+        An iterative solve did not converge (``on_failure="raise"``).
+    NonFiniteInputError
+        ``A`` or ``b`` holds NaN or Inf (a ``ValueError``).
+
+    Notes
+    -----
+    With ``λ = A⁻ᴴ g``: ``∂L/∂b = λ`` and ``∂L/∂A.data[k] = −λ[i_k]·conj(x[j_k])``
+    for every stored entry ``k = (i_k, j_k)`` (DESIGN.md). Unlike
+    ``scipy.sparse.linalg.spsolve``, the caller's matrix is never canonicalized
+    in place and a ``(n, 1)`` right-hand side gives a ``(n, 1)`` solution.
+
+    See Also
+    --------
+    scipy.sparse.linalg.spsolve, scipy.sparse.linalg.cg, Solver
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+    >>> A = sp.csr_array(np.array([[4.0, 1.0], [1.0, 3.0]]))
+    >>> sol = sd.solve(A, np.array([1.0, 2.0]))
+    >>> grad_A, grad_b = sol.vjp(np.array([1.0, 0.0]))   # gradient of x[0]
+    >>> np.allclose(grad_b, np.linalg.solve(A.toarray().T, [1.0, 0.0]))
+    True
+    """
+    func = "sparsediff.solve"
+    get_backend(A, b, x0, func=func)
+    mat = as_matrix(A, func, "A")
+    rhs = as_rhs(b, mat.shape[0], func, "b")
+    # factorize once, in the precision the right-hand side needs (a real
+    # matrix stays real for a complex b: its parts are solved separately)
+    a_dtype = mat.dtype
+    want = result_dtype(mat.dtype, _real(rhs[1]))
+    if want != mat.dtype:
+        mat = mat.with_data(mat.data.astype(want))
+    solver = Solver(A, method=method, M=M, rtol=rtol, atol=atol, maxiter=maxiter,
+                    on_failure=on_failure, _func=func, _mat=mat, _a_dtype=a_dtype)
+    return solver._solve(rhs, x0=x0, trans="N", callback=callback, func=func)
+
+
+def sparse_outer(A, u, v, alpha=1.0):
+    """Pattern-restricted outer product: ``data[k] = alpha·Σ_m u[i_k,m]·v[j_k,m]``.
+
+    The gradient kernel of every sparse solve: ``∂L/∂A.data = −sparse_outer(A,
+    λ, conj(x))``. O(nnz) work and memory; never forms the dense ``u vᵀ``.
+
+    Parameters
+    ----------
+    A : sparse matrix or array, or dense 2-D array, shape (p, q)
+        Supplies the structure only (its values are not read).
+    u : array_like, shape (p,) or (p, m)
+    v : array_like, shape (q,) or (q, m)
+    alpha : scalar
+
+    Returns
+    -------
+    Same class and format as ``A``, with its structure (index arrays copied)
+    and the values above, entry for entry in the caller's order.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+    >>> A = sp.csr_array(np.array([[1.0, 0.0], [2.0, 3.0]]))
+    >>> sd.sparse_outer(A, np.array([1.0, 2.0]), np.array([10.0, 100.0])).data
+    array([ 10.,  20., 200.])
+    """
+    func = "sparsediff.sparse_outer"
+    get_backend(A, u, v, func=func)
+    mat = as_matrix(A, func, "A", square=False)
+    u, v = as_vector_pair(u, v, mat.shape, func)
+    if np.ndim(alpha) != 0:
+        raise TypeError(f"`{func}`: `alpha` must be a scalar; got {alpha!r}.")
+    dtype = result_dtype(data_dtype(u.dtype, func, "u"), data_dtype(v.dtype, func, "v"),
+                         np.asarray(alpha).dtype if np.iscomplexobj(alpha)
+                         else np.float32)
+    u2 = np.ascontiguousarray(u.reshape(u.shape[0], -1), dtype=dtype)
+    v2 = np.ascontiguousarray(v.reshape(v.shape[0], -1), dtype=dtype)
+    out = np.empty(mat.nnz, dtype=dtype)
+    get_backend(A, func=func).kernels.sparse_outer(mat.indptr, mat.indices, u2, v2,
+                                                   dtype.type(alpha), out)
+    return mat.wrap(out)

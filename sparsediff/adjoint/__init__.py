@@ -1,0 +1,1 @@
+"""Differentiation rules of a linear solve (VJP, JVP, pattern gradients)."""

@@ -1,0 +1,1 @@
+"""GPU kernels (CuPy). Not yet implemented: see the GPU backend issue."""

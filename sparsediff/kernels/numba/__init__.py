@@ -1,0 +1,39 @@
+"""CPU kernels compiled with Numba; same names and arguments as ``_reference``.
+
+Nothing is compiled at import: each kernel is compiled on its first call for
+the argument types it meets (and cached on disk, ``cache=True``).
+"""
+
+from . import _csr
+
+__all__ = ["PARALLEL_MIN_WORK", "csr_matvec", "csr_rmatvec", "sparse_outer"]
+
+#: Below this many multiply-adds a kernel runs on one thread: starting the
+#: thread pool (especially right after BLAS work, whose threads still spin)
+#: costs more than it saves.
+PARALLEL_MIN_WORK = 200_000
+
+
+def _big(nnz, m):
+    return nnz * m >= PARALLEL_MIN_WORK
+
+
+def csr_matvec(indptr, indices, data, x, out):
+    """``out = A @ x`` for 2-D ``x`` and ``out`` (C-contiguous)."""
+    if _big(data.shape[0], out.shape[1]):
+        return _csr.csr_matvec_parallel(indptr, indices, data, x, out)
+    return _csr.csr_matvec_serial(indptr, indices, data, x, out)
+
+
+def csr_rmatvec(indptr, indices, data, x, out, conj):
+    """``out = A.T @ x``, or ``A.conj().T @ x`` when ``conj``."""
+    if _big(data.shape[0], out.shape[1]):
+        return _csr.csr_rmatvec_parallel(indptr, indices, data, x, out, conj)
+    return _csr.csr_rmatvec_serial(indptr, indices, data, x, out, conj)
+
+
+def sparse_outer(indptr, indices, u, v, alpha, out):
+    """``out[k] = alpha * sum_m u[i_k, m] * v[j_k, m]``."""
+    if _big(indices.shape[0], u.shape[1]):
+        return _csr.sparse_outer_parallel(indptr, indices, u, v, alpha, out)
+    return _csr.sparse_outer_serial(indptr, indices, u, v, alpha, out)

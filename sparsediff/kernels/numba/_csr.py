@@ -1,0 +1,103 @@
+"""Numba CSR kernels (compiled lazily on first call, cached on disk).
+
+Serial and ``parallel=True`` variants of each kernel: the front end in
+``__init__`` picks the serial one for small work, where thread start-up costs
+more than it saves (DESIGN.md, "Small problems are overhead-bound").
+"""
+
+import numba as nb
+import numpy as np
+
+_opts = dict(cache=True, nogil=True, fastmath=False)
+
+
+@nb.njit(**_opts)
+def csr_matvec_serial(indptr, indices, data, x, out):
+    n, m = out.shape
+    for i in range(n):
+        for c in range(m):
+            out[i, c] = 0
+        for k in range(indptr[i], indptr[i + 1]):
+            a = data[k]
+            j = indices[k]
+            for c in range(m):
+                out[i, c] += a * x[j, c]
+    return out
+
+
+@nb.njit(parallel=True, **_opts)
+def csr_matvec_parallel(indptr, indices, data, x, out):
+    n, m = out.shape
+    for i in nb.prange(n):
+        for c in range(m):
+            acc = out.dtype.type(0)
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * x[indices[k], c]
+            out[i, c] = acc
+    return out
+
+
+@nb.njit(**_opts)
+def _rmatvec_rows(indptr, indices, data, x, out, conj, r0, r1):
+    m = out.shape[1]
+    for i in range(r0, r1):
+        for k in range(indptr[i], indptr[i + 1]):
+            a = np.conj(data[k]) if conj else data[k]
+            j = indices[k]
+            for c in range(m):
+                out[j, c] += a * x[i, c]
+
+
+@nb.njit(**_opts)
+def csr_rmatvec_serial(indptr, indices, data, x, out, conj):
+    out[...] = 0
+    _rmatvec_rows(indptr, indices, data, x, out, conj, 0, indptr.shape[0] - 1)
+    return out
+
+
+@nb.njit(parallel=True, **_opts)
+def csr_rmatvec_parallel(indptr, indices, data, x, out, conj):
+    # Scatter into one private buffer per chunk of rows, then reduce: no atomics,
+    # and the result does not depend on scheduling (bitwise reproducible for a
+    # fixed thread count).
+    nrows = indptr.shape[0] - 1
+    nchunks = nb.get_num_threads()
+    bufs = np.zeros((nchunks,) + out.shape, dtype=out.dtype)
+    for t in nb.prange(nchunks):
+        r0 = nrows * t // nchunks
+        r1 = nrows * (t + 1) // nchunks
+        _rmatvec_rows(indptr, indices, data, x, bufs[t], conj, r0, r1)
+    ncols, m = out.shape
+    for j in nb.prange(ncols):
+        for c in range(m):
+            acc = out.dtype.type(0)
+            for t in range(nchunks):
+                acc += bufs[t, j, c]
+            out[j, c] = acc
+    return out
+
+
+@nb.njit(**_opts)
+def sparse_outer_serial(indptr, indices, u, v, alpha, out):
+    m = u.shape[1]
+    for i in range(indptr.shape[0] - 1):
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            acc = out.dtype.type(0)
+            for c in range(m):
+                acc += u[i, c] * v[j, c]
+            out[k] = alpha * acc
+    return out
+
+
+@nb.njit(parallel=True, **_opts)
+def sparse_outer_parallel(indptr, indices, u, v, alpha, out):
+    m = u.shape[1]
+    for i in nb.prange(indptr.shape[0] - 1):
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            acc = out.dtype.type(0)
+            for c in range(m):
+                acc += u[i, c] * v[j, c]
+            out[k] = alpha * acc
+    return out

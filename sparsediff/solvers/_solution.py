@@ -1,0 +1,237 @@
+"""`Solution`: the result of a solve, and everything its derivatives need."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from .._errors import ConvergenceWarning, NonFiniteInputError
+from .._validation import as_rhs, check_tolerances
+from ..adjoint.linear import adjoint_solve, pattern_gradient, tangent_rhs
+from ._common import apply_policy, column_norms
+
+__all__ = ["Solution"]
+
+
+def _like_input(arr, dtype):
+    """Cast a gradient to an input's dtype: real inputs get the real part."""
+    if np.iscomplexobj(arr) and np.dtype(dtype).kind != "c":
+        arr = arr.real
+    return np.array(arr, dtype=dtype, copy=True)
+
+
+class Solution:
+    """The solution of ``op(A) x = b`` with its derivatives.
+
+    Returned by :func:`sparsediff.solve` and :meth:`sparsediff.Solver.solve`;
+    not created directly.
+
+    Attributes
+    ----------
+    x : ndarray
+        The solution, same shape as ``b`` (``(n,)`` or ``(n, m)``), dtype the
+        promotion of A's and b's dtypes. Yours to modify: the derivatives use a
+        private copy.
+    info : SolveInfo
+        Report of the forward solve.
+    adjoint_info : SolveInfo or None
+        Report of the latest adjoint solve (after :meth:`vjp`), with
+        ``error_estimate`` set.
+    """
+
+    def __init__(self, x2, info, *, engine, mat, trans, is_1d, a_dtype, b_dtype,
+                 rtol, atol, maxiter, on_failure, owner=None):
+        self._x2 = x2
+        self.x = (x2[:, 0] if is_1d else x2).copy()
+        self.info = info
+        self.adjoint_info = None
+        self._engine = engine
+        self._mat = mat
+        self._trans = trans
+        self._is_1d = is_1d
+        self._a_dtype = a_dtype
+        self._b_dtype = b_dtype
+        self._tol = dict(rtol=rtol, atol=atol, maxiter=maxiter)
+        self._on_failure = on_failure
+        self._owner = owner
+
+    def __repr__(self):
+        return f"Solution(shape={self.x.shape}, dtype={self.x.dtype}, info={self.info})"
+
+    # ------------------------------------------------------------------
+
+    def _check_cotangent(self, arr, func, name):
+        shape = self.x.shape
+        a = np.asarray(arr) if not hasattr(arr, "__cuda_array_interface__") else arr
+        if getattr(a, "shape", None) != shape:
+            raise ValueError(
+                f"`{func}`: `{name}` must have the shape of `x`, {shape}; "
+                f"got {getattr(a, 'shape', None)}."
+            )
+        n = shape[0]
+        a2, dtype, _, finite = as_rhs(a, n, func, name)
+        return a2, dtype, finite
+
+    def _failed_forward(self, func):
+        """Gradient of a failed forward solve: raise, or NaN (policy)."""
+        policy = self._on_failure
+        if self.info.converged:
+            return False
+        if policy == "raise":
+            # the forward solve raised already unless the caller changed policy;
+            # still never differentiate a failed solve silently
+            apply_policy(self._x2, self.info, "raise", f"`{func}` (forward solve)")
+        if policy == "warn":
+            warnings.warn(
+                f"`{func}`: differentiating a forward solve that did not converge "
+                f"(reason: {self.info.reason}); the gradient is that of the "
+                f"unconverged iterate.", ConvergenceWarning, stacklevel=3)
+            return self.info.reason in ("singular", "nonfinite")
+        return True
+
+    def vjp(self, g, *, rtol=None, atol=None, maxiter=None):
+        """Reverse mode: gradients of ``L`` with cotangent ``g = ∂L/∂x``.
+
+        One adjoint solve ``λ = op(A)⁻ᴴ g`` with the forward factorization or
+        preconditioner, then the pattern kernel.
+
+        Parameters
+        ----------
+        g : array_like
+            Cotangent, the shape of ``x``. For complex ``x`` the convention is
+            ``g = ∂L/∂Re(x) + i ∂L/∂Im(x)`` (PyTorch's).
+        rtol, atol, maxiter : optional
+            Tolerances of the adjoint solve (iterative methods), applied to the
+            normalized cotangent; default: the forward solve's.
+
+        Returns
+        -------
+        grad_A
+            The class and format of ``A``, with its structure; ``grad_A.data``
+            (or the dense array) is ``∂L/∂A.data`` entry for entry in the
+            caller's order (duplicates share the merged entry's gradient).
+        grad_b : ndarray
+            ``∂L/∂b``, shaped and typed like ``b``.
+
+        Raises
+        ------
+        ConvergenceError
+            The adjoint solve failed (``on_failure="raise"``).
+        """
+        func = "Solution.vjp"
+        rtol, atol, maxiter = check_tolerances(rtol, atol, maxiter, func,
+                                               allow_none=True)
+        tol = {k: (v if v is not None else self._tol[k])
+               for k, v in dict(rtol=rtol, atol=atol, maxiter=maxiter).items()}
+        g2, g_dtype, finite = self._check_cotangent(g, func, "g")
+        mat = self._mat
+        dtype = np.result_type(self._x2.dtype, g_dtype)
+        poison = self._failed_forward(func)
+        if not finite:
+            if self._on_failure != "nan":
+                raise NonFiniteInputError(
+                    f"`{func}`: `g` contains NaN or infinite values.")
+            poison = True
+        if poison or not self._engine_ok():
+            lam = np.full(g2.shape, np.nan, dtype=dtype)
+            grad = np.full(mat.nnz, np.nan, dtype=dtype)
+        else:
+            g2 = g2.astype(dtype, copy=False)
+            x0 = self._warm_start(g2)
+            lam, info, live, scale = adjoint_solve(self._engine, g2, self._trans,
+                                                   x0=x0, **tol)
+            info = self._with_estimate(info, lam, g2)
+            self.adjoint_info = info
+            lam = apply_policy(lam, info, self._on_failure,
+                               f"`{func}`: adjoint solve", stacklevel=3)
+            if self._owner is not None:
+                self._owner._remember_adjoint(lam, self._trans)
+            grad = pattern_gradient(mat, self._x2.astype(dtype, copy=False), lam,
+                                    self._trans)
+        grad_A = mat.wrap(_like_input(grad, self._a_dtype))
+        grad_b = _like_input(lam[:, 0] if self._is_1d else lam, self._b_dtype)
+        return grad_A, grad_b
+
+    def jvp(self, dA=None, db=None):
+        """Forward mode: the tangent ``ẋ = op(A)⁻¹ (ḃ − op(Ȧ) x)``.
+
+        Parameters
+        ----------
+        dA : sparse matrix with A's structure, or 1-D array, or None
+            Tangent of A's stored entries (a length-nnz array is in the
+            caller's ``A.data`` order).
+        db : array_like or None
+            Tangent of ``b``, shaped like ``b``.
+
+        Returns
+        -------
+        ndarray
+            ``ẋ``, shaped like ``x``.
+        """
+        func = "Solution.jvp"
+        mat = self._mat
+        dA_data = None
+        dtype = self._x2.dtype
+        finite = True
+        if dA is not None:
+            dA_data, ok = mat.check_caller_data(dA, func, "dA")
+            finite &= ok
+            dtype = np.result_type(dtype, dA_data.dtype)
+        db2 = None
+        if db is not None:
+            db2, db_dtype, ok = self._check_cotangent(db, func, "db")
+            finite &= ok
+            dtype = np.result_type(dtype, db_dtype)
+            db2 = db2.astype(dtype, copy=False)
+        if not finite and self._on_failure != "nan":
+            raise NonFiniteInputError(
+                f"`{func}`: the tangents contain NaN or infinite values.")
+        m = self._x2.shape[1]
+        rhs = tangent_rhs(mat, self._x2.astype(dtype, copy=False), dA_data, db2,
+                          self._trans)
+        if rhs is None:
+            rhs = np.zeros((mat.shape[0], m), dtype=dtype)
+        if self._failed_forward(func) or not finite or not self._engine_ok():
+            dx = np.full(rhs.shape, np.nan, dtype=dtype)
+        else:
+            scale = column_norms(rhs)
+            live = scale > 0
+            dx = np.zeros_like(rhs)
+            if live.any():
+                sub = rhs[:, live] / scale[live].astype(rhs.real.dtype)
+                sol, info = self._engine.solve(np.ascontiguousarray(sub),
+                                               trans=self._trans, **self._tol)
+                sol = apply_policy(sol, info, self._on_failure,
+                                   f"`{func}`: tangent solve", stacklevel=3)
+                dx[:, live] = sol * scale[live].astype(rhs.real.dtype)
+        return dx[:, 0].copy() if self._is_1d else dx
+
+    # ------------------------------------------------------------------
+
+    def _engine_ok(self):
+        return not getattr(self._engine, "singular", False)
+
+    def _warm_start(self, g2):
+        owner = self._owner
+        if owner is None or not getattr(self._engine, "iterative", False):
+            return None
+        prev = owner._previous_adjoint(self._trans, g2.shape)
+        if prev is None:
+            return None
+        scale = column_norms(g2)
+        scale[scale == 0] = 1.0
+        return np.ascontiguousarray(prev / scale.astype(g2.real.dtype),
+                                    dtype=g2.dtype)
+
+    def _with_estimate(self, info, lam, g2):
+        """Attach an a-posteriori relative error estimate of the gradient.
+
+        First order: the relative error of ``x`` is at most ``κ·‖r_x‖/‖b‖`` and
+        of ``λ`` at most ``κ·‖r_λ‖/‖g‖``; the pattern gradient, bilinear in
+        ``(λ, x)``, inherits their sum. We report the sum of the relative
+        residuals (the backward errors), i.e. the bound divided by ``κ(A)``.
+        """
+        fwd = np.max(np.atleast_1d(self.info.residual_norm)
+                     / np.maximum(np.atleast_1d(self.info.rhs_norm), 1e-300))
+        adj = np.max(np.atleast_1d(info.residual_norm), initial=0.0)  # unit-scale g
+        return dataclasses.replace(info, error_estimate=float(fwd + adj))

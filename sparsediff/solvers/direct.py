@@ -1,0 +1,146 @@
+"""Direct solves with SuperLU (through SciPy), one factorization for N, T and H.
+
+The forward solve factorizes ``A = Pr⁻¹ L U Pc⁻¹`` once; the adjoint solve is
+``SuperLU.solve(g, trans="H")`` on the *same* factors, so a gradient costs two
+triangular solves and one pattern kernel, not a second factorization.
+"""
+
+import threading
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ._common import column_norms, make_info, true_residual
+
+__all__ = ["DirectEngine"]
+
+
+def _structurally_symmetric(mat):
+    """Whether the stored pattern of A equals that of Aᵀ (O(nnz))."""
+    ones = sp.csr_array((np.ones(mat.nnz, dtype=np.int8), mat.indices, mat.indptr),
+                        shape=mat.shape)
+    t = ones.T.tocsr()
+    t.sort_indices()
+    return (np.array_equal(t.indptr, mat.indptr)
+            and np.array_equal(t.indices, mat.indices))
+
+
+def _real_dtype(dtype):
+    return np.dtype(np.finfo(dtype).dtype)
+
+
+class DirectEngine:
+    """SuperLU factorization of one matrix, shared by forward and adjoint solves.
+
+    Thread-safe: SuperLU's solves release the GIL and do not share scratch
+    space; factorizations in other precisions are created under a lock.
+
+    Parameters
+    ----------
+    mat : MatrixInput
+        Validated matrix (canonical CSR); its dtype is the factor's dtype.
+    permc_spec : str or None
+        SuperLU column ordering. ``None`` picks ``"MMD_AT_PLUS_A"`` for a
+        structurally symmetric pattern (about half the fill of COLAMD on 2-D
+        Poisson, 2× faster) and ``"COLAMD"`` otherwise.
+    """
+
+    method = "direct"
+    iterative = False
+
+    def __init__(self, mat, permc_spec=None):
+        self.mat = mat
+        self.dtype = mat.dtype
+        n = mat.shape[0]
+        if permc_spec is None:
+            permc_spec = ("MMD_AT_PLUS_A" if n > 1 and _structurally_symmetric(mat)
+                          else "COLAMD")
+        self.permc_spec = permc_spec
+        self._lock = threading.Lock()
+        self._factors = {}
+        self.singular = False
+        self._factor(self.dtype)
+
+    def _factor(self, dtype):
+        """The factorization in ``dtype`` (created on first use)."""
+        lu = self._factors.get(dtype)
+        if lu is not None or self.singular:
+            return lu
+        with self._lock:
+            lu = self._factors.get(dtype)
+            if lu is not None:
+                return lu
+            mat = self.mat
+            if mat.shape[0] == 0:
+                lu = None
+            elif mat.nnz == 0:
+                self.singular = True
+                return None
+            else:
+                # SuperLU wants CSC; the transpose trick avoids SciPy's conversion
+                # copy: CSC of Aᵀ has A's CSR arrays, so factor Aᵀ and swap trans.
+                csc = sp.csc_array(
+                    (mat.data.astype(dtype, copy=False), mat.indices, mat.indptr),
+                    shape=mat.shape)
+                try:
+                    lu = spla.splu(csc, permc_spec=self.permc_spec)
+                except RuntimeError as exc:
+                    if "singular" in str(exc).lower():
+                        self.singular = True
+                        return None
+                    raise
+            self._factors[dtype] = lu
+            return lu
+
+    @staticmethod
+    def _swap(trans):
+        # we factor B = Aᵀ (see _factor): A x = b is Bᵀ x = b, and so on
+        return {"N": "T", "T": "N", "H": "_conj"}[trans]
+
+    def _superlu_solve(self, lu, b, trans):
+        t = self._swap(trans)
+        if t == "_conj":
+            # Aᴴ = conj(B): solve B y = conj(b), x = conj(y)
+            return np.conj(lu.solve(np.conj(b), trans="N"))
+        return lu.solve(b, trans=t)
+
+    def solve(self, b, *, x0=None, trans="N", rtol=None, atol=None, maxiter=None,
+              callback=None):
+        """Solve ``op(A) x = b`` for a 2-D ``b``; returns ``(x, info)``.
+
+        ``x0``, ``rtol``, ``atol``, ``maxiter`` and ``callback`` are accepted for
+        a uniform engine interface and ignored: a direct solve is exact up to
+        rounding (its true residual is still reported).
+        """
+        n, m = b.shape
+        is_1d = False
+        factor_dtype = np.result_type(self.dtype, _real_dtype(b.dtype))
+        lu = self._factor(factor_dtype)
+        rhs_norm = column_norms(b)
+        if n == 0:
+            x = np.zeros_like(b)
+            return x, make_info(np.ones(m, bool), np.zeros(m), np.zeros(m), rhs_norm,
+                                self.method, [], is_1d, trans)
+        if lu is None:
+            x = np.full_like(b, np.nan)
+            return x, make_info(np.zeros(m, bool), np.zeros(m), np.full(m, np.nan),
+                                rhs_norm, self.method, ["singular"], is_1d, trans)
+        if np.iscomplexobj(b) and not np.iscomplexobj(np.empty(0, factor_dtype)):
+            # real factors, complex right-hand side: solve both parts
+            bf = np.asfortranarray(np.concatenate([b.real, b.imag], axis=1),
+                                   dtype=factor_dtype)
+            y = self._superlu_solve(lu, bf, trans)
+            x = (y[:, :m] + 1j * y[:, m:]).astype(b.dtype)
+        else:
+            x = self._superlu_solve(lu, b.astype(factor_dtype, copy=False), trans)
+            x = np.ascontiguousarray(x, dtype=b.dtype)
+        residual = true_residual(self.mat, x, b, trans)
+        finite = np.isfinite(x).all(axis=0)
+        reasons = ["converged" if f else "singular" for f in finite]
+        return x, make_info(finite, np.zeros(m), residual, rhs_norm, self.method,
+                            reasons, is_1d, trans)
+
+    def update(self, mat):
+        """A new engine for new values on the same pattern (same ordering)."""
+        return DirectEngine(mat, permc_spec=self.permc_spec)
