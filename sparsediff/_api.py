@@ -1,14 +1,19 @@
 """Public entry points: `solve`, `Solver`, `sparse_outer`."""
 
+import numbers
 import threading
+import warnings
 
 import numpy as np
 
+from ._errors import IllConditionedWarning
 from ._validation import (
     as_matrix,
     as_rhs,
     as_vector_pair,
+    check_callback,
     check_on_failure,
+    check_stopping,
     check_tolerances,
     check_trans,
     data_dtype,
@@ -25,6 +30,31 @@ __all__ = ["Solver", "solve", "sparse_outer"]
 
 def _real(dtype):
     return np.dtype(np.finfo(dtype).dtype)
+
+
+#: A direct solve warns (:class:`IllConditionedWarning`) when its condition
+#: estimate ``κ`` gives a first-order relative error bound ``κ·eps`` above this:
+#: fewer than about three correct digits can be expected. float64: κ > 4.5e12;
+#: float32: κ > 8.4e3.
+ILL_CONDITIONED_BOUND = 1e-3
+
+
+def _warn_ill_conditioned(info, dtype, func, stacklevel):
+    kappa = getattr(info, "condition_estimate", None)
+    if kappa is None:
+        return
+    kappa = np.asarray(kappa, dtype=np.float64).ravel()
+    kappa = kappa[~np.isnan(kappa)]  # NaN: a zero right-hand side column
+    if not kappa.size:
+        return
+    kappa = float(kappa.max())
+    eps = float(np.finfo(dtype).eps)
+    if kappa * eps > ILL_CONDITIONED_BOUND:
+        warnings.warn(
+            f"`{func}`: ill-conditioned matrix (condition number estimate "
+            f"{kappa:.3g}, a lower bound); the result may have fewer than "
+            f"{max(0, int(-np.log10(kappa * eps)))} correct digits in "
+            f"{np.dtype(dtype).name}.", IllConditionedWarning, stacklevel=stacklevel)
 
 
 class Solver:
@@ -86,10 +116,12 @@ class Solver:
         self._method = method
         self._M = M
         self._func = func
-        self._a_dtype = _mat.dtype if _a_dtype is None else _a_dtype
         self._lock = threading.Lock()
         self._adjoint_memory = {}
-        self._state = self._build(_mat)
+        # (matrix, engine, caller's dtype of A), swapped as one by `update`
+        self._state = self._build(_mat) + (
+            _mat.dtype if _a_dtype is None else _a_dtype,)
+        check_stopping(self._tol, self._state[1], func)
 
     def _build(self, mat):
         if not mat.finite:
@@ -100,15 +132,22 @@ class Solver:
 
     @property
     def shape(self):
+        """``(n, n)``, the shape of ``A``."""
         return self._state[0].shape
 
     @property
+    def dtype(self):
+        """The dtype of ``A``'s values (after SciPy's promotion of integers)."""
+        return self._state[2]
+
+    @property
     def method(self):
+        """The method in use (``"direct"``, ``"cg"``, ...)."""
         engine = self._state[1]
         return engine.method if engine is not None else self._method
 
     def __repr__(self):
-        return (f"Solver(shape={self.shape}, dtype={self._a_dtype}, "
+        return (f"Solver(shape={self.shape}, dtype={self.dtype}, "
                 f"method={self.method!r})")
 
     def update(self, data):
@@ -118,23 +157,46 @@ class Solver:
         ----------
         data : array_like or sparse matrix
             New stored values, one per entry of the original ``A`` in its
-            order (length ``A.nnz``, duplicates included), or a matrix with
-            the same structure.
+            order (length ``A.nnz``, duplicates included: duplicates are
+            summed, as in SciPy), or a matrix with the same structure (a dense
+            array of ``A``'s shape for a dense ``A``). Never modified.
+
+        Returns
+        -------
+        Solver
+            ``self``. Solutions made before the update keep the factorization
+            (and values) they were solved with.
+
+        Raises
+        ------
+        ValueError
+            Wrong length or structure; NaN or Inf in ``data``
+            (:class:`NonFiniteInputError`, unless ``on_failure="nan"``).
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+        >>> A = sp.csr_array(np.array([[4.0, 1.0], [1.0, 3.0]]))
+        >>> solver = sd.Solver(A)
+        >>> x_old = solver.solve(np.ones(2)).x
+        >>> _ = solver.update(2.0 * A.data)        # A -> 2 A, same pattern
+        >>> np.allclose(solver.solve(np.ones(2)).x, x_old / 2)
+        True
         """
         func = "Solver.update"
-        mat = self._state[0]
+        mat, old_engine, a_dtype = self._state
         values, _ = mat.check_caller_data(data, func, "data")
         new = mat.with_data(values.astype(
             result_dtype(values.dtype, mat.dtype), copy=False))
         if not new.finite and self._on_failure != "nan":
             raise nonfinite_error(func, "data")
-        old_engine = self._state[1]
         if new.finite and old_engine is not None and hasattr(old_engine, "update"):
             engine = old_engine.update(new)
         else:
             _, engine = self._build(new)
+        state = (new, engine, result_dtype(a_dtype, values.dtype))
         with self._lock:
-            self._state = (new, engine)
+            self._state = state
             self._adjoint_memory.clear()
         return self
 
@@ -151,11 +213,37 @@ class Solver:
             The solution's derivatives are with respect to the entries of
             ``A`` itself.
         callback : callable, optional
-            Called as ``callback(xk)`` after each iteration (iterative methods).
+            Called as ``callback(xk)`` after each iteration (iterative methods;
+            a direct solve never calls it).
 
         Returns
         -------
         Solution
+            ``x`` has the shape of ``b``; its derivatives are with respect to
+            ``b`` and the stored entries of ``A`` (not of ``op(A)``).
+
+        Raises
+        ------
+        SingularMatrixError, ConvergenceError
+            Under ``on_failure="raise"``.
+        NonFiniteInputError
+            NaN or Inf in ``b`` or ``x0`` (unless ``on_failure="nan"``).
+
+        Warns
+        -----
+        IllConditionedWarning
+            A direct solve whose condition estimate leaves fewer than about
+            three correct digits (see ``ILL_CONDITIONED_BOUND``).
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+        >>> A = sp.csr_array(np.array([[2.0, 1.0], [0.0, 1.0]]))
+        >>> solver = sd.Solver(A)
+        >>> solver.solve(np.array([3.0, 1.0])).x
+        array([1., 1.])
+        >>> solver.solve(np.array([2.0, 2.0]), trans="T").x      # Aᵀ x = b
+        array([1., 1.])
         """
         func = "Solver.solve"
         get_backend(b, x0, func=func)
@@ -165,7 +253,8 @@ class Solver:
     def _solve(self, rhs, *, x0, trans, callback, func):
         """Solve for an already validated right-hand side ``rhs = as_rhs(b)``."""
         check_trans(trans, func)
-        mat, engine = self._state
+        check_callback(callback, func)
+        mat, engine, a_dtype = self._state
         n = mat.shape[0]
         b2, b_dtype, is_1d, finite = rhs
         dtype = result_dtype(mat.dtype, b_dtype)
@@ -193,8 +282,10 @@ class Solver:
             if is_1d:
                 info = _squeeze_info(info)
         x2 = apply_policy(x2, info, self._on_failure, f"`{func}`", stacklevel=4)
+        if info.converged:
+            _warn_ill_conditioned(info, dtype, func, stacklevel=4)
         return Solution(x2, info, engine=engine, mat=mat, trans=trans,
-                        is_1d=is_1d, a_dtype=self._a_dtype, b_dtype=b_dtype,
+                        is_1d=is_1d, a_dtype=a_dtype, b_dtype=b_dtype,
                         on_failure=self._on_failure, owner=self, **self._tol)
 
     # warm starts for the adjoint solves of iterative methods
@@ -213,11 +304,13 @@ def _squeeze_info(info):
 
     if np.ndim(info.residual_norm) == 0:
         return info
+    cond = getattr(info, "condition_estimate", None)
     return dataclasses.replace(
         info,
         residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
         rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
         column_converged=None, column_iterations=None,
+        condition_estimate=None if cond is None else float(np.max(cond)),
     )
 
 
@@ -281,6 +374,8 @@ def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
     """
     func = "sparsediff.solve"
     get_backend(A, b, x0, func=func)
+    check_on_failure(on_failure, func)
+    check_callback(callback, func)
     mat = as_matrix(A, func, "A")
     rhs = as_rhs(b, mat.shape[0], func, "b")
     # factorize once, in the precision the right-hand side needs (a real
@@ -321,17 +416,21 @@ def sparse_outer(A, u, v, alpha=1.0):
     array([ 10.,  20., 200.])
     """
     func = "sparsediff.sparse_outer"
-    get_backend(A, u, v, func=func)
+    backend = get_backend(A, u, v, func=func)
     mat = as_matrix(A, func, "A", square=False)
     u, v = as_vector_pair(u, v, mat.shape, func)
-    if np.ndim(alpha) != 0:
-        raise TypeError(f"`{func}`: `alpha` must be a scalar; got {alpha!r}.")
-    dtype = result_dtype(data_dtype(u.dtype, func, "u"), data_dtype(v.dtype, func, "v"),
-                         np.asarray(alpha).dtype if np.iscomplexobj(alpha)
-                         else np.float32)
-    u2 = np.ascontiguousarray(u.reshape(u.shape[0], -1), dtype=dtype)
-    v2 = np.ascontiguousarray(v.reshape(v.shape[0], -1), dtype=dtype)
+    if (np.ndim(alpha) != 0 or isinstance(alpha, (bool, np.bool_))
+            or not isinstance(alpha, (numbers.Number, np.generic))
+            or np.asarray(alpha).dtype.kind not in "iufc"):
+        raise TypeError(
+            f"`{func}`: `alpha` must be a real or complex scalar; got {alpha!r}.")
+    dtype = result_dtype(data_dtype(u.dtype, func, "u"), data_dtype(v.dtype, func, "v"))
+    if np.iscomplexobj(alpha):
+        dtype = result_dtype(dtype, np.complex64)
+    # (p,) -> (p, 1) also for p = 0 (reshape(0, -1) is ambiguous)
+    u2 = np.ascontiguousarray(u[:, None] if u.ndim == 1 else u, dtype=dtype)
+    v2 = np.ascontiguousarray(v[:, None] if v.ndim == 1 else v, dtype=dtype)
     out = np.empty(mat.nnz, dtype=dtype)
-    get_backend(A, func=func).kernels.sparse_outer(mat.indptr, mat.indices, u2, v2,
-                                                   dtype.type(alpha), out)
+    backend.kernels.sparse_outer(mat.indptr, mat.indices, u2, v2, dtype.type(alpha),
+                                 out)
     return mat.wrap(out)

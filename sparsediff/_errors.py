@@ -1,10 +1,12 @@
 """Exceptions and warnings raised by sparsediff."""
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
+    "IllConditionedWarning",
     "NonFiniteInputError",
     "SingularMatrixError",
 ]
@@ -32,8 +34,22 @@ class SingularMatrixError(np.linalg.LinAlgError):
 
 
 class NonFiniteInputError(ValueError):
-    """An input array holds NaN or infinite values."""
+    """An input array holds NaN or infinite values.
+
+    A ``ValueError``; the message names the function and the argument.
+    """
 
 
 class ConvergenceWarning(RuntimeWarning):
     """A solve failed under ``on_failure="warn"``; the result is unconverged."""
+
+
+class IllConditionedWarning(LinAlgWarning):
+    """A direct solve met a matrix so ill-conditioned that few digits are exact.
+
+    A subclass of :class:`scipy.linalg.LinAlgWarning` (SciPy's warning for the
+    same condition in ``scipy.linalg.solve``), so existing filters apply.
+    Emitted when the condition estimate ``κ`` (a cheap lower bound,
+    ``‖op(A)‖₁·‖x‖₁/‖b‖₁``) leaves a first-order error bound ``κ·eps`` above
+    ``sparsediff._api.ILL_CONDITIONED_BOUND``.
+    """

@@ -83,6 +83,11 @@ def check_trans(trans, func):
 def _check_real(value, func, name, allow_none=False):
     if value is None and allow_none:
         return None
+    if value is None or isinstance(value, str):
+        # SciPy raises ValueError for atol=None / atol="legacy" (test_invalid_atol)
+        raise ValueError(
+            f"`{func}`: `{name}` must be a finite number >= 0; got {value!r}."
+        )
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{func}`: `{name}` must be a real number; got {value!r}.")
     value = float(value)
@@ -110,6 +115,28 @@ def check_tolerances(rtol, atol, maxiter, func, allow_none=False):
         if maxiter < 0:
             raise ValueError(f"`{func}`: `maxiter` must be >= 0; got {maxiter}.")
     return rtol, atol, maxiter
+
+
+def check_stopping(tol, engine, func):
+    """``rtol = atol = 0`` with no ``maxiter`` can never stop an iterative solve.
+
+    ``tol`` is a dict with ``rtol``, ``atol``, ``maxiter``; direct engines
+    (``engine.iterative`` false) ignore tolerances and pass.
+    """
+    if (getattr(engine, "iterative", False) and not tol["rtol"] and not tol["atol"]
+            and tol["maxiter"] is None):
+        raise ValueError(
+            f"`{func}`: `rtol` and `atol` are both 0 and `maxiter` is None: the "
+            f"iterative solve could never meet its stopping test; give a positive "
+            f"tolerance or a `maxiter`.")
+
+
+def check_callback(callback, func):
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"`{func}`: `callback` must be callable or None; got {callback!r}."
+        )
+    return callback
 
 
 # ---------------------------------------------------------------------------
@@ -162,6 +189,13 @@ def _check_compressed(indptr, indices, ndata, nmajor, nminor, func, name, fmt):
             raise ValueError(
                 f"{where}: indices must lie in [0, {nminor}); got values in [{lo}, {hi}]."
             )
+
+
+def _check_data(data, ndim, func, name, fmt):
+    if np.ndim(data) != ndim:
+        raise ValueError(
+            f"`{func}`: `{name}` ({fmt}) must have a {ndim}-D `data` array; "
+            f"got shape {np.shape(data)}.")
 
 
 def _is_canonical_csr(indptr, indices):
@@ -264,7 +298,9 @@ class MatrixInput:
                     f"`{func}`: `{name}` must have the sparsity structure of `A`."
                 )
             return other.data, other.finite
-        data = np.asarray(data)
+        data = _as_array(data, func, name)
+        if self._layout["kind"] == "dense" and data.shape == self.shape:
+            data = data.reshape(-1)  # a dense A takes a dense tangent/update
         if data.ndim != 1 or data.shape[0] != self.nnz_caller:
             raise ValueError(
                 f"`{func}`: `{name}` must be a 1-D array of length nnz = "
@@ -371,29 +407,45 @@ def as_matrix(A, func, name="A", square=True):
     if fmt == "csr":
         indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
         idx_t = _index_dtype(indptr, indices, func=func, name=name)
+        _check_data(A.data, 1, func, name, fmt)
         _check_compressed(indptr, indices, A.data.shape[0], nrows, ncols, func, name, fmt)
-        layout.update(indptr=indptr, indices=indices)
         if _is_canonical_csr(indptr, indices):
+            # fast path (the common case): O(nnz), three copies and no sort
             values = np.array(A.data, dtype=dtype, copy=True)
             indptr_c = indptr.astype(idx_t, copy=True)
             indices_c = indices.astype(idx_t, copy=True)
+            # the caller's layout is the canonical one; keep the caller's index
+            # dtypes (private arrays, never written; `wrap` copies them again)
+            layout.update(
+                indptr=indptr_c if indptr.dtype == idx_t else indptr.copy(),
+                indices=indices_c if indices.dtype == idx_t else indices.copy())
             nnz = values.shape[0]
             return _finish(shape, indptr_c, indices_c, values, None, None, None,
                            layout, nnz, name, func)
+        # private copies: a caller changing A's arrays after the call must not
+        # change the structure of the gradients we hand back later
+        layout.update(indptr=indptr.copy(), indices=indices.copy())
         rows, cols, values = _expand(indptr, nrows), indices, A.data
     elif fmt == "csc":
         indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
         idx_t = _index_dtype(indptr, indices, func=func, name=name)
+        _check_data(A.data, 1, func, name, fmt)
         _check_compressed(indptr, indices, A.data.shape[0], ncols, nrows, func, name, fmt)
-        layout.update(indptr=indptr, indices=indices)
+        layout.update(indptr=indptr.copy(), indices=indices.copy())
         rows, cols, values = indices, _expand(indptr, ncols), A.data
     elif fmt == "bsr":
         R, C = A.blocksize
         indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
         idx_t = _index_dtype(indptr, indices, func=func, name=name)
+        _check_data(A.data, 3, func, name, fmt)
+        if A.data.shape[1:] != (R, C) or nrows % R or ncols % C:
+            raise ValueError(
+                f"`{func}`: `{name}` (bsr) has blocks of shape {A.data.shape[1:]} "
+                f"for blocksize {(R, C)} and shape {shape}.")
         _check_compressed(indptr, indices, A.data.shape[0], nrows // R, ncols // C,
                           func, name, fmt)
-        layout.update(indptr=indptr, indices=indices, blockshape=A.data.shape)
+        layout.update(indptr=indptr.copy(), indices=indices.copy(),
+                      blockshape=A.data.shape)
         brow = _expand(indptr, nrows // R).astype(np.int64)
         bcol = indices.astype(np.int64)
         r = np.arange(R)[None, :, None]
@@ -420,7 +472,7 @@ def as_matrix(A, func, name="A", square=True):
             coo = A.tocoo(copy=True)
         rows, cols = _coo_entries(coo, func, name)
         idx_t = _index_dtype(rows, cols, func=func, name=name)
-        layout.update(row=np.asarray(rows), col=np.asarray(cols))
+        layout.update(row=np.array(rows, copy=True), col=np.array(cols, copy=True))
         values = coo.data
 
     # general path: sort the caller's entries into canonical CSR order
@@ -500,7 +552,7 @@ def as_rhs(b, n, func, name="b"):
         )
     dtype = data_dtype(arr.dtype, func, name)
     is_1d = arr.ndim == 1
-    b2 = np.array(arr.reshape(n, -1) if is_1d else arr, dtype=dtype, order="C",
+    b2 = np.array(arr.reshape(n, 1) if is_1d else arr, dtype=dtype, order="C",
                   copy=True)
     finite = bool(np.isfinite(b2).all())
     return b2, dtype, is_1d, finite

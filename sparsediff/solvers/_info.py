@@ -39,6 +39,12 @@ class SolveInfo:
         ``Solution.vjp``).
     trans : str
         ``"N"``, ``"T"`` or ``"H"``: which of A, Aᵀ, Aᴴ was solved with.
+    condition_estimate : float, ndarray or None
+        Direct solves: a lower bound on the 1-norm condition number of
+        ``op(A)``, ``‖op(A)‖₁·‖x‖₁/‖b‖₁`` (per column for a 2-D ``b``; NaN
+        for a zero column). O(n) per solve; it never overestimates, so a
+        large value is certain, a small one is not a proof of good
+        conditioning. ``None`` for iterative solves.
     """
 
     converged: bool
@@ -51,4 +57,5 @@ class SolveInfo:
     column_iterations: Any = None
     error_estimate: Any = None
     trans: str = "N"
+    condition_estimate: Any = None
     extra: dict = field(default_factory=dict, repr=False, compare=False)

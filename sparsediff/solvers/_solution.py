@@ -5,8 +5,8 @@ import warnings
 
 import numpy as np
 
-from .._errors import ConvergenceWarning, NonFiniteInputError
-from .._validation import as_rhs, check_tolerances
+from .._errors import ConvergenceWarning
+from .._validation import as_rhs, check_stopping, check_tolerances, nonfinite_error
 from ..adjoint.linear import adjoint_solve, pattern_gradient, tangent_rhs
 from ._common import apply_policy, column_norms
 
@@ -37,6 +37,24 @@ class Solution:
     adjoint_info : SolveInfo or None
         Report of the latest adjoint solve (after :meth:`vjp`), with
         ``error_estimate`` set.
+
+    Notes
+    -----
+    A solution keeps private copies of everything its derivatives need (the
+    values of ``A``, ``x``, the factorization or preconditioner): changing the
+    caller's ``A``, ``b`` or ``sol.x`` afterwards, or ``Solver.update``, does
+    not change its gradients. Its methods are safe to call from several
+    threads at once.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+    >>> A = sp.csr_array(np.array([[2.0, 0.0], [1.0, 4.0]]))
+    >>> sol = sd.solve(A, np.array([2.0, 5.0]))
+    >>> sol.x
+    array([1., 1.])
+    >>> sol.info.converged, sol.info.method
+    (True, 'direct')
     """
 
     def __init__(self, x2, info, *, engine, mat, trans, is_1d, a_dtype, b_dtype,
@@ -115,22 +133,47 @@ class Solution:
 
         Raises
         ------
-        ConvergenceError
-            The adjoint solve failed (``on_failure="raise"``).
+        ConvergenceError, SingularMatrixError
+            The adjoint solve failed, or the forward solve had failed
+            (``on_failure="raise"``). Under ``"nan"`` the gradients are then
+            all NaN; under ``"warn"`` a :class:`ConvergenceWarning` is issued
+            (and a singular forward still gives NaN): never finite numbers
+            from a failed solve.
+        NonFiniteInputError
+            NaN or Inf in ``g`` (unless ``on_failure="nan"``: NaN gradients).
+
+        Notes
+        -----
+        With ``λ = A⁻ᴴ g`` (for ``trans="N"``): ``grad_b = λ`` and
+        ``grad_A.data[k] = −λ[i_k]·conj(x[j_k])`` (summed over columns for a
+        2-D ``b``). A real ``A`` (or ``b``) gets the real part of its complex
+        gradient, the gradient with respect to a real parameter. See
+        ``sparsediff.adjoint.linear`` for ``trans="T"`` and ``"H"``.
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+        >>> A = sp.csr_array(np.array([[2.0, 0.0], [1.0, 4.0]]))
+        >>> sol = sd.solve(A, np.array([2.0, 5.0]))      # x = [1, 1]
+        >>> grad_A, grad_b = sol.vjp(np.array([1.0, 0.0]))  # L = x[0]
+        >>> grad_b + 0.0                                 # A⁻ᵀ e₀ (+0.0: no -0.)
+        array([0.5, 0. ])
+        >>> grad_A.data + 0.0                            # −λ[i]·x[j], A's entries
+        array([-0.5,  0. ,  0. ])
         """
         func = "Solution.vjp"
         rtol, atol, maxiter = check_tolerances(rtol, atol, maxiter, func,
                                                allow_none=True)
         tol = {k: (v if v is not None else self._tol[k])
                for k, v in dict(rtol=rtol, atol=atol, maxiter=maxiter).items()}
+        check_stopping(tol, self._engine, func)
         g2, g_dtype, finite = self._check_cotangent(g, func, "g")
         mat = self._mat
         dtype = np.result_type(self._x2.dtype, g_dtype)
         poison = self._failed_forward(func)
         if not finite:
             if self._on_failure != "nan":
-                raise NonFiniteInputError(
-                    f"`{func}`: `g` contains NaN or infinite values.")
+                raise nonfinite_error(func, "g")
             poison = True
         if poison or not self._engine_ok():
             lam = np.full(g2.shape, np.nan, dtype=dtype)
@@ -167,6 +210,26 @@ class Solution:
         -------
         ndarray
             ``ẋ``, shaped like ``x``.
+
+        Raises
+        ------
+        ValueError
+            ``dA`` without A's structure or length, ``db`` not shaped like
+            ``b``, NaN or Inf in a tangent (:class:`NonFiniteInputError`, unless
+            ``on_failure="nan"``).
+        ConvergenceError, SingularMatrixError
+            The forward or the tangent solve failed (``on_failure="raise"``;
+            NaN under ``"nan"``).
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+        >>> A = sp.csr_array(np.array([[2.0, 0.0], [1.0, 4.0]]))
+        >>> sol = sd.solve(A, np.array([2.0, 5.0]))      # x = [1, 1]
+        >>> sol.jvp(db=np.array([2.0, 0.0]))             # A⁻¹ ḃ
+        array([ 1.  , -0.25])
+        >>> sol.jvp(dA=np.array([1.0, 0.0, 0.0]))        # −A⁻¹ Ȧ x, Ȧ = e₀e₀ᵀ
+        array([-0.5  ,  0.125])
         """
         func = "Solution.jvp"
         mat = self._mat
@@ -184,8 +247,8 @@ class Solution:
             dtype = np.result_type(dtype, db_dtype)
             db2 = db2.astype(dtype, copy=False)
         if not finite and self._on_failure != "nan":
-            raise NonFiniteInputError(
-                f"`{func}`: the tangents contain NaN or infinite values.")
+            bad = "dA" if dA is not None and not np.isfinite(dA_data).all() else "db"
+            raise nonfinite_error(func, bad)
         m = self._x2.shape[1]
         rhs = tangent_rhs(mat, self._x2.astype(dtype, copy=False), dA_data, db2,
                           self._trans)

@@ -2,7 +2,15 @@
 
 Nothing is compiled at import: each kernel is compiled on its first call for
 the argument types it meets (and cached on disk, ``cache=True``).
+
+Parallel variants run one at a time in the process (a lock): Numba's
+``workqueue`` threading layer aborts the process when two Python threads launch
+parallel kernels at once, and with the other layers two concurrent parallel
+kernels only oversubscribe the cores. Serial variants (small work) run
+concurrently without a lock (they release the GIL).
 """
+
+import threading
 
 from . import _csr
 
@@ -13,6 +21,8 @@ __all__ = ["PARALLEL_MIN_WORK", "csr_matvec", "csr_rmatvec", "sparse_outer"]
 #: costs more than it saves.
 PARALLEL_MIN_WORK = 200_000
 
+_PARALLEL_LOCK = threading.Lock()
+
 
 def _big(nnz, m):
     return nnz * m >= PARALLEL_MIN_WORK
@@ -21,19 +31,22 @@ def _big(nnz, m):
 def csr_matvec(indptr, indices, data, x, out):
     """``out = A @ x`` for 2-D ``x`` and ``out`` (C-contiguous)."""
     if _big(data.shape[0], out.shape[1]):
-        return _csr.csr_matvec_parallel(indptr, indices, data, x, out)
+        with _PARALLEL_LOCK:
+            return _csr.csr_matvec_parallel(indptr, indices, data, x, out)
     return _csr.csr_matvec_serial(indptr, indices, data, x, out)
 
 
 def csr_rmatvec(indptr, indices, data, x, out, conj):
     """``out = A.T @ x``, or ``A.conj().T @ x`` when ``conj``."""
     if _big(data.shape[0], out.shape[1]):
-        return _csr.csr_rmatvec_parallel(indptr, indices, data, x, out, conj)
+        with _PARALLEL_LOCK:
+            return _csr.csr_rmatvec_parallel(indptr, indices, data, x, out, conj)
     return _csr.csr_rmatvec_serial(indptr, indices, data, x, out, conj)
 
 
 def sparse_outer(indptr, indices, u, v, alpha, out):
     """``out[k] = alpha * sum_m u[i_k, m] * v[j_k, m]``."""
     if _big(indices.shape[0], u.shape[1]):
-        return _csr.sparse_outer_parallel(indptr, indices, u, v, alpha, out)
+        with _PARALLEL_LOCK:
+            return _csr.sparse_outer_parallel(indptr, indices, u, v, alpha, out)
     return _csr.sparse_outer_serial(indptr, indices, u, v, alpha, out)

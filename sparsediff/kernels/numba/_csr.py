@@ -56,13 +56,12 @@ def csr_rmatvec_serial(indptr, indices, data, x, out, conj):
 
 
 @nb.njit(parallel=True, **_opts)
-def csr_rmatvec_parallel(indptr, indices, data, x, out, conj):
-    # Scatter into one private buffer per chunk of rows, then reduce: no atomics,
-    # and the result does not depend on scheduling (bitwise reproducible for a
-    # fixed thread count).
+def _csr_rmatvec_chunks(indptr, indices, data, x, out, conj, bufs):
+    # Scatter into one private buffer per chunk of rows, then reduce in a fixed
+    # order: no atomics, and the result does not depend on scheduling (bitwise
+    # reproducible for a fixed number of chunks).
     nrows = indptr.shape[0] - 1
-    nchunks = nb.get_num_threads()
-    bufs = np.zeros((nchunks,) + out.shape, dtype=out.dtype)
+    nchunks = bufs.shape[0]
     for t in nb.prange(nchunks):
         r0 = nrows * t // nchunks
         r1 = nrows * (t + 1) // nchunks
@@ -75,6 +74,19 @@ def csr_rmatvec_parallel(indptr, indices, data, x, out, conj):
                 acc += bufs[t, j, c]
             out[j, c] = acc
     return out
+
+
+def csr_rmatvec_parallel(indptr, indices, data, x, out, conj):
+    """Parallel ``A.T @ x`` / ``A.conj().T @ x`` (chunked scatter, then reduce).
+
+    A thin Python front: the number of chunks is read here, not inside the
+    compiled function, so that the compiled code has no dynamic global and
+    is cached on disk (``numba.get_num_threads`` inside a kernel disables the
+    cache and costs seconds of compilation in every process).
+    """
+    nchunks = max(1, min(nb.get_num_threads(), indptr.shape[0] - 1))
+    bufs = np.zeros((nchunks,) + out.shape, dtype=out.dtype)
+    return _csr_rmatvec_chunks(indptr, indices, data, x, out, conj, bufs)
 
 
 @nb.njit(**_opts)

@@ -1,0 +1,7 @@
+"""``python -m sparsediff``: the ``sparsediff`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,547 @@
+"""Differentiating ``k`` steps of an iteration that has not converged.
+
+For ``x_{i+1} = f(x_i, θ)``, ``i = 0, ..., k − 1``, and a cotangent ``v`` of
+``x_k``, the adjoint runs backwards (the discrete adjoint of §3 of the design
+note on differentiating iterative solvers)::
+
+    v_k = v
+    for i = k − 1, ..., 0:
+        (v_i, g_i) = f_vjp(x_i, θ, v_{i+1})        # v_{i+1}ᵀ ∂f/∂x, v_{i+1}ᵀ ∂f/∂θ
+    grad_θ = Σ_i g_i,   grad_x0 = v_0
+
+Every backward step needs the forward iterate ``x_i``. Where it comes from is
+the ``adjoint`` argument:
+
+``"store"``
+    keep all ``k + 1`` iterates: memory ``O(k n)``, no recomputation.
+``"checkpoint"``
+    keep ``s`` snapshots placed by the binomial (Revolve) schedule and
+    recompute the rest: memory ``O(s n)``, each step re-evaluated at most
+    ``t`` times with ``C(s + t, s) ≥ k``. Same floating-point operations in
+    the same order as ``"store"``, hence bitwise the same gradient.
+``"reconstruct"``
+    run the iteration backwards, ``x_i = f_inverse(x_{i+1}, θ)`` (the note's
+    backward-Euler reconstruction, appendix A.1). Memory ``O(n)`` plus a few
+    snapshots that *measure* the reconstruction error and serve as restart
+    points: inverting a contraction amplifies rounding errors, so every step
+    is checked (``‖f(x̃_i) − x̃_{i+1}‖ / ‖x̃_{i+1}‖``) and every snapshot
+    compared with its reconstruction; when either exceeds ``reconstruct_tol``
+    the segment is redone from its snapshot by checkpointing, and so is the
+    rest of the sweep (``info.fell_back``, ``info.fallback_step``).
+"""
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._errors import ConvergenceError, ConvergenceWarning, NonFiniteInputError
+from .._validation import check_on_failure, data_dtype
+from ._checkpoint import Reverser, forward_chain, repetitions
+from ._params import flatten
+
+__all__ = ["IterateInfo", "IterateResult", "iterate"]
+
+ADJOINTS = ("store", "checkpoint", "reconstruct")
+
+_FUNC = "sparsediff.iterate"
+
+
+# ---------------------------------------------------------------------------
+# helpers shared with the implicit (fixed-point) path
+# ---------------------------------------------------------------------------
+
+
+def namespace(x):
+    """Array namespace of ``x`` (NumPy here; CuPy arrays bring their own)."""
+    if type(x).__module__.split(".")[0] == "cupy":  # pragma: no cover - no GPU here
+        import cupy
+
+        return cupy
+    return np
+
+
+def norm(xp, a):
+    """2-norm of an array of any shape, as a Python float."""
+    return float(xp.linalg.norm(a.reshape(-1)))
+
+
+def check_x0(x0, func, on_failure):
+    """A private copy of the initial iterate, with its dtype checked."""
+    xp = namespace(x0)
+    if not hasattr(x0, "shape"):
+        x0 = np.asarray(x0)
+    dtype = data_dtype(x0.dtype, func, "x0")
+    x = xp.array(x0, dtype=dtype, copy=True)
+    if not bool(xp.isfinite(x).all()) and on_failure != "nan":
+        raise NonFiniteInputError(
+            f"`{func}`: `x0` contains NaN or infinite values.")
+    return xp, x
+
+
+def check_callable(obj, func, name, optional=False):
+    if obj is None and optional:
+        return None
+    if not callable(obj):
+        raise TypeError(f"`{func}`: `{name}` must be callable; got {type(obj).__name__}.")
+    return obj
+
+
+def call_f(f, x, params, func, name="f"):
+    """``f(x, params)`` with its output checked (an array of ``x``'s shape)."""
+    y = f(x, params)
+    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+        raise TypeError(
+            f"`{func}`: `{name}` must return an array; got {type(y).__name__}.")
+    if y.shape != x.shape:
+        raise ValueError(
+            f"`{func}`: `{name}(x, params)` must return an array of the shape of "
+            f"`x`, {x.shape}; got {y.shape}.")
+    return y
+
+
+def call_vjp(f_vjp, x, params, v, tree, func):
+    """``f_vjp(x, params, v)`` checked: ``(v_x, [leaf cotangents])``."""
+    out = f_vjp(x, params, v)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(
+            f"`{func}`: `f_vjp(x, params, v)` must return a pair (v_x, v_params); "
+            f"got {type(out).__name__}"
+            + (f" of length {len(out)}." if isinstance(out, (tuple, list)) else "."))
+    v_x, v_params = out
+    if not hasattr(v_x, "shape") or v_x.shape != x.shape:
+        raise ValueError(
+            f"`{func}`: `f_vjp` must return v_x with the shape of `x`, {x.shape}; "
+            f"got {getattr(v_x, 'shape', type(v_x).__name__)}.")
+    return v_x, tree.check(v_params, func, "`f_vjp`")
+
+
+def check_cotangent(v, x, func):
+    """The cotangent ``v`` of the result: ``x``'s shape, finite."""
+    xp = namespace(x)
+    if not hasattr(v, "shape"):
+        v = np.asarray(v)
+    data_dtype(v.dtype, func, "v")
+    if v.shape != x.shape:
+        raise ValueError(
+            f"`{func}`: `v` must have the shape of `x`, {x.shape}; got {v.shape}.")
+    if not bool(xp.isfinite(v).all()):
+        raise NonFiniteInputError(f"`{func}`: `v` contains NaN or infinite values.")
+    return v
+
+
+def add_leaves(acc, leaves):
+    for a, g in zip(acc, leaves):
+        if a is not None and g is not None:
+            a += g
+
+
+def nan_like_tree(tree, dtype):
+    return [None if a is None else a + np.nan for a in tree.zeros(dtype)]
+
+
+def fail(on_failure, message, info, stacklevel=4):
+    """``on_failure`` for a failed forward or adjoint iteration."""
+    if on_failure == "raise":
+        raise ConvergenceError(message, info)
+    if on_failure == "warn":
+        warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel)
+
+
+# ---------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class IterateInfo:
+    """Report of :func:`iterate` (the forward run and the latest backward sweep).
+
+    Attributes
+    ----------
+    iterations : int
+        Steps taken (``num_steps`` unless an iterate became non-finite).
+    residual_norm : float
+        ``‖x_k − x_{k−1}‖ = ‖x_{k−1} − f(x_{k−1})‖``: how far the last step
+        moved (NaN for ``num_steps = 0``).
+    converged : bool
+        Whether every step produced a finite iterate (``iterate`` runs a
+        fixed number of steps; there is no stopping test).
+    reason : str
+        ``"completed"`` or ``"nonfinite"``.
+    adjoint : str
+        ``"store"``, ``"checkpoint"`` or ``"reconstruct"``.
+    checkpoints : int
+        Snapshot slots of the checkpoint schedule (``"checkpoint"``) or
+        snapshots kept for checking and fallback (``"reconstruct"``).
+    repetitions : int
+        ``"checkpoint"``: the bound ``t`` on re-evaluations of any step,
+        ``C(s + t, s) ≥ k``.
+    max_recomputations : int or None
+        After :meth:`IterateResult.vjp`: the most times any step was
+        re-evaluated in the latest backward sweep.
+    max_reconstruction_error : float or None
+        ``"reconstruct"``, after a backward sweep: the largest relative error
+        measured (``‖f(x̃_i) − x̃_{i+1}‖/‖x̃_{i+1}‖`` at every step and
+        ``‖x̃_c − x_c‖/‖x_c‖`` at every snapshot ``c``).
+    fell_back : bool
+        ``"reconstruct"``: whether the latest sweep fell back to checkpointing.
+    fallback_step : int or None
+        The step at which the reconstruction error exceeded
+        ``reconstruct_tol`` (the sweep was checkpointed from the snapshot
+        before it down to step 0).
+    peak_stored : int
+        Most iterates held at once (forward storage plus the latest backward
+        sweep's temporaries).
+    """
+
+    iterations: int
+    residual_norm: float
+    converged: bool
+    reason: str
+    adjoint: str
+    checkpoints: int = 0
+    repetitions: int = 0
+    max_recomputations: int | None = None
+    max_reconstruction_error: float | None = None
+    fell_back: bool = False
+    fallback_step: int | None = None
+    peak_stored: int = 0
+
+
+class IterateResult:
+    """The result of :func:`iterate`: ``x = x_k``, its report and its VJP.
+
+    Attributes
+    ----------
+    x : ndarray
+        The last iterate ``x_k`` (a copy: yours to modify).
+    info : IterateInfo
+    """
+
+    def __init__(self, x, info, *, f, f_vjp, f_inverse, params, tree, num_steps,
+                 stored, x_last, reconstruct_tol, on_failure, failed):
+        self.x = x.copy()
+        self.info = info
+        self._f = f
+        self._f_vjp = f_vjp
+        self._f_inverse = f_inverse
+        self._params = params
+        self._tree = tree
+        self._k = num_steps
+        self._stored = stored
+        self._x_last = x_last
+        self._rtol = reconstruct_tol
+        self._on_failure = on_failure
+        self._failed = failed
+        self._forward_stored = info.peak_stored
+
+    def __repr__(self):
+        return f"IterateResult(shape={self.x.shape}, dtype={self.x.dtype}, info={self.info})"
+
+    def vjp(self, v):
+        """Gradients of ``L`` from ``v = ∂L/∂x_k``.
+
+        Parameters
+        ----------
+        v : ndarray
+            Cotangent of ``x_k``, same shape.
+
+        Returns
+        -------
+        grad_params : like ``params``
+            ``Σ_i v_{i+1}ᵀ ∂f/∂θ(x_i)``, with ``params``' structure (floats for
+            scalar leaves, arrays for array leaves, None for None leaves).
+        grad_x0 : ndarray
+            ``v_0 = ∂L/∂x_0``.
+        """
+        func = "IterateResult.vjp"
+        x_last = self._x_last
+        v = check_cotangent(v, x_last, func)
+        xp = namespace(x_last)
+        dtype = np.result_type(x_last.dtype, v.dtype)
+        tree = self._tree
+        if self._failed:
+            return (tree.unflatten(nan_like_tree(tree, dtype)),
+                    xp.full(x_last.shape, np.nan, dtype=dtype))
+        state = {"v": xp.array(v, dtype=dtype, copy=True), "acc": tree.zeros(dtype)}
+        f, f_vjp, params = self._f, self._f_vjp, self._params
+
+        def adjoint_step(i, x_i):
+            v_x, leaves = call_vjp(f_vjp, x_i, params, state["v"], tree, _FUNC)
+            add_leaves(state["acc"], leaves)
+            state["v"] = v_x
+
+        def advance(x_i, i):
+            return call_f(f, x_i, params, _FUNC)
+
+        info = self.info
+        k = self._k
+        mode = info.adjoint
+        evaluations = {}
+        info.max_reconstruction_error = None
+        info.fell_back = False
+        info.fallback_step = None
+        if mode == "store":
+            xs = self._stored
+            for i in range(k - 1, -1, -1):
+                adjoint_step(i, xs[i])
+            info.peak_stored = self._forward_stored
+        elif mode == "checkpoint":
+            rev = Reverser(advance, adjoint_step, self._stored, count=True)
+            if k:
+                rev.reverse(self._stored[0], 0, k, info.checkpoints)
+            evaluations = rev.evaluations
+            info.peak_stored = self._forward_stored + rev.peak_live
+        else:
+            evaluations, extra = self._reconstruct(state, adjoint_step, advance)
+            info.peak_stored = self._forward_stored + extra
+        info.max_recomputations = max(evaluations.values(), default=0)
+        return tree.unflatten(state["acc"]), state["v"]
+
+    def _reconstruct(self, state, adjoint_step, advance):
+        """Backward sweep on reconstructed iterates, with checks and fallback."""
+        func = _FUNC
+        xp = namespace(self._x_last)
+        f, f_inv, params = self._f, self._f_inverse, self._params
+        k, tol, info = self._k, self._rtol, self.info
+        snaps = self._stored
+        bounds = sorted(snaps) + [k]
+        max_err = 0.0
+        extra = 2            # the iterate being rebuilt and the one it comes from
+        evaluations = {}
+        fallen = False
+        for j in range(len(bounds) - 2, -1, -1):
+            a, b = bounds[j], bounds[j + 1]
+            if not fallen:
+                saved_v = state["v"].copy()
+                saved_acc = [None if g is None else g.copy() for g in state["acc"]]
+                y = self._x_last if b == k else snaps[b]
+                failed_at = None
+                for i in range(b - 1, a - 1, -1):
+                    x_i = call_f(f_inv, y, params, func, "f_inverse")
+                    err = norm(xp, call_f(f, x_i, params, func) - y) / max(
+                        norm(xp, y), np.finfo(float).tiny)
+                    max_err = max(max_err, err) if err == err else np.inf
+                    if not err <= tol:
+                        if i == k - 1:
+                            raise ValueError(
+                                f"`{func}`: `f_inverse` does not invert `f`: "
+                                f"‖f(f_inverse(x_k)) − x_k‖/‖x_k‖ = {err:.3g} > "
+                                f"reconstruct_tol = {tol:.3g} at the last step "
+                                f"(where x_k is exact).")
+                        failed_at = i
+                        break
+                    adjoint_step(i, x_i)
+                    y = x_i
+                if failed_at is None:
+                    err = norm(xp, y - snaps[a]) / max(norm(xp, snaps[a]),
+                                                         np.finfo(float).tiny)
+                    max_err = max(max_err, err) if err == err else np.inf
+                    if err <= tol:
+                        continue
+                    failed_at = a
+                # redo this segment, and all earlier ones, by checkpointing
+                fallen = True
+                info.fell_back = True
+                info.fallback_step = failed_at
+                state["v"] = saved_v
+                state["acc"] = saved_acc
+                extra += 2
+            slots = math.isqrt(b - a - 1) + 2 if b - a > 1 else 1
+            rev = Reverser(advance, adjoint_step, {a: snaps[a]}, count=True)
+            rev.reverse(snaps[a], a, b, slots)
+            for i, c in rev.evaluations.items():
+                evaluations[i] = evaluations.get(i, 0) + c
+            extra = max(extra, 2 + rev.peak_live)
+        info.max_reconstruction_error = max_err
+        return evaluations, extra
+
+
+# ---------------------------------------------------------------------------
+# public function
+# ---------------------------------------------------------------------------
+
+
+def _check_options(num_steps, adjoint, f_inverse, checkpoints, reconstruct_tol, func):
+    try:
+        k = operator.index(num_steps)
+    except TypeError:
+        raise TypeError(
+            f"`{func}`: `num_steps` must be an integer; got {num_steps!r}.") from None
+    if k < 0:
+        raise ValueError(f"`{func}`: `num_steps` must be >= 0; got {k}.")
+    if adjoint not in ADJOINTS:
+        raise ValueError(f"`{func}`: `adjoint` must be one of {ADJOINTS}; got {adjoint!r}.")
+    if adjoint == "reconstruct" and f_inverse is None:
+        raise ValueError(
+            f"`{func}`: adjoint='reconstruct' needs `f_inverse` (x_i from x_{{i+1}}); "
+            f"got None. Use adjoint='checkpoint' for a step without an inverse.")
+    if checkpoints is not None:
+        try:
+            checkpoints = operator.index(checkpoints)
+        except TypeError:
+            raise TypeError(
+                f"`{func}`: `checkpoints` must be an integer or None; "
+                f"got {checkpoints!r}.") from None
+        if checkpoints < 1:
+            raise ValueError(f"`{func}`: `checkpoints` must be >= 1; got {checkpoints}.")
+    if isinstance(reconstruct_tol, bool) or not isinstance(reconstruct_tol, (int, float)):
+        raise TypeError(
+            f"`{func}`: `reconstruct_tol` must be a real number; got {reconstruct_tol!r}.")
+    if not 0 < reconstruct_tol < np.inf:
+        raise ValueError(
+            f"`{func}`: `reconstruct_tol` must be a finite number > 0; "
+            f"got {reconstruct_tol!r}.")
+    return k, checkpoints
+
+
+def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
+            checkpoints=None, reconstruct_tol=1e-8, on_failure="raise"):
+    """Run ``num_steps`` steps ``x_{i+1} = f(x_i, params)``, differentiably.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x, params) -> x_next``, an array of ``x``'s shape. Must not modify
+        its arguments.
+    x0 : ndarray
+        The initial iterate (any shape; copied).
+    params : array, number, None, or tuple / list / dict of these (nested)
+        Passed to ``f`` unchanged; the gradient has the same structure.
+    num_steps : int
+        ``k ≥ 0``.
+    f_vjp : callable
+        ``f_vjp(x, params, v) -> (v_x, v_params)``: ``v_x = vᵀ ∂f/∂x`` (shape
+        of ``x``) and ``v_params = vᵀ ∂f/∂params`` with the structure of
+        ``params`` (``None`` for a leaf means zero).
+    f_inverse : callable, optional
+        ``f_inverse(x_next, params) -> x`` with ``f(x, params) = x_next``.
+        Needed by ``adjoint="reconstruct"``.
+    adjoint : {"store", "checkpoint", "reconstruct"}
+        Where the backward sweep gets the iterates (module docstring).
+    checkpoints : int, optional
+        ``"checkpoint"``: snapshot slots ``s ≥ 1`` (including ``x_0``) of the
+        binomial schedule; default ``⌈√k⌉``. ``s = 1`` recomputes every
+        iterate from ``x_0`` (``O(k²)`` steps); ``s ≥ k`` stores everything.
+        ``"reconstruct"``: snapshots kept (evenly spaced, including ``x_0``)
+        to check the reconstruction and restart from; default
+        ``⌈log₂(k + 1)⌉``.
+    reconstruct_tol : float
+        Largest relative reconstruction error accepted before falling back to
+        checkpointing.
+    on_failure : {"raise", "warn", "nan"}
+        What a non-finite iterate does: raise :class:`ConvergenceError`, warn
+        with :class:`ConvergenceWarning` (the result and its gradients are
+        NaN), or return NaN silently.
+
+    Returns
+    -------
+    IterateResult
+        ``.x`` (``x_k``), ``.info`` (:class:`IterateInfo`) and
+        ``.vjp(v) -> (grad_params, grad_x0)``.
+
+    Raises
+    ------
+    ConvergenceError
+        An iterate became non-finite (``on_failure="raise"``).
+    ValueError
+        Bad options; ``f``/``f_vjp``/``f_inverse`` returning arrays of the
+        wrong shape; an ``f_inverse`` that does not invert ``f``.
+    TypeError
+        Non-callable functions, wrong containers.
+
+    See Also
+    --------
+    fixed_point : the same iteration run to convergence, differentiated
+        implicitly in memory independent of the number of steps.
+
+    Notes
+    -----
+    Reverse mode, ``v_k = v``, ``(v_i, g_i) = f_vjp(x_i, θ, v_{i+1})``,
+    ``grad_θ = Σ g_i``, ``grad_x0 = v_0``. Costs, for ``k`` steps on ``n``
+    unknowns: ``"store"`` ``k`` VJPs and ``(k + 1) n`` memory;
+    ``"checkpoint"`` at most ``t k`` extra steps with ``C(s + t, s) ≥ k`` and
+    at most ``2 s`` iterates held; ``"reconstruct"`` ``k`` inverse steps and
+    ``k`` checking steps, ``O(log k)`` iterates held.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparsediff.fixed_point import iterate
+    >>> f = lambda x, a: a * x
+    >>> f_vjp = lambda x, a, v: (a * v, float(np.dot(v, x)))
+    >>> res = iterate(f, np.ones(2), 0.5, 3, f_vjp=f_vjp)
+    >>> res.x
+    array([0.125, 0.125])
+    >>> grad_a, grad_x0 = res.vjp(np.ones(2))      # d(sum a³x0)/da = 3a²·2
+    >>> round(grad_a, 12)
+    1.5
+    """
+    func = _FUNC
+    check_callable(f, func, "f")
+    check_callable(f_vjp, func, "f_vjp")
+    check_callable(f_inverse, func, "f_inverse", optional=True)
+    check_on_failure(on_failure, func)
+    k, checkpoints = _check_options(num_steps, adjoint, f_inverse, checkpoints,
+                                    reconstruct_tol, func)
+    tree = flatten(params, func)
+    xp, x = check_x0(x0, func, on_failure)
+
+    # which iterates the forward pass keeps
+    stored = None
+    keep = ()
+    slots = reps = 0
+    if adjoint == "store":
+        stored = [x]
+    elif adjoint == "checkpoint":
+        slots = checkpoints if checkpoints is not None else max(1, math.isqrt(max(k - 1, 0)) + 1)
+        slots = min(slots, max(k, 1))
+        reps = repetitions(k, slots)
+        keep = set(forward_chain(k, slots))
+        stored = {0: x}
+    else:
+        nsnap = checkpoints if checkpoints is not None else max(1, math.ceil(math.log2(k + 1)))
+        nsnap = min(nsnap, max(k, 1))
+        slots = nsnap
+        keep = {(j * k) // nsnap for j in range(nsnap)}
+        stored = {0: x}
+
+    failed = not bool(xp.isfinite(x).all())
+    x_prev = x
+    steps = 0
+    reason = "completed"
+    if failed:
+        reason = "nonfinite"
+    else:
+        for i in range(k):
+            x_new = call_f(f, x, params, func)
+            steps = i + 1
+            if not bool(xp.isfinite(x_new).all()):
+                failed = True
+                reason = "nonfinite"
+                x_prev, x = x, x_new
+                break
+            x_prev, x = x, x_new
+            if adjoint == "store":
+                if i + 1 < k:
+                    stored.append(x)
+            elif i + 1 in keep:
+                stored[i + 1] = x
+    residual = norm(xp, x - x_prev) if k and not failed else (np.nan if failed else 0.0)
+    nstored = len(stored) + 1          # plus x_k itself
+    info = IterateInfo(iterations=steps, residual_norm=residual, converged=not failed,
+                       reason=reason, adjoint=adjoint, checkpoints=slots,
+                       repetitions=reps, peak_stored=nstored)
+    if failed:
+        msg = (f"`{func}`: the iterate became non-finite at step {steps} of {k} "
+               f"(the iteration diverges, or `f` produced NaN).")
+        fail(on_failure, msg, info, stacklevel=3)
+        x = xp.full(x.shape, np.nan, dtype=x.dtype) if on_failure == "nan" else x
+        stored = None
+    return IterateResult(x, info, f=f, f_vjp=f_vjp, f_inverse=f_inverse, params=params,
+                         tree=tree, num_steps=k, stored=stored, x_last=x,
+                         reconstruct_tol=float(reconstruct_tol), on_failure=on_failure,
+                         failed=failed)

@@ -1,0 +1,379 @@
+"""Machinery shared by the Krylov engines: the solve driver and the engine class.
+
+Every Krylov method here is written once, against two callables on 2-D blocks
+(``matvec(X) = op(A) X`` and ``psolve(X) = op(M) X``), and advances all
+right-hand sides in lockstep with one scalar per column. The driver
+(:func:`krylov_run`) owns everything that does not depend on the method:
+
+* the stopping test ``‖b − op(A) x‖ ≤ max(rtol·‖b‖, atol)`` per column;
+* zero right-hand sides (``x = 0`` exactly, no iteration) and initial guesses
+  that already pass the test (a copy of ``x0``, no iteration);
+* the final verdict, taken on the recomputed true residual of every column;
+* the callback, called once per iteration with the current iterate.
+
+Inside the methods, a column whose recursive residual passes the test gets its
+true residual recomputed (C3 of the reliability catalogue: apparent
+convergence is never trusted); if that fails, the true residual replaces the
+recursive one and the column goes on, and after repeated replacements that do
+not reduce the true residual it stops with ``reason="stagnation"``. Columns
+that finish are dropped from the block (compaction), so they stop costing.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._common import column_norms, make_info
+from ._operator import CSROperator
+
+__all__ = ["KrylovEngine", "is_hermitian", "krylov_run"]
+
+#: failed true-residual checks without progress before "stagnation"
+STAGNATION_CHECKS = 3
+
+
+# ---------------------------------------------------------------------------
+# per-solve bookkeeping
+# ---------------------------------------------------------------------------
+
+
+class _Run:
+    """Results of one solve, filled in column by column as they finish."""
+
+    def __init__(self, x, callback):
+        self.x = x
+        m = x.shape[1]
+        self.iterations = np.zeros(m, dtype=np.int64)
+        self.reasons = ["converged"] * m
+        self.callback = callback
+
+    def report(self, xs, cols):
+        """Call the callback with the current iterate (1-D for one column)."""
+        if self.callback is None:
+            return
+        m = self.x.shape[1]
+        if len(cols) == m:  # nothing finished yet: ``xs`` is the whole iterate
+            full = xs
+        else:
+            self.x[:, cols] = xs
+            full = self.x
+        self.callback(full[:, 0] if m == 1 else full)
+
+    def finish(self, cols, xs, iterations, reason):
+        self.x[:, cols] = xs
+        self.iterations[cols] = iterations
+        for c in cols:
+            self.reasons[c] = reason
+
+
+class State:
+    """The live columns of one method: named blocks and per-column scalars.
+
+    ``blocks`` are ``(n, k)`` arrays and ``scalars`` ``(k,)`` arrays, both
+    compacted together when columns finish. ``b``, ``x``, ``r`` (block) and
+    ``rnorm``, ``tol`` (scalars) are always present.
+    """
+
+    def __init__(self, run, cols, blocks, scalars, **values):
+        self._run = run
+        self._blocks = ("b", "x", "r") + tuple(blocks)
+        self._scalars = ("rnorm", "tol", "cols", "stalls", "last_true") + tuple(scalars)
+        self.it = 0
+        self.cols = cols
+        k = len(cols)
+        self.stalls = np.zeros(k, dtype=np.int64)
+        self.last_true = np.full(k, np.inf)
+        for key, val in values.items():
+            setattr(self, key, val)
+
+    @property
+    def k(self):
+        return len(self.cols)
+
+    def finish(self, mask, reason):
+        """Hand columns ``mask`` to the result with ``reason`` and drop them."""
+        if not mask.any():
+            return
+        self._run.finish(self.cols[mask], self.x[:, mask], self.it, reason)
+        keep = ~mask
+        for name in self._blocks:
+            arr = getattr(self, name, None)
+            if arr is not None:
+                setattr(self, name, np.ascontiguousarray(arr[:, keep]))
+        for name in self._scalars:
+            arr = getattr(self, name, None)
+            if arr is not None:
+                setattr(self, name, arr[keep])
+
+    def report(self):
+        self._run.report(self.x, self.cols)
+
+    def check_nonfinite(self, *values):
+        """Stop columns where any of ``values`` (per-column) is NaN or Inf."""
+        bad = np.zeros(self.k, dtype=bool)
+        for v in values:
+            bad |= ~np.isfinite(v)
+        self.finish(bad, "nonfinite")
+
+    def check_converged(self, matvec, replace_residual=True):
+        """Test ``rnorm`` and confirm with the true residual (see module doc)."""
+        apparent = self.rnorm <= self.tol
+        if not apparent.any():
+            return
+        sel = np.flatnonzero(apparent)
+        rt = self.b[:, sel] - matvec(np.ascontiguousarray(self.x[:, sel]))
+        tn = column_norms(rt)
+        ok = tn <= self.tol[sel]
+        bad = ~ok
+        if bad.any():
+            fail = sel[bad]
+            if replace_residual:
+                self.r[:, fail] = rt[:, bad]
+            self.rnorm[fail] = tn[bad]
+            progress = tn[bad] < 0.5 * self.last_true[fail]
+            self.stalls[fail] = np.where(progress, 0, self.stalls[fail] + 1)
+            self.last_true[fail] = np.minimum(self.last_true[fail], tn[bad])
+        done = np.zeros(self.k, dtype=bool)
+        done[sel[ok]] = True
+        stalled = self.stalls >= STAGNATION_CHECKS
+        self.finish(done, "converged")
+        self.finish(stalled[~done], "stagnation")
+
+
+def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
+               maxiter=None, callback=None, refuse=None, **options):
+    """Solve ``op(A) x = b`` (2-D ``b``) with one Krylov ``algorithm``.
+
+    Returns ``(x, converged, iterations, residual, rhs_norm, reasons)`` with
+    per-column arrays. ``refuse`` (a reason) stops every column that needs
+    iterations at once (CG on a matrix known not to be positive definite).
+    """
+    n, m = b.shape
+    dtype = b.dtype if x0 is None else np.result_type(b.dtype, x0.dtype)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    if maxiter is None:
+        maxiter = 10 * n
+    bnorm = column_norms(b)
+    tol = np.maximum(rtol * bnorm, atol)
+    if x0 is None:
+        x = np.zeros((n, m), dtype=dtype)
+    else:
+        x = np.array(x0, dtype=dtype, order="C", copy=True)
+    run = _Run(x, callback)
+    zero = bnorm == 0
+    # x = 0 exactly for b = 0, whatever x0 (it is the only x that passes
+    # ‖b − A x‖ ≤ atol for atol = 0)
+    x[:, zero] = 0
+    if n == 0 or m == 0:
+        return (x, np.ones(m, bool), run.iterations, np.zeros(m), bnorm,
+                run.reasons)
+    r = b.copy() if x0 is None else b - matvec(x)
+    rnorm = column_norms(r)
+    rnorm[zero] = 0.0
+    live = ~(rnorm <= tol)  # NaN-safe: a NaN residual is live, then nonfinite
+    nonfinite = live & ~np.isfinite(rnorm)
+    for c in np.flatnonzero(nonfinite):
+        run.reasons[c] = "nonfinite"
+    live &= ~nonfinite
+    if live.any() and refuse is not None:
+        for c in np.flatnonzero(live):
+            run.reasons[c] = refuse
+        live[:] = False
+    if live.any():
+        cols = np.flatnonzero(live)
+        algorithm(run, matvec, psolve,
+                  np.ascontiguousarray(b[:, cols]), np.ascontiguousarray(x[:, cols]),
+                  np.ascontiguousarray(r[:, cols]), rnorm[cols].copy(),
+                  tol[cols].copy(), cols, maxiter, **options)
+    # the verdict is the true residual's, column by column
+    residual = column_norms(b - matvec(x))
+    residual[zero] = 0.0
+    converged = residual <= tol
+    reasons = run.reasons
+    for c in range(m):
+        if converged[c]:
+            reasons[c] = "converged"
+        elif reasons[c] == "converged":
+            reasons[c] = "nonfinite" if not np.isfinite(residual[c]) else "stagnation"
+    return x, converged, run.iterations, residual, bnorm, reasons
+
+
+# ---------------------------------------------------------------------------
+# matrix properties
+# ---------------------------------------------------------------------------
+
+
+def is_hermitian(mat):
+    """Whether the canonical CSR matrix equals its conjugate transpose exactly.
+
+    O(nnz); explicit zeros do not count (``A − Aᴴ`` must have only zeros).
+    """
+    if mat.shape[0] == 0:
+        return True
+    A = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
+    diff = (A - A.conj().T).tocsr()
+    return not np.any(diff.data)
+
+
+def diagonal(mat):
+    """The diagonal of a canonical CSR matrix (0 where not stored)."""
+    d = np.zeros(mat.shape[0], dtype=mat.dtype)
+    on = mat.indices == mat.rows
+    d[mat.rows[on]] = mat.data[on]
+    return d
+
+
+def resolve_preconditioner(M, mat, func):
+    """The public ``M`` as a preconditioner object (or ``None``)."""
+    if M is None:
+        return None
+    from ..precond import make_preconditioner
+
+    return make_preconditioner(M, mat, func)
+
+
+def _cast(f, dtype):
+    """Wrap a block map so that it returns ``dtype`` (C-contiguous)."""
+    def apply(X):
+        return np.ascontiguousarray(f(X), dtype=dtype)
+    return apply
+
+
+# ---------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------
+
+
+class KrylovEngine:
+    """A Krylov method with its preconditioner for one matrix (engine protocol).
+
+    Subclasses set ``name``, ``requires_hermitian`` and ``algorithm`` (a
+    function ``algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols,
+    maxiter, **options)``).
+
+    Parameters
+    ----------
+    mat : MatrixInput
+        Validated matrix.
+    precond : Preconditioner or None
+        Built preconditioner (see :mod:`sparsediff.precond`).
+    options : dict
+        Method options (GMRES: ``restart``).
+    func : str
+        Public function name for error messages.
+    """
+
+    name = "krylov"
+    iterative = True
+    requires_hermitian = False
+    option_names = ()
+
+    def __init__(self, mat, precond=None, options=None, *, func, hermitian=None):
+        self.mat = mat
+        self.precond = precond
+        self.options = dict(options or {})
+        self.func = func
+        self.hermitian = is_hermitian(mat) if hermitian is None else hermitian
+        self.method = self.name + (f"+{precond.name}" if precond is not None else "")
+        self._check(func)
+        self._positive_diagonal = None
+
+    def _check(self, func):
+        """Refuse what the method cannot do (CG/MINRES: Hermitian only)."""
+        if self.requires_hermitian and not self.hermitian:
+            raise ValueError(
+                f"`{func}`: method={self.name!r} needs a Hermitian (real: "
+                f"symmetric) matrix, and A is not: A ≠ Aᴴ. Use method='gmres' or "
+                f"method='bicgstab'.")
+        if (self.requires_hermitian and self.precond is not None
+                and not self.precond.hermitian):
+            raise ValueError(
+                f"`{func}`: method={self.name!r} needs a Hermitian preconditioner "
+                f"(M = Mᴴ); M={self.precond.name!r} is not. Use method='gmres' or "
+                f"method='bicgstab', or a Hermitian M such as 'jacobi'.")
+
+    @property
+    def positive_diagonal(self):
+        """Whether every diagonal entry has a positive real part."""
+        if self._positive_diagonal is None:
+            d = diagonal(self.mat)
+            self._positive_diagonal = bool(np.all(d.real > 0))
+        return self._positive_diagonal
+
+    def _plan(self, trans, dtype):
+        """``(matvec, psolve, conj)`` solving ``op(A) x = b`` for ``trans``.
+
+        For a Hermitian A, Aᴴ = A and Aᵀ = conj(A): solves with Aᵀ run on A
+        with conjugated input and output (``conj``), so the forward
+        preconditioner serves every ``trans``.
+        """
+        M = self.precond
+        conj = False
+        if self.hermitian or trans == "N":
+            conj = trans == "T" and np.dtype(dtype).kind == "c" \
+                and self.mat.dtype.kind == "c"
+            matvec = CSROperator(self.mat, "N").matvec
+            psolve = None if M is None else M.matvec
+        else:
+            matvec = CSROperator(self.mat, trans).matvec
+            psolve = None
+            if M is not None:
+                if not M.has_adjoint:
+                    raise TypeError(
+                        f"the preconditioner M={M.name!r} has no adjoint (no "
+                        f"`rmatvec`, `.H` or `.T`), and A is not Hermitian: solves "
+                        f"with A{'ᴴ' if trans == 'H' else 'ᵀ'} — the adjoint solve "
+                        f"of `Solution.vjp`, or `trans={trans!r}` — need Mᴴ. Give "
+                        f"M an `rmatvec` (or `.H`), or use M='jacobi'/'ilu'/'amg'.")
+                if trans == "H":
+                    psolve = M.rmatvec
+                elif hasattr(M, "tmatvec"):
+                    psolve = M.tmatvec
+                else:
+                    psolve = lambda X: np.conj(M.rmatvec(np.conj(X)))  # noqa: E731
+        if psolve is not None:
+            psolve = _cast(psolve, dtype)
+        return matvec, psolve, conj
+
+    def _refuse(self):
+        return None
+
+    def solve(self, b, *, x0=None, trans="N", rtol=1e-8, atol=0.0, maxiter=None,
+              callback=None):
+        """Solve ``op(A) x = b`` for a 2-D ``b``; returns ``(x, info)``."""
+        dtype = b.dtype
+        matvec, psolve, conj = self._plan(trans, dtype)
+        if conj:
+            b = np.conj(b)
+            x0 = None if x0 is None else np.conj(x0)
+            if callback is not None:
+                user = callback
+                callback = lambda xk: user(np.conj(xk))  # noqa: E731
+        x, converged, its, residual, bnorm, reasons = krylov_run(
+            type(self).algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol,
+            maxiter=maxiter, callback=callback, refuse=self._refuse(),
+            **self.options)
+        if conj:
+            x = np.conj(x)
+        return x, make_info(converged, its, residual, bnorm, self.method, reasons,
+                            False, trans)
+
+    def update(self, mat):
+        """An engine for new values on the same pattern (preconditioner updated)."""
+        precond = None if self.precond is None else self.precond.update(mat)
+        return type(self)(mat, precond, self.options, func="Solver.update")
+
+
+def parse_options(cls, options, func):
+    """Check method options against ``cls.option_names``."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(
+            f"`{func}`: the options in `method=(name, options)` must be a dict; "
+            f"got {type(options).__name__}.")
+    unknown = sorted(set(options) - set(cls.option_names))
+    if unknown:
+        raise ValueError(
+            f"`{func}`: method={cls.name!r} has options {cls.option_names}; got "
+            f"unknown {unknown}.")
+    return dict(options)

@@ -1,0 +1,115 @@
+"""BiCGSTAB (van der Vorst 1992) with right preconditioning, for general A.
+
+Right preconditioning (``A M y = b``, ``x = M y``) keeps the recursive
+residual that of the *unpreconditioned* system, which is what the stopping
+test ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` measures (SciPy's ``bicgstab``
+does the same). Complex systems use ``vdot`` inner products.
+
+Breakdowns (``ρ = r̂ᴴ r ≈ 0``, ``r̂ᴴ v ≈ 0`` or ``ω = 0``, each relative to the
+norms of the vectors involved, so scale-invariant) stop the column with
+``reason="breakdown"``; its iterate is the last finite one.
+"""
+
+import numpy as np
+
+from ..kernels.numba import _krylov as fused
+from ._common import column_norms
+from ._krylov import KrylovEngine, State
+
+__all__ = ["BiCGSTABEngine", "bicgstab"]
+
+
+def _dot(a, b):
+    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
+                   np.iscomplexobj(b) else np.float64)
+    return fused.col_dot(a, b, out)
+
+
+def _scalar(v, dtype):
+    """Per-column scalars in the precision the fused kernels accept for ``dtype``."""
+    return v if np.dtype(dtype).kind == "c" else v.real
+
+
+def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
+    """BiCGSTAB iterations on the live columns."""
+    dtype = x.dtype
+    eps = np.finfo(dtype).eps
+    s = State(run, cols, ("rhat", "p", "v"),
+              ("rho_old", "alpha", "omega", "rhat_norm", "omega_zero"),
+              b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+    s.rhat = r.copy()
+    s.rhat_norm = rnorm.copy()
+    s.p = np.zeros_like(r)
+    s.v = np.zeros_like(r)
+    one = np.ones(s.k, dtype=np.complex128 if dtype.kind == "c" else np.float64)
+    s.rho_old, s.alpha, s.omega = one.copy(), one.copy(), one.copy()
+    identity = psolve is None
+    while s.k:
+        if s.it >= maxiter:
+            s.finish(np.ones(s.k, dtype=bool), "maxiter")
+            break
+        rho = _dot(s.rhat, s.r)
+        s.check_nonfinite(rho)
+        rho = rho[np.isfinite(rho)]
+        small = np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm
+        s.finish(small, "breakdown")
+        rho = rho[~small]
+        if not s.k:
+            break
+        beta = (rho / s.rho_old) * (s.alpha / s.omega)
+        fused.bicgstab_p(s.p, s.r, s.v, _scalar(beta, dtype), _scalar(s.omega, dtype))
+        phat = s.p if identity else psolve(s.p)
+        s.v = matvec(phat)
+        rv = _dot(s.rhat, s.v)
+        bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
+        if bad.any():
+            keep = ~bad
+            s.check_nonfinite(rv)
+            s.finish(bad[np.isfinite(rv)], "breakdown")
+            rho, rv, phat = rho[keep], rv[keep], np.ascontiguousarray(phat[:, keep])
+            if not s.k:
+                break
+        alpha = rho / rv
+        snorm2 = np.empty(s.k)
+        sv = np.empty_like(s.r)
+        fused.sub_scaled(sv, s.r, _scalar(alpha, dtype), s.v, snorm2)
+        shat = sv if identity else psolve(sv)
+        t = matvec(shat)
+        tt = _dot(t, t).real
+        ts = _dot(t, sv)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
+        # s = 0 exactly means x + α p̂ solves the system: ω = 0 is then harmless
+        omega_ok = (omega != 0) | (snorm2 == 0)
+        fused.bicgstab_x(s.x, _scalar(alpha, dtype), phat, _scalar(omega, dtype), shat)
+        fused.sub_scaled(s.r, sv, _scalar(omega, dtype), t, snorm2)
+        s.it += 1
+        s.report()
+        s.rnorm = np.sqrt(snorm2)
+        s.rho_old, s.alpha, s.omega = rho, alpha, np.where(omega_ok, omega, 1.0)
+        # ω = 0 with s ≠ 0: the stabilizing step made no progress
+        s.omega_zero = ~omega_ok
+        s.check_nonfinite(s.rnorm, omega)
+        s.check_converged(matvec)
+        s.finish(s.omega_zero, "breakdown")
+
+
+class BiCGSTABEngine(KrylovEngine):
+    """Engine for ``method="bicgstab"``."""
+
+    name = "bicgstab"
+    algorithm = staticmethod(bicgstab_algorithm)
+
+
+def bicgstab(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,
+             callback=None):
+    """Matrix-free BiCGSTAB on blocks (see :func:`sparsediff.solvers.cg.cg`).
+
+    See Also
+    --------
+    scipy.sparse.linalg.bicgstab
+    """
+    from .cg import _matrix_free
+
+    return _matrix_free(bicgstab_algorithm, "bicgstab", op, b, x0, rtol, atol,
+                        maxiter, M, callback)

@@ -1,0 +1,177 @@
+"""Preconditioned conjugate gradients for Hermitian positive definite systems.
+
+Hestenes–Stiefel CG with a Hermitian positive definite preconditioner ``M``
+(Saad, *Iterative Methods for Sparse Linear Systems*, Alg. 9.1), on all
+right-hand sides at once, with complex Hermitian matrices handled by ``vdot``
+inner products (every scalar of the recurrence is then real).
+
+Differences from :func:`scipy.sparse.linalg.cg`, deliberate:
+
+* ``pᴴ A p ≤ 0`` or ``rᴴ M r ≤ 0`` stops the column with
+  ``reason="indefinite"`` (SciPy iterates on, and can report success from a
+  negative curvature); NaN/Inf stops it at once with ``reason="nonfinite"``;
+* convergence is confirmed on the recomputed true residual;
+* ``b`` may be ``(n, m)``: every column has its own stopping test.
+"""
+
+import numpy as np
+
+from ..kernels.numba import _krylov as fused
+from ._info import SolveInfo  # noqa: F401  (documented return type)
+from ._krylov import KrylovEngine, State, krylov_run
+from ._operator import aslinearoperator
+
+__all__ = ["CGEngine", "cg"]
+
+
+def _dot(a, b):
+    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
+                   np.iscomplexobj(b) else np.float64)
+    return fused.col_dot(a, b, out).real
+
+
+def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
+    """CG iterations on the live columns (see :mod:`._krylov` for the frame)."""
+    s = State(run, cols, ("p", "z"), ("rho",), b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+    s.z = r if psolve is None else psolve(r)
+    s.rho = rnorm ** 2 if psolve is None else _dot(s.r, s.z)
+    if psolve is not None:
+        s.check_nonfinite(s.rho)
+        s.finish(~(s.rho > 0), "indefinite")
+    s.p = s.z.copy()
+    rr = np.empty(s.k)
+    while s.k:
+        if s.it >= maxiter:
+            s.finish(np.ones(s.k, dtype=bool), "maxiter")
+            break
+        q = matvec(s.p)
+        pq = _dot(s.p, q)
+        bad = ~(pq > 0)
+        if bad.any():
+            keep = ~bad
+            s.check_nonfinite(pq)
+            s.finish(~(pq[np.isfinite(pq)] > 0), "indefinite")
+            q = np.ascontiguousarray(q[:, keep])
+            pq = pq[keep]
+            if not s.k:
+                break
+        alpha = s.rho / pq
+        rr = np.empty(s.k)
+        fused.cg_step(s.x, s.r, s.p, q, alpha, rr)
+        s.it += 1
+        s.report()
+        s.rnorm = np.sqrt(rr)
+        s.check_nonfinite(s.rnorm)
+        s.check_converged(matvec)
+        if not s.k:
+            break
+        if psolve is None:
+            s.z = s.r
+            rho = s.rnorm ** 2
+        else:
+            s.z = psolve(s.r)
+            rho = _dot(s.r, s.z)
+            bad = ~(rho > 0)
+            if bad.any():
+                keep = ~bad
+                s.check_nonfinite(rho)
+                s.finish(~(rho[np.isfinite(rho)] > 0), "indefinite")
+                rho = rho[keep]
+                if not s.k:
+                    break
+        beta = rho / s.rho
+        s.rho = rho
+        fused.xpby(s.z, beta, s.p)
+
+
+class CGEngine(KrylovEngine):
+    """Engine for ``method="cg"``: Hermitian A and Hermitian M only."""
+
+    name = "cg"
+    requires_hermitian = True
+    algorithm = staticmethod(cg_algorithm)
+
+    def _refuse(self):
+        # a non-positive diagonal entry of a Hermitian A certifies that A is
+        # not positive definite: CG would divide by pᴴAp ≤ 0 sooner or later
+        return None if self.positive_diagonal else "indefinite"
+
+
+def _matrix_free(algorithm, name, op, b, x0, rtol, atol, maxiter, M, callback,
+                 **options):
+    """Shared body of the matrix-free entry points (``cg``, ``gmres``, ...)."""
+    from ._common import make_info
+
+    op = aslinearoperator(op)
+    b = np.asarray(b)
+    if b.ndim != 2 or b.shape[0] != op.shape[0]:
+        raise ValueError(
+            f"`{name}`: `b` must have shape (n, m) with n = {op.shape[0]}; got "
+            f"{b.shape}.")
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"`{name}`: `rtol` and `atol` must be >= 0; got "
+                         f"rtol={rtol}, atol={atol}.")
+    dtype = np.result_type(op.dtype, b.dtype, np.float32)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    if x0 is not None:
+        x0 = np.asarray(x0)
+        if x0.shape != b.shape:
+            raise ValueError(f"`{name}`: `x0` must have the shape of `b`, {b.shape}; "
+                             f"got {x0.shape}.")
+
+    def matvec(X):
+        return np.ascontiguousarray(op.matvec(X), dtype=dtype)
+
+    psolve = None
+    if M is not None:
+        Mop = aslinearoperator(M)
+        if tuple(Mop.shape) != tuple(op.shape):
+            raise ValueError(f"`{name}`: `M` must have the shape of the operator, "
+                             f"{tuple(op.shape)}; got {tuple(Mop.shape)}.")
+
+        def psolve(X):
+            return np.ascontiguousarray(Mop.matvec(X), dtype=dtype)
+
+    x, converged, its, residual, bnorm, reasons = krylov_run(
+        algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol, maxiter=maxiter,
+        callback=callback, **options)
+    label = name + ("+user" if M is not None else "")
+    return x, make_info(converged, its, residual, bnorm, label, reasons, False)
+
+
+def cg(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,
+       callback=None):
+    """Matrix-free preconditioned CG on blocks: solve ``A X = B``.
+
+    Parameters
+    ----------
+    op : object with ``matvec(X)``, ``shape``, ``dtype``
+        Hermitian positive definite operator applied to 2-D blocks (a
+        :class:`scipy.sparse.linalg.LinearOperator` is accepted: its
+        ``matmat`` is used). Not checked for symmetry.
+    b : ndarray, shape (n, m)
+        Right-hand sides, one per column.
+    x0 : ndarray, shape (n, m), optional
+        Initial guess.
+    rtol, atol : float
+        Stopping test ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` per column, on the
+        true residual.
+    maxiter : int, optional
+        Iteration limit (default ``10 n``).
+    M : object with ``matvec(X)``, optional
+        Hermitian positive definite preconditioner ``M ≈ A⁻¹``.
+    callback : callable, optional
+        ``callback(xk)`` after each iteration (``xk`` 1-D for ``m = 1``).
+
+    Returns
+    -------
+    x : ndarray, shape (n, m)
+    info : SolveInfo
+        Per-column arrays (``column_converged``, ``column_iterations``).
+
+    See Also
+    --------
+    scipy.sparse.linalg.cg
+    """
+    return _matrix_free(cg_algorithm, "cg", op, b, x0, rtol, atol, maxiter, M,
+                        callback)

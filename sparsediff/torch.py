@@ -1,0 +1,693 @@
+"""PyTorch glue: differentiable sparse solves as ``torch.autograd.Function``.
+
+Thin layer over the core. The forward pass builds a :class:`sparsediff.Solver`
+(one factorization); the backward pass is :meth:`Solution.vjp` on the same
+solver, or — when a graph of the backward is requested (``create_graph=True``,
+Hessian–vector products) — the same computation written with differentiable
+pieces: the adjoint solve is itself a registered solve with ``trans="H"`` on
+the same solver, and the pattern gradient is a gather-multiply in torch.
+Forward mode (``torch.func.jvp``, ``torch.autograd.forward_ad``) calls
+:meth:`Solution.jvp`.
+
+>>> import torch, sparsediff.torch as sdt
+>>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64).to_sparse_csr()
+>>> A.requires_grad_()                                   # doctest: +ELLIPSIS
+tensor(...)
+>>> x = sdt.solve(A, torch.tensor([1.0, 2.0], dtype=torch.float64))
+>>> x.sum().backward()
+>>> A.grad.layout
+torch.sparse_csr
+
+Only CPU tensors are supported in this version (the GPU backend is not
+available yet); CUDA tensors raise ``TypeError``.
+"""
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised without torch
+    raise ImportError(
+        "sparsediff.torch needs PyTorch: pip install sparsediff[torch]"
+    ) from exc
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._api import Solver
+
+__all__ = ["fixed_point", "solve", "solve_values"]
+
+_FUNC = "sparsediff.torch.solve"
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+# op(A)⁻ᴴ is the adjoint of op(A)⁻¹: N ↔ H (T only appears for real data, where
+# it equals H)
+_FLIP = {"N": "H", "H": "N"}
+
+
+# ---------------------------------------------------------------------------
+# validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_device(t, func, name):
+    if t.device.type != "cpu":
+        raise TypeError(
+            f"`{func}`: `{name}` is on device {t.device}; only CPU tensors are "
+            f"supported in this version (the GPU backend is not available yet). "
+            f"Move the tensors with `.cpu()`."
+        )
+
+
+def _as_index(idx, func, name):
+    """An integer index array as int64 NumPy (from a tensor or array-like)."""
+    if isinstance(idx, torch.Tensor):
+        _check_device(idx, func, name)
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise TypeError(
+                f"`{func}`: `{name}` must be an integer tensor; got {idx.dtype}."
+            )
+        arr = idx.detach().numpy()
+    else:
+        arr = np.asarray(idx)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"`{func}`: `{name}` must be an integer array; got {arr.dtype}."
+            )
+    if arr.ndim != 1:
+        raise ValueError(f"`{func}`: `{name}` must be 1-D; got shape {arr.shape}.")
+    return arr
+
+
+def _numpy(t):
+    """A NumPy view (or copy) of a CPU tensor, with lazy conj/neg resolved."""
+    return t.detach().resolve_conj().resolve_neg().numpy()
+
+
+class _Pattern:
+    """The stored entries of a square matrix, in the caller's order.
+
+    ``kind`` is ``"csr"`` (``a, b = indptr, indices``) or ``"coo"``
+    (``a, b = row, col``). The row and column of every entry (``rows_t``,
+    ``cols_t``) are the gather indices of the differentiable pattern gradient.
+    """
+
+    def __init__(self, n, kind, a, b):
+        self.n = n
+        self.kind = kind
+        self.a = a
+        self.b = b
+        self._rc = None
+
+    @property
+    def nnz(self):
+        return self.b.shape[0]
+
+    def matrix(self, values):
+        if self.kind == "csr":
+            return sp.csr_array((values, self.b, self.a), shape=(self.n, self.n))
+        return sp.coo_array((values, (self.a, self.b)), shape=(self.n, self.n))
+
+    def multiplicity(self):
+        """How often each entry's (row, col) occurs (None: no duplicates)."""
+        rows, cols = self.rows_cols()
+        key = rows.numpy() * max(self.n, 1) + cols.numpy()
+        _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        if counts.size == key.size:
+            return None
+        return torch.from_numpy(counts[inv].astype(np.float64))
+
+    def rows_cols(self):
+        if self._rc is None:
+            if self.kind == "csr":
+                rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.a))
+            else:
+                rows = self.a.astype(np.int64)
+            self._rc = (torch.from_numpy(rows),
+                        torch.from_numpy(self.b.astype(np.int64)))
+        return self._rc
+
+
+class _System:
+    """One differentiable system: pattern, options and the solver (built once)."""
+
+    def __init__(self, pattern, options):
+        self.pattern = pattern
+        self.options = options
+        self.solver = None
+
+    def build(self, values):
+        mat = self.pattern.matrix(_numpy(values))
+        self.solver = Solver(mat, _func=_FUNC, **self.options)
+
+
+class _Call:
+    """Carries one forward call's :class:`Solution` to ``setup_context``."""
+
+    sol = None
+
+
+def _pattern_gradient(pattern, x, lam, trans):
+    """Differentiable ``∂L/∂data`` (adjoint/linear.py): a gather-multiply."""
+    rows, cols = pattern.rows_cols()
+    if trans == "N":
+        u, v = lam.index_select(0, rows), x.index_select(0, cols).conj()
+    else:  # "H"
+        u, v = x.index_select(0, rows), lam.index_select(0, cols).conj()
+    prod = u * v
+    if prod.ndim == 2:
+        prod = prod.sum(dim=1)
+    return -prod
+
+
+def _pattern_matvec(pattern, data, x, trans):
+    """``op(D) x`` for values ``data`` on the pattern (the tangent ``Ȧ x``)."""
+    rows, cols = pattern.rows_cols()
+    if trans == "H":
+        rows, cols, data = cols, rows, data.conj()
+    d = data if x.ndim == 1 else data[:, None]
+    out = torch.zeros(x.shape, dtype=torch.promote_types(data.dtype, x.dtype))
+    return out.index_add(0, rows, d * x.index_select(0, cols))
+
+
+class _Solve(torch.autograd.Function):
+    """``x = op(A)⁻¹ b`` with ``A``'s stored values as a dense 1-D tensor.
+
+    ``trans`` is "N" for the user's solve and "H" for its adjoint; the backward
+    of one is the other on the same solver, so every order of derivative
+    reuses the one factorization.
+    """
+
+    @staticmethod
+    def forward(values, b, system, trans, fresh, call):
+        if fresh:
+            system.build(values)
+        sol = system.solver.solve(_numpy(b), trans=trans)
+        call.sol = sol
+        return torch.from_numpy(sol.x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values, b, system, trans, fresh, call = inputs
+        ctx.system = system
+        ctx.trans = trans
+        ctx.sol = call.sol
+        ctx.save_for_backward(values, output)
+        ctx.save_for_forward(values, output)
+
+    @staticmethod
+    def backward(ctx, gx):
+        values, x = ctx.saved_tensors
+        need_values, need_b = ctx.needs_input_grad[:2]
+        if not (need_values or need_b):
+            return None, None, None, None, None, None
+        if torch.is_grad_enabled():
+            # create_graph=True: build the backward from differentiable pieces
+            lam = _Solve.apply(values, gx, ctx.system, _FLIP[ctx.trans], False, _Call())
+            grad_values = (_pattern_gradient(ctx.system.pattern, x, lam, ctx.trans)
+                           if need_values else None)
+            grad_b = lam
+        else:
+            grad_A, grad_b = ctx.sol.vjp(_numpy(gx))
+            grad_values = torch.from_numpy(grad_A.data) if need_values else None
+            grad_b = torch.from_numpy(grad_b)
+            if grad_values is not None and grad_values.dtype != values.dtype:
+                grad_values = grad_values.to(values.dtype)
+        return (grad_values, grad_b if need_b else None, None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, dvalues, db, *_):
+        # ẋ = op(A)⁻¹ (ḃ − op(Ȧ) x), the rule of Solution.jvp. The tangent
+        # right-hand side is formed with torch operations and solved by the
+        # registered solve on the same solver: under torch.func the tangents
+        # are functorch-wrapped tensors that cannot be handed to NumPy.
+        values, x = ctx.saved_tensors
+        rhs = db
+        if dvalues is not None:
+            prod = _pattern_matvec(ctx.system.pattern, dvalues, x, ctx.trans)
+            rhs = -prod if rhs is None else rhs - prod
+        if rhs is None:
+            return None
+        return _Solve.apply(values, rhs, ctx.system, ctx.trans, False, _Call())
+
+
+class _Values(torch.autograd.Function):
+    """Stored values of a sparse tensor (caller order); gradient: same layout.
+
+    A sparse gradient stands for its dense sum, so for an uncoalesced tensor
+    the merged entry's gradient is shared equally among its duplicates: the
+    gradient has ``A``'s indices and the correct dense value. (For the
+    per-entry derivative of assembled triplets, use :func:`solve_values`.)
+    """
+
+    @staticmethod
+    def forward(ctx, A, pattern):
+        ctx.A_meta = _sparse_parts(A)
+        ctx.pattern = pattern
+        if A.layout == torch.sparse_coo:
+            return A._values().clone()
+        return A.values().clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        layout, idx, shape, coalesced = ctx.A_meta
+        mult = ctx.pattern.multiplicity()
+        if mult is not None:
+            g = g / mult
+        if layout == torch.sparse_coo:
+            return (torch.sparse_coo_tensor(idx[0], g, shape, is_coalesced=coalesced),
+                    None)
+        return torch.sparse_csr_tensor(idx[0], idx[1], g, shape), None
+
+
+def _sparse_parts(A):
+    if A.layout == torch.sparse_coo:
+        return (A.layout, (A._indices(),), A.shape, A.is_coalesced())
+    return (A.layout, (A.crow_indices(), A.col_indices()), A.shape, None)
+
+
+# ---------------------------------------------------------------------------
+# public functions
+# ---------------------------------------------------------------------------
+
+
+def _check_b(b, n, dtype, func):
+    if not isinstance(b, torch.Tensor):
+        raise TypeError(f"`{func}`: `b` must be a torch.Tensor; got {type(b).__name__}.")
+    _check_device(b, func, "b")
+    if b.layout != torch.strided:
+        raise TypeError(f"`{func}`: `b` must be a dense (strided) tensor; got {b.layout}.")
+    if b.ndim not in (1, 2) or b.shape[0] != n:
+        raise ValueError(
+            f"`{func}`: `b` must have shape (n,) or (n, m) with n = {n}; "
+            f"got {tuple(b.shape)}."
+        )
+    if b.dtype != dtype:
+        raise TypeError(
+            f"`{func}`: `b` must have the dtype of `A`'s values, {dtype}; got "
+            f"{b.dtype}. Cast one of them (no silent promotion)."
+        )
+
+
+def _check_values(values, func):
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(
+            f"`{func}`: `values` must be a torch.Tensor; got {type(values).__name__}."
+        )
+    _check_device(values, func, "values")
+    if values.layout != torch.strided or values.ndim != 1:
+        raise ValueError(
+            f"`{func}`: `values` must be a dense 1-D tensor; got layout "
+            f"{values.layout} and shape {tuple(values.shape)}."
+        )
+    if values.dtype not in _DTYPES:
+        raise TypeError(
+            f"`{func}`: `values` must be float32, float64, complex64 or complex128; "
+            f"got {values.dtype}."
+        )
+
+
+def _run(values, pattern, b, options, func):
+    _check_values(values, func)
+    if values.shape[0] != pattern.nnz:
+        raise ValueError(
+            f"`{func}`: `values` must have one entry per stored index, "
+            f"{pattern.nnz}; got {values.shape[0]}."
+        )
+    _check_b(b, pattern.n, values.dtype, func)
+    system = _System(pattern, options)
+    return _Solve.apply(values, b, system, "N", True, _Call())
+
+
+def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
+          on_failure="raise"):
+    """Solve ``A x = b`` differentiably for torch tensors.
+
+    Parameters
+    ----------
+    A : torch.Tensor or tuple
+        The square system matrix, on the CPU:
+
+        * a sparse CSR tensor (``torch.sparse_csr``): ``A.grad`` is a sparse
+          CSR tensor with ``A``'s indices;
+        * a sparse COO tensor (``torch.sparse_coo``), coalesced or not:
+          ``A.grad`` is a sparse COO tensor with ``A``'s (unmodified) indices.
+          Duplicate entries are summed in the matrix and each gets the merged
+          entry's gradient, so uncoalesced tensors need no ``coalesce()``;
+        * a dense 2-D tensor (every entry stored; ``A.grad`` is dense);
+        * ``(values, (indptr, indices))``: the values of a CSR pattern as an
+          ordinary 1-D tensor, for assembly pipelines — the same as
+          :func:`solve_values` with ``indptr`` and ``indices``.
+
+        Stored zeros are part of the pattern and get a gradient.
+    b : torch.Tensor, shape (n,) or (n, m)
+        Dense right-hand side(s), the dtype of ``A`` (float32, float64,
+        complex64 or complex128).
+    method, M, rtol, atol, maxiter, on_failure
+        As :func:`sparsediff.solve`; they apply to the forward solve and to
+        every derivative solve.
+
+    Returns
+    -------
+    x : torch.Tensor
+        Same shape and dtype as ``b``; differentiable with respect to ``b``
+        and ``A``'s stored values, in reverse mode (any order) and forward
+        mode.
+
+    Raises
+    ------
+    TypeError
+        CUDA tensors (not supported yet), unsupported layouts, float index
+        arrays, or ``A`` and ``b`` of different dtypes.
+    ValueError
+        Shapes that do not match, corrupt sparse structure, non-finite values.
+
+    Notes
+    -----
+    With ``λ = A⁻ᴴ g`` (``g`` the incoming gradient, PyTorch's complex
+    convention): ``∂L/∂b = λ`` and ``∂L/∂A.values[k] = −λ[i_k]·conj(x[j_k])``.
+    The adjoint solve reuses the forward factorization. Second derivatives
+    (``create_graph=True``) run further solves with the same factorization.
+
+    See Also
+    --------
+    sparsediff.solve, solve_values, torch.linalg.solve
+
+    Examples
+    --------
+    >>> import torch, sparsediff.torch as sdt
+    >>> values = torch.tensor([4.0, 1.0, 1.0, 3.0], dtype=torch.float64,
+    ...                       requires_grad=True)
+    >>> indptr, indices = torch.tensor([0, 2, 4]), torch.tensor([0, 1, 0, 1])
+    >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    >>> x = sdt.solve((values, (indptr, indices)), b)
+    >>> x.sum().backward()
+    >>> values.grad.shape
+    torch.Size([4])
+    """
+    options = dict(method=method, M=M, rtol=rtol, atol=atol, maxiter=maxiter,
+                   on_failure=on_failure)
+    func = _FUNC
+    if isinstance(A, tuple):
+        if len(A) != 2 or not isinstance(A[1], tuple) or len(A[1]) != 2:
+            raise TypeError(
+                f"`{func}`: a tuple `A` must be (values, (indptr, indices)); got a "
+                f"tuple of length {len(A)}."
+            )
+        values, (indptr, indices) = A
+        return solve_values(values, b, indptr=indptr, indices=indices, **options)
+    if not isinstance(A, torch.Tensor):
+        raise TypeError(
+            f"`{func}`: `A` must be a torch sparse CSR/COO tensor, a dense 2-D "
+            f"tensor or (values, (indptr, indices)); got {type(A).__name__}."
+        )
+    _check_device(A, func, "A")
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(
+            f"`{func}`: `A` must be a square 2-D matrix (no batch dimensions); got "
+            f"shape {tuple(A.shape)}."
+        )
+    if A.dtype not in _DTYPES:
+        raise TypeError(
+            f"`{func}`: `A` must be float32, float64, complex64 or complex128; "
+            f"got {A.dtype}."
+        )
+    n = A.shape[0]
+    if A.layout == torch.sparse_csr:
+        pattern = _Pattern(n, "csr", _as_index(A.crow_indices(), func, "crow_indices"),
+                           _as_index(A.col_indices(), func, "col_indices"))
+    elif A.layout == torch.sparse_coo:
+        if A.sparse_dim() != 2 or A.dense_dim() != 0:
+            raise ValueError(
+                f"`{func}`: a COO `A` must have 2 sparse and no dense dimensions; "
+                f"got {A.sparse_dim()} and {A.dense_dim()}."
+            )
+        idx = A._indices().detach().numpy()
+        row, col = idx[0], idx[1]
+        if A.is_coalesced():
+            # sorted row-major without duplicates: the CSR fast path, same order
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
+            pattern = _Pattern(n, "csr", indptr, col)
+        else:
+            pattern = _Pattern(n, "coo", row, col)
+    elif A.layout == torch.strided:
+        indptr = np.arange(0, n * n + 1, max(n, 1), dtype=np.int64)
+        indices = np.tile(np.arange(n, dtype=np.int64), n)
+        pattern = _Pattern(n, "csr", indptr, indices)
+        return _run(A.reshape(-1), pattern, b, options, func)
+    else:
+        raise TypeError(
+            f"`{func}`: `A` must be a sparse CSR or COO tensor or a dense tensor; "
+            f"got layout {A.layout}."
+        )
+    return _run(_Values.apply(A, pattern), pattern, b, options, func)
+
+
+def solve_values(values, b, *, indptr=None, indices=None, row=None, col=None,
+                 method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
+                 on_failure="raise"):
+    """Differentiable solve with ``A`` given as values on a fixed pattern.
+
+    For assembly pipelines: ``values`` is an ordinary 1-D tensor (for example
+    the output of a finite-element assembly, ``requires_grad=True``), and the
+    gradient ``values.grad`` is aligned entry for entry with it.
+
+    Parameters
+    ----------
+    values : torch.Tensor, shape (nnz,)
+        Stored values in the pattern's entry order.
+    b : torch.Tensor, shape (n,) or (n, m)
+        Right-hand side(s), the dtype of ``values``.
+    indptr, indices : integer tensors or arrays, optional
+        A CSR pattern (``len(indptr) = n + 1``). Unsorted columns and
+        duplicates are allowed.
+    row, col : integer tensors or arrays, optional
+        A COO pattern (``n`` is taken from ``b``); duplicates are summed and
+        each gets the merged entry's gradient. Give either the CSR or the COO
+        pattern.
+    method, M, rtol, atol, maxiter, on_failure
+        As :func:`sparsediff.solve`.
+
+    Returns
+    -------
+    x : torch.Tensor
+        Shape and dtype of ``b``.
+
+    See Also
+    --------
+    solve
+
+    Examples
+    --------
+    >>> import torch, sparsediff.torch as sdt
+    >>> values = torch.tensor([2.0, 1.0, 4.0], dtype=torch.float64, requires_grad=True)
+    >>> row, col = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
+    >>> x = sdt.solve_values(values, torch.ones(2, dtype=torch.float64), row=row, col=col)
+    >>> x
+    tensor([0.5000, 0.1250], dtype=torch.float64, grad_fn=<_SolveBackward>)
+    """
+    func = "sparsediff.torch.solve_values"
+    options = dict(method=method, M=M, rtol=rtol, atol=atol, maxiter=maxiter,
+                   on_failure=on_failure)
+    csr = indptr is not None or indices is not None
+    coo = row is not None or col is not None
+    if csr == coo or (csr and (indptr is None or indices is None)) or (
+            coo and (row is None or col is None)):
+        raise TypeError(
+            f"`{func}`: give the pattern as `indptr` and `indices` (CSR) or as `row` "
+            f"and `col` (COO), not both and not neither."
+        )
+    if csr:
+        a, b_idx = _as_index(indptr, func, "indptr"), _as_index(indices, func, "indices")
+        n = a.shape[0] - 1
+        if n < 0:
+            raise ValueError(f"`{func}`: `indptr` must have length n + 1 >= 1; got 0.")
+        pattern = _Pattern(n, "csr", a, b_idx)
+    else:
+        if not isinstance(b, torch.Tensor) or b.ndim not in (1, 2):
+            _check_b(b, -1, None, func)
+        a, b_idx = _as_index(row, func, "row"), _as_index(col, func, "col")
+        if a.shape != b_idx.shape:
+            raise ValueError(
+                f"`{func}`: `row` and `col` must have the same length; got "
+                f"{a.shape[0]} and {b_idx.shape[0]}."
+            )
+        pattern = _Pattern(int(b.shape[0]), "coo", a, b_idx)
+    return _run(values, pattern, b, options, func)
+
+
+# ---------------------------------------------------------------------------
+# fixed points
+# ---------------------------------------------------------------------------
+
+
+def _gmres(matvec, rhs, dtype, rtol, maxiter):
+    """Solve ``op(w) = rhs`` (1-D NumPy) by GMRES; returns ``(w, info)``."""
+    n = rhs.shape[0]
+    try:
+        from .solvers.gmres import gmres
+    except ImportError:
+        gmres = None
+    if gmres is not None:
+        class _Op:
+            shape = (n, n)
+
+            def __init__(self):
+                self.dtype = dtype
+
+            def matvec(self, X):
+                return np.stack([matvec(X[:, j]) for j in range(X.shape[1])], axis=1)
+
+        w, info = gmres(_Op(), rhs.reshape(n, 1), rtol=rtol, maxiter=maxiter)
+        w = np.asarray(w).reshape(n)
+        converged = bool(np.all(getattr(info, "converged", info == 0)))
+        return w, converged
+    import scipy.sparse.linalg as spla
+
+    op = spla.LinearOperator((n, n), matvec=matvec, dtype=dtype)
+    w, info = spla.gmres(op, rhs, rtol=rtol, atol=0.0, restart=min(n, 30),
+                         maxiter=maxiter)
+    return w, info == 0
+
+
+class _FixedPoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, x0, tol, maxiter, adjoint_rtol, *params):
+        x = x0.detach()
+        with torch.no_grad():
+            for k in range(maxiter):
+                x_new = f(x, *params)
+                step = torch.linalg.vector_norm(x_new - x)
+                x = x_new
+                if step <= tol * max(1.0, float(torch.linalg.vector_norm(x))):
+                    break
+            else:
+                raise RuntimeError(
+                    f"`sparsediff.torch.fixed_point`: no convergence in maxiter = "
+                    f"{maxiter} iterations (last step {float(step):.3g}, tol = {tol})."
+                )
+        ctx.f = f
+        ctx.k = k + 1
+        ctx.adjoint_rtol = adjoint_rtol
+        ctx.save_for_backward(x, *params)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, v):
+        x, *params = ctx.saved_tensors
+        f = ctx.f
+        with torch.enable_grad():
+            xs = x.detach().requires_grad_()
+            ps = [p.detach().requires_grad_(need)
+                  for p, need in zip(params, ctx.needs_input_grad[5:])]
+            y = f(xs, *ps)
+        shape, tdtype = x.shape, x.dtype
+
+        def vjp_x(w):
+            (gx,) = torch.autograd.grad(y, xs, torch.from_numpy(w).reshape(shape).to(
+                tdtype), retain_graph=True, allow_unused=True)
+            return np.zeros_like(w) if gx is None else _numpy(gx).reshape(-1)
+
+        # (I − ∂f/∂x)ᴴ w = v: eq. 12 of the fixed-point design note
+        def matvec(w):
+            w = np.asarray(w).reshape(-1)
+            return w - vjp_x(w)
+
+        rhs = _numpy(v).reshape(-1).astype(np.result_type(_numpy(x).dtype, np.float64))
+        w, ok = _gmres(matvec, rhs, rhs.dtype, ctx.adjoint_rtol, None)
+        if not ok:
+            from ._errors import ConvergenceError
+
+            raise ConvergenceError(
+                "`sparsediff.torch.fixed_point`: the adjoint GMRES solve "
+                "(I − ∂f/∂x)ᴴ w = v did not converge; the fixed point may not be "
+                "attracting (spectral radius of ∂f/∂x ≥ 1)."
+            )
+        wt = torch.from_numpy(np.ascontiguousarray(w)).reshape(shape).to(tdtype)
+        wanted = [(p, q) for p, q in zip(params, ps) if q.requires_grad]
+        grads = {}
+        if wanted:
+            gs = torch.autograd.grad(y, [q for _, q in wanted], wt, allow_unused=True)
+            for (p, q), g in zip(wanted, gs):
+                grads[id(q)] = torch.zeros_like(p) if g is None else g
+        return (None, None, None, None, None,
+                *[grads.get(id(q)) for q in ps])
+
+
+def fixed_point(f, x0, params=(), *, tol=1e-10, maxiter=1000, adjoint_rtol=1e-10):
+    """Fixed point ``x* = f(x*, *params)``, differentiated implicitly.
+
+    The forward pass iterates ``x ← f(x, *params)`` without recording a graph
+    (memory O(1) in the number of iterations). The backward pass solves the
+    adjoint equation ``(I − ∂f/∂x)ᴴ w = v`` by GMRES on vector–Jacobian
+    products taken by autograd at ``x*``, then returns ``wᴴ ∂f/∂params``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x, *params) -> tensor`` shaped like ``x``, written in torch. Every
+        tensor the gradient should reach must be passed in ``params``
+        (tensors closed over by ``f`` get no gradient).
+    x0 : torch.Tensor
+        Starting point; the result does not depend on it (its gradient is
+        zero and not returned).
+    params : tensor or tuple of tensors
+        Parameters ``θ``.
+    tol : float
+        Stop when ``‖x_{k+1} − x_k‖ ≤ tol · max(1, ‖x_{k+1}‖)``.
+    maxiter : int
+        Raise ``RuntimeError`` if the iteration has not stopped by then.
+    adjoint_rtol : float
+        Relative tolerance of the adjoint GMRES solve.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x*``, differentiable (first order) with respect to ``params``.
+
+    Raises
+    ------
+    RuntimeError
+        No convergence of the forward iteration.
+    sparsediff.ConvergenceError
+        The adjoint solve did not converge.
+
+    Notes
+    -----
+    From ``x* = f(x*, θ)``: ``dx*/dθ = (I − ∂f/∂x)⁻¹ ∂f/∂θ``, so a cotangent
+    ``v`` gives ``∂L/∂θ = wᴴ ∂f/∂θ`` with ``(I − ∂f/∂x)ᴴ w = v``. The backward
+    pass is once differentiable.
+
+    See Also
+    --------
+    scipy.optimize.fixed_point
+
+    Examples
+    --------
+    >>> import torch, sparsediff.torch as sdt
+    >>> theta = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    >>> x0 = torch.zeros((), dtype=torch.float64)
+    >>> x = sdt.fixed_point(lambda x, t: t * torch.cos(x), x0, theta)
+    >>> x.backward()
+    >>> float(theta.grad) > 0
+    True
+    """
+    func = "sparsediff.torch.fixed_point"
+    if isinstance(params, torch.Tensor):
+        params = (params,)
+    params = tuple(params)
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"`{func}`: `x0` must be a torch.Tensor; got {type(x0).__name__}.")
+    for t, name in [(x0, "x0"), *[(p, "params") for p in params]]:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(
+                f"`{func}`: `{name}` must hold torch tensors; got {type(t).__name__}.")
+        _check_device(t, func, name)
+    if not callable(f):
+        raise TypeError(f"`{func}`: `f` must be callable; got {type(f).__name__}.")
+    if not tol > 0:
+        raise ValueError(f"`{func}`: `tol` must be > 0; got {tol!r}.")
+    if int(maxiter) < 1:
+        raise ValueError(f"`{func}`: `maxiter` must be >= 1; got {maxiter!r}.")
+    return _FixedPoint.apply(f, x0, float(tol), int(maxiter), float(adjoint_rtol),
+                             *params)
