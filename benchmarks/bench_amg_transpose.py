@@ -85,7 +85,7 @@ def main(N=128):
     print("| Pe | forward M | adjoint (b) exact Mᴴ | adjoint (a) new hierarchy "
           "| adjoint, none | setup (b) s | extra setup (a) s | apply M ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for pe in (10.0, 100.0, 1000.0):
+    for pe in (10.0, 100.0, 1000.0, 10000.0):
         A = convection_diffusion(N, pe)
         AH = sp.csr_array(A.conj().T)
         b = rng.standard_normal(n)

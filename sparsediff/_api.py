@@ -262,7 +262,7 @@ class Solver:
         x02 = None
         if x0 is not None:
             x02, x0_dtype, x0_1d, x0_finite = as_rhs(x0, n, func, "x0")
-            if x02.shape != b2.shape:
+            if x02.shape != b2.shape or x0_1d != is_1d:
                 raise ValueError(
                     f"`{func}`: `x0` must have the shape of `b`, "
                     f"{(n,) if is_1d else b2.shape}; got {np.shape(x0)}.")

@@ -41,9 +41,9 @@ def test_demo_quick_recovers_and_writes_png(tmp_path, capsys):
 
 
 def test_demo_run_history_decreases(tmp_path):
-    from sparsediff._demo import run_demo
-
     import io
+
+    from sparsediff._demo import run_demo
 
     res = run_demo(n=12, maxiter=30, output=None, out=io.StringIO())
     losses = [row[1] for row in res["history"]]

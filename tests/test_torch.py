@@ -377,7 +377,9 @@ def test_gradcheck_through_sparse_tensor(rng, layout):
         return sdt.solve(A, r)
 
     assert torch.autograd.gradcheck(f, (values, b))
-    assert torch.autograd.gradgradcheck(f, (values, b))
+    if layout == "coo":
+        # (torch's CSR constructor has no double backward of its own)
+        assert torch.autograd.gradgradcheck(f, (values, b))
 
 
 def test_stored_zeros_get_gradient():

@@ -24,13 +24,14 @@ The adjoint solve is scale-invariant: ``v`` is normalized, solved for and
 the result rescaled, so the stopping test does not depend on the loss scale.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._validation import check_on_failure, check_tolerances
 from ..solvers._info import SolveInfo
+from ..solvers.gmres import gmres
+from ._params import flatten
 from .unrolled import (
     add_leaves,
     call_f,
@@ -43,7 +44,6 @@ from .unrolled import (
     nan_like_tree,
     norm,
 )
-from ._params import flatten
 
 __all__ = ["FixedPointInfo", "FixedPointResult", "fixed_point"]
 
@@ -99,50 +99,6 @@ class _AdjointOperator:
             out[:, c] = (w - v_x).reshape(-1)
             self.products += 1
         return out
-
-
-def _krylov_gmres():
-    """The project's GMRES when it is available, else a SciPy adapter."""
-    try:
-        from ..solvers.gmres import gmres
-    except ImportError:
-        return _scipy_gmres
-    return gmres
-
-
-def _scipy_gmres(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, restart=20,
-                 M=None, callback=None):
-    """``sparsediff.solvers.gmres.gmres``'s interface over SciPy's GMRES."""
-    import scipy.sparse.linalg as spla
-
-    n, m = b.shape
-    maxiter = 10 * n if maxiter is None else maxiter
-    lin = spla.LinearOperator(op.shape, dtype=op.dtype,
-                              matvec=lambda x: op.matvec(x.reshape(n, 1))[:, 0])
-    X = np.empty_like(b)
-    conv, iters, res = [], [], []
-    for c in range(m):
-        count = [0]
-
-        def cb(_, count=count):
-            count[0] += 1
-
-        x, flag = spla.gmres(lin, b[:, c], rtol=rtol, atol=atol, restart=restart,
-                             maxiter=max(1, math.ceil(maxiter / restart)),
-                             callback=cb, callback_type="pr_norm")
-        X[:, c] = x
-        r = float(np.linalg.norm(b[:, c] - lin.matvec(x)))
-        bnorm = float(np.linalg.norm(b[:, c]))
-        conv.append(flag == 0 and r <= max(rtol * bnorm, atol) * 10)
-        iters.append(count[0])
-        res.append(r)
-    ok = all(conv)
-    reason = "converged" if ok else ("nonfinite" if not np.isfinite(res).all()
-                                     else "maxiter")
-    info = SolveInfo(converged=ok, iterations=max(iters, default=0),
-                     residual_norm=np.asarray(res), method="gmres", reason=reason,
-                     rhs_norm=np.linalg.norm(b, axis=0))
-    return X, info
 
 
 class FixedPointResult:
@@ -226,7 +182,6 @@ class FixedPointResult:
         vn = xp.asarray(v, dtype=dtype) / scale
         op = _AdjointOperator(self._f_vjp, x, self._params, tree, _FUNC)
         if self._adjoint_solver == "gmres":
-            gmres = _krylov_gmres()
             W, sinfo = gmres(op, vn.reshape(-1, 1), rtol=rtol, atol=atol,
                              maxiter=maxiter)
             w = W[:, 0].reshape(x.shape)
@@ -393,7 +348,9 @@ def fixed_point(f, x0, params, *, f_vjp, tol=1e-10, atol=0.0, maxiter=1000,
                 reason, r = "nonfinite", np.nan
                 break
             r = norm(xp, fx - x)
-            if r <= max(tol * norm(xp, fx), atol):
+            size = norm(xp, fx)
+            # an overflowing norm is divergence, never convergence
+            if r <= max(tol * size, atol) and size < np.inf:
                 reason, converged = "converged", True
                 break
             if j == maxiter:

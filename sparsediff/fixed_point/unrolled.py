@@ -64,8 +64,18 @@ def namespace(x):
 
 
 def norm(xp, a):
-    """2-norm of an array of any shape, as a Python float."""
-    return float(xp.linalg.norm(a.reshape(-1)))
+    """2-norm of an array of any shape, as a Python float.
+
+    Scaled by the largest magnitude first, so that a diverging iterate
+    (entries near 1e200) still gets a finite norm instead of ``inf``.
+    """
+    a = a.reshape(-1)
+    if a.size == 0:
+        return 0.0
+    big = float(xp.abs(a).max())
+    if not 0.0 < big < np.inf:
+        return big
+    return big * float(xp.linalg.norm(a / big))
 
 
 def check_x0(x0, func, on_failure):
@@ -239,7 +249,8 @@ class IterateResult:
         self._forward_stored = info.peak_stored
 
     def __repr__(self):
-        return f"IterateResult(shape={self.x.shape}, dtype={self.x.dtype}, info={self.info})"
+        return (f"IterateResult(shape={self.x.shape}, dtype={self.x.dtype}, "
+                f"info={self.info})")
 
     def vjp(self, v):
         """Gradients of ``L`` from ``v = ∂L/∂x_k``.
@@ -321,7 +332,13 @@ class IterateResult:
                 y = self._x_last if b == k else snaps[b]
                 failed_at = None
                 for i in range(b - 1, a - 1, -1):
-                    x_i = call_f(f_inv, y, params, func, "f_inverse")
+                    try:
+                        x_i = call_f(f_inv, y, params, func, "f_inverse")
+                    except np.linalg.LinAlgError:
+                        # a singular inverse step: nothing to reconstruct from
+                        failed_at = i
+                        max_err = np.inf
+                        break
                     err = norm(xp, call_f(f, x_i, params, func) - y) / max(
                         norm(xp, y), np.finfo(float).tiny)
                     max_err = max(max_err, err) if err == err else np.inf
@@ -497,13 +514,17 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
     if adjoint == "store":
         stored = [x]
     elif adjoint == "checkpoint":
-        slots = checkpoints if checkpoints is not None else max(1, math.isqrt(max(k - 1, 0)) + 1)
+        slots = checkpoints
+        if slots is None:                              # ⌈√k⌉
+            slots = max(1, math.isqrt(max(k - 1, 0)) + 1)
         slots = min(slots, max(k, 1))
         reps = repetitions(k, slots)
         keep = set(forward_chain(k, slots))
         stored = {0: x}
     else:
-        nsnap = checkpoints if checkpoints is not None else max(1, math.ceil(math.log2(k + 1)))
+        nsnap = checkpoints
+        if nsnap is None:                              # ⌈log₂(k + 1)⌉
+            nsnap = max(1, math.ceil(math.log2(k + 1)))
         nsnap = min(nsnap, max(k, 1))
         slots = nsnap
         keep = {(j * k) // nsnap for j in range(nsnap)}
@@ -530,7 +551,7 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
                     stored.append(x)
             elif i + 1 in keep:
                 stored[i + 1] = x
-    residual = norm(xp, x - x_prev) if k and not failed else (np.nan if failed else 0.0)
+    residual = norm(xp, x - x_prev) if k and not failed else np.nan
     nstored = len(stored) + 1          # plus x_k itself
     info = IterateInfo(iterations=steps, residual_norm=residual, converged=not failed,
                        reason=reason, adjoint=adjoint, checkpoints=slots,

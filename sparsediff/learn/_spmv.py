@@ -104,6 +104,17 @@ class CSRPattern:
         values = torch.tensor(np.array(A.data), dtype=dtype, device=device)
         return pattern, values
 
+    @classmethod
+    def _from_entries(cls, rows, cols, shape, *, device=None):
+        """A pattern from per-entry rows and columns (any order, e.g. COO/CSC)."""
+        p = object.__new__(cls)
+        p.shape = tuple(int(s) for s in shape)
+        p.nnz = int(np.size(rows))
+        p.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device)
+        p.cols = torch.as_tensor(np.asarray(cols, dtype=np.int64), device=device)
+        p._transpose = None
+        return p
+
     @property
     def T(self):
         """The transposed pattern, entry k of both at the same place."""

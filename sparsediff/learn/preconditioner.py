@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ._pcg import as_matvec, pcg_numpy, pcg_unrolled
 
@@ -33,10 +32,6 @@ __all__ = [
     "train_preconditioner",
     "truncated_pcg_loss",
 ]
-
-
-def _inv_softplus(y):
-    return y + math.log(-math.expm1(-y))
 
 
 class WoodburyPreconditioner(torch.nn.Module):
@@ -66,7 +61,7 @@ class WoodburyPreconditioner(torch.nn.Module):
 
     Notes
     -----
-    ``D = softplus(d)`` elementwise, so ``D > 0``. Applying ``M⁻¹`` to ``y``:
+    ``D = exp(log_d)`` elementwise, so ``D > 0``. Applying ``M⁻¹`` to ``y``:
 
         M⁻¹ y = D⁻¹ y − D⁻¹ U C⁻¹ Vᵀ D⁻¹ y,   C = I_r + Vᵀ D⁻¹ U,
 
@@ -96,8 +91,9 @@ class WoodburyPreconditioner(torch.nn.Module):
         if not diag > 0:
             raise ValueError(f"`{func}`: `diag` must be > 0; got {diag!r}.")
         self.n, self.rank, self.symmetric = n, rank, symmetric
-        self.d = torch.nn.Parameter(torch.full((n,), _inv_softplus(float(diag)),
-                                               dtype=dtype))
+        # D = exp(log_d): positive, and Adam's steps act on relative changes,
+        # which matters when the diagonal of A varies by orders of magnitude
+        self.log_d = torch.nn.Parameter(torch.full((n,), math.log(diag), dtype=dtype))
         scale = init_scale * math.sqrt(diag)
         self.U = torch.nn.Parameter(
             scale * torch.randn(n, rank, generator=generator, dtype=dtype))
@@ -112,7 +108,7 @@ class WoodburyPreconditioner(torch.nn.Module):
 
     def diagonal(self):
         """``D`` as a vector (positive)."""
-        return F.softplus(self.d)
+        return torch.exp(self.log_d)
 
     def _V(self):
         return self.U if self.V is None else self.V
@@ -272,12 +268,12 @@ def preconditioner_gradient(M, A, b, k, **kwargs):
     >>> b = torch.ones(10, dtype=torch.float64)
     >>> loss, grads = preconditioner_gradient(P, A, b, k=3)
     >>> sorted(grads)
-    ['U', 'd']
+    ['U', 'log_d']
     """
     names, params = zip(*[(n_, p) for n_, p in M.named_parameters() if p.requires_grad])
     loss = truncated_pcg_loss(A, b, k, M, **kwargs)
     grads = torch.autograd.grad(loss, params)
-    return float(loss), dict(zip(names, grads))
+    return loss.item(), dict(zip(names, grads))
 
 
 def train_preconditioner(M, A, k, *, num_steps=200, lr=1e-2, rhs_per_matrix=1,
@@ -322,7 +318,7 @@ def train_preconditioner(M, A, k, *, num_steps=200, lr=1e-2, rhs_per_matrix=1,
         loss = truncated_pcg_loss((vals, pattern), b, k, M)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if callback is not None:
             callback(step, losses[-1])
     return losses

@@ -72,7 +72,7 @@ class Preconditioner:
 
     def tmatvec(self, X):
         """``Mᵀ X = conj(Mᴴ conj(X))``, the plain transpose, as a new array."""
-        if self.hermitian and not is_complex(self.dtype):
+        if self.hermitian and self.dtype is not None and not is_complex(self.dtype):
             return self._call(X, "N")
         return self._call(X, "T")
 
@@ -121,7 +121,7 @@ class Preconditioner:
         return Y.reshape(n) if is_1d else Y
 
     def _result_dtype(self, dtype):
-        """The dtype of ``op(M) X`` for ``X`` of ``dtype`` (promotion, never a cast down)."""
+        """The dtype of ``op(M) X`` for ``X`` of ``dtype`` (promoted, never cast down)."""
         out = np.result_type(self.dtype, dtype)
         return out if out.kind in "fc" else np.result_type(out, np.float64)
 

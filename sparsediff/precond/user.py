@@ -199,6 +199,10 @@ class UserPreconditioner(Preconditioner):
         if kind == "superlu":
             return self._lu.solve(np.asfortranarray(X, dtype=self.dtype), trans=trans)
         # a caller's operator
+        if trans == "H" and self.hermitian:
+            trans = "N"  # the caller promised M = Mᴴ
+        if trans == "T" and self.hermitian and self._tmv is None:
+            return np.conj(self._apply(np.conj(X), "N"))
         if trans == "T" and self._tmv is None:
             return np.conj(self._apply(np.conj(X), "H"))
         if trans == "H" and self._rmv is None:

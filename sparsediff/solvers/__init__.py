@@ -14,25 +14,126 @@ returns an engine for new values on the same pattern. ``engine.method`` names
 the method, ``engine.iterative`` says whether ``x0`` is used.
 """
 
+from ._krylov import diagonal, is_hermitian, parse_options, resolve_preconditioner
+from .bicgstab import BiCGSTABEngine
+from .cg import CGEngine
 from .direct import DirectEngine
+from .gmres import GMRESEngine
+from .minres import MINRESEngine
 
-__all__ = ["METHODS", "make_engine"]
+__all__ = ["AUTO_DIRECT_MAX_N", "METHODS", "make_engine"]
 
 METHODS = ("auto", "direct", "cg", "minres", "gmres", "bicgstab")
 
+KRYLOV = {"cg": CGEngine, "minres": MINRESEngine, "gmres": GMRESEngine,
+          "bicgstab": BiCGSTABEngine}
+
+#: ``method="auto"`` solves directly up to this many unknowns (see make_engine)
+AUTO_DIRECT_MAX_N = 250_000
+
+
+def _split(method, func):
+    """``method`` or ``(method, options)`` -> ``(name, options or None)``."""
+    options = None
+    if isinstance(method, tuple) and len(method) == 2 and isinstance(method[0], str):
+        method, options = method
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(
+            f"`{func}`: `method` must be one of {METHODS} or a pair (name, "
+            f"options); got {method!r}.")
+    return method, options
+
 
 def make_engine(method, mat, M=None, *, func):
-    """Build the engine for ``method`` on a validated matrix."""
-    if method not in METHODS:
-        raise ValueError(f"`{func}`: `method` must be one of {METHODS}; got {method!r}.")
-    if method in ("auto", "direct"):
-        if M is not None and method == "direct":
+    """Build the engine for ``method`` on a validated matrix.
+
+    Parameters
+    ----------
+    method : str or (str, dict)
+        One of :data:`METHODS`, or a pair ``(name, options)`` for method
+        options, e.g. ``("gmres", {"restart": 50})`` (GMRES: ``restart``, the
+        basis size between restarts, default 20 as in SciPy; ``restart < 1``
+        raises ``ValueError``). CG, MINRES and BiCGSTAB take no options.
+    mat : MatrixInput
+        The validated matrix.
+    M : None, str, tuple or object
+        Preconditioner, see :func:`sparsediff.precond.make_preconditioner`.
+    func : str
+        Public function name for error messages.
+
+    Raises
+    ------
+    ValueError
+        Unknown method or option; CG or MINRES on a matrix that is not
+        Hermitian (exact O(nnz) check ``A == Aᴴ``, once per engine), or with a
+        preconditioner that is not Hermitian; ``M`` with ``method="direct"``.
+
+    Notes
+    -----
+    ``method="auto"`` picks, without a preconditioner given:
+
+    * ``n ≤ AUTO_DIRECT_MAX_N`` (250,000): ``"direct"`` (SuperLU);
+    * larger, Hermitian with a positive diagonal (the SPD heuristic):
+      ``"cg"`` with ``M="amg"``;
+    * larger, Hermitian otherwise: ``"minres"`` without preconditioner (the
+      Jacobi preconditioner ``D⁻¹`` is not positive definite for such a
+      diagonal, and MINRES needs a positive definite ``M``);
+    * larger, not Hermitian: ``"gmres"`` with ``M="ilu"``.
+
+    With a preconditioner given, ``"auto"`` always iterates: CG for the SPD
+    heuristic and a Hermitian ``M``, MINRES for a Hermitian ``A`` and ``M``
+    otherwise, GMRES for everything else.
+
+    The threshold was measured with ``benchmarks/bench_krylov.py --auto``
+    (forward solve plus one gradient, rtol 1e-8, 2-core CPU; full table in
+    ``benchmarks/results_krylov.md``). On 2-D Poisson, SuperLU beats CG+AMG
+    (including the AMG setup) at every size up to 512² = 262,144 unknowns;
+    on the 2-D convection–diffusion problem it beats GMRES+ILU by a wider
+    margin. The crossover lies near 250,000 unknowns for 2-D problems (3-D
+    problems, with much more fill, cross over earlier).
+    """
+    method, options = _split(method, func)
+    if method == "direct":
+        if M is not None:
             raise ValueError(
                 f"`{func}`: `M` (a preconditioner) has no meaning for method='direct'; "
-                f"got M={M!r}."
-            )
+                f"got M={M!r}.")
+        if options:
+            raise ValueError(f"`{func}`: method='direct' takes no options; got "
+                             f"{options!r}.")
         return DirectEngine(mat)
-    raise NotImplementedError(
-        f"`{func}`: method={method!r} is not implemented yet in this version; "
-        f"use method='direct'."
-    )
+    if method == "auto":
+        if options:
+            raise ValueError(f"`{func}`: method='auto' takes no options; got "
+                             f"{options!r}.")
+        return _auto(mat, M, func)
+    cls = KRYLOV[method]
+    options = parse_options(cls, options, func)
+    hermitian = is_hermitian(mat)
+    if cls.requires_hermitian and not hermitian:
+        # refuse before building a (possibly expensive) preconditioner
+        cls._refuse_nonhermitian(func)
+    precond = resolve_preconditioner(M, mat, func)
+    return cls(mat, precond, options, func=func, hermitian=hermitian)
+
+
+def _auto(mat, M, func):
+    """The ``method="auto"`` rule (see :func:`make_engine`)."""
+    n = mat.shape[0]
+    if M is None and n <= AUTO_DIRECT_MAX_N:
+        return DirectEngine(mat)
+    hermitian = is_hermitian(mat)
+    spd = hermitian and bool((diagonal(mat).real > 0).all())
+    if M is None:
+        if spd:
+            return CGEngine(mat, resolve_preconditioner("amg", mat, func),
+                            func=func, hermitian=True)
+        if hermitian:
+            return MINRESEngine(mat, None, func=func, hermitian=True)
+        return GMRESEngine(mat, resolve_preconditioner("ilu", mat, func),
+                           func=func, hermitian=False)
+    precond = resolve_preconditioner(M, mat, func)
+    if hermitian and precond.hermitian:
+        cls = CGEngine if spd else MINRESEngine
+        return cls(mat, precond, func=func, hermitian=True)
+    return GMRESEngine(mat, precond, func=func, hermitian=hermitian)

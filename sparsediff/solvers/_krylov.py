@@ -93,7 +93,9 @@ class State:
         """Hand columns ``mask`` to the result with ``reason`` and drop them."""
         if not mask.any():
             return
-        self._run.finish(self.cols[mask], self.x[:, mask], self.it, reason)
+        colits = getattr(self, "colits", None)
+        its = self.it if colits is None else colits[mask]
+        self._run.finish(self.cols[mask], self.x[:, mask], its, reason)
         keep = ~mask
         for name in self._blocks:
             arr = getattr(self, name, None)
@@ -277,13 +279,17 @@ class KrylovEngine:
         self._check(func)
         self._positive_diagonal = None
 
+    @classmethod
+    def _refuse_nonhermitian(cls, func):
+        raise ValueError(
+            f"`{func}`: method={cls.name!r} needs a Hermitian (real: symmetric) "
+            f"matrix, and A is not: A ≠ Aᴴ. Use method='gmres' or "
+            f"method='bicgstab'.")
+
     def _check(self, func):
         """Refuse what the method cannot do (CG/MINRES: Hermitian only)."""
         if self.requires_hermitian and not self.hermitian:
-            raise ValueError(
-                f"`{func}`: method={self.name!r} needs a Hermitian (real: "
-                f"symmetric) matrix, and A is not: A ≠ Aᴴ. Use method='gmres' or "
-                f"method='bicgstab'.")
+            self._refuse_nonhermitian(func)
         if (self.requires_hermitian and self.precond is not None
                 and not self.precond.hermitian):
             raise ValueError(

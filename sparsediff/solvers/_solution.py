@@ -295,6 +295,7 @@ class Solution:
         residuals (the backward errors), i.e. the bound divided by ``κ(A)``.
         """
         fwd = np.max(np.atleast_1d(self.info.residual_norm)
-                     / np.maximum(np.atleast_1d(self.info.rhs_norm), 1e-300))
+                     / np.maximum(np.atleast_1d(self.info.rhs_norm), 1e-300),
+                     initial=0.0)
         adj = np.max(np.atleast_1d(info.residual_norm), initial=0.0)  # unit-scale g
         return dataclasses.replace(info, error_estimate=float(fwd + adj))
