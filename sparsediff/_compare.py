@@ -108,7 +108,7 @@ class GradientComparison(list):
 
 
 class _Problem:
-    def __init__(self, A, b, loss, loss_grad, params):
+    def __init__(self, A, b, loss, loss_grad, params, symmetric):
         if not sp.issparse(A) or A.format not in ("csr", "csc", "coo"):
             raise TypeError(
                 f"`{_FUNC}`: `A` must be a scipy.sparse matrix or array in CSR, CSC or "
@@ -163,10 +163,20 @@ class _Problem:
                 f"`{_FUNC}`: `assemble(theta)` must return (data, b) of shapes "
                 f"({nnz},) and ({n},); got {np.shape(data)} and {np.shape(bb)}.")
         self.data0, self.b0 = np.asarray(data, np.float64), np.asarray(bb, np.float64)
+        A0 = self.matrix(self.data0, symmetrize=False)
+        is_sym = A0.nnz == 0 or abs(A0 - A0.T).max() <= 1e-14 * abs(A0).max()
+        if symmetric == "auto":
+            symmetric = bool(is_sym)
+        elif symmetric and not is_sym:
+            raise ValueError(f"`{_FUNC}`: symmetric=True needs a symmetric `A` at theta; "
+                             f"got max|A − Aᵀ| = {abs(A0 - A0.T).max():.3g}.")
+        self.symmetric = bool(symmetric)
 
-    def matrix(self, data):
+    def matrix(self, data, symmetrize=True):
         A = self.A.copy()
         A.data = np.asarray(data, dtype=np.float64).copy()
+        if symmetrize and self.symmetric:
+            return ((A + A.T) * 0.5).tocsr()
         return A
 
     def chain(self, grad_data, grad_b):
@@ -198,9 +208,13 @@ def _fd(prob, fd_step):
 def _implicit(prob):
     from ._api import solve
 
-    sol = solve(prob.matrix(prob.data0), prob.b0, method="direct")
+    sol = solve(prob.matrix(prob.data0, symmetrize=False), prob.b0, method="direct")
     grad_A, grad_b = sol.vjp(prob.loss_grad(sol.x))
-    return prob.chain(np.asarray(grad_A.data), grad_b), None, "direct + adjoint", 0
+    grad_data = np.asarray(grad_A.data)
+    if prob.symmetric:
+        # A(θ) = ½(A_θ + A_θᵀ): entry k enters at (i_k, j_k) and (j_k, i_k)
+        grad_data = 0.5 * (grad_data - grad_b[prob.cols] * sol.x[prob.rows])
+    return prob.chain(grad_data, grad_b), None, "direct + adjoint", 0
 
 
 def _jacobi(prob, num_steps, rtol):
@@ -234,7 +248,10 @@ def _jacobi(prob, num_steps, rtol):
     for x in reversed(xs[:-1]):
         w = v / d
         grad_b += w
-        grad_data -= w[rows] * x[cols]
+        if prob.symmetric:
+            grad_data -= 0.5 * (w[rows] * x[cols] + w[cols] * x[rows])
+        else:
+            grad_data -= w[rows] * x[cols]
         grad_d -= w * (b - A @ x) / d
         v = v - AT @ w
     diag = rows == cols
@@ -255,8 +272,10 @@ def _cg_torch(prob, num_steps, rtol):
     b = torch.tensor(prob.b0, requires_grad=True)
     residuals = []
     with tape_memory() as tape:
-        x = pcg_unrolled(lambda y: csr_matvec(values, pattern, y), b, num_steps,
-                         rtol=rtol, residuals=residuals)
+        # A(θ) = ½(A_θ + A_θᵀ): symmetric for every θ, as CG's map assumes
+        x = pcg_unrolled(lambda y: 0.5 * (csr_matvec(values, pattern, y)
+                                          + csr_matvec(values, pattern.T, y)),
+                         b, num_steps, rtol=rtol, residuals=residuals)
     g = prob.loss_grad(x.detach().numpy())
     x.backward(torch.as_tensor(np.asarray(g, dtype=np.float64)))
     steps = len(residuals) - 1
@@ -290,8 +309,8 @@ def _has_torch():
 
 
 def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20),
-                      methods=METHODS, iteration="auto", rtol=1e-10, maxiter=None,
-                      fd_step=None, reference=None):
+                      methods=METHODS, iteration="auto", symmetric="auto", rtol=1e-10,
+                      maxiter=None, fd_step=None, reference=None, warmup=True):
     """Compare the gradient of a loss through ``x = A⁻¹ b`` computed four ways.
 
     Parameters
@@ -317,6 +336,10 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
         definite ``A``) is differentiated by PyTorch autograd; ``"jacobi"``
         (diagonally dominant ``A``) by a NumPy reverse sweep. ``"auto"`` takes
         CG when PyTorch is installed and ``A`` is symmetric, else Jacobi.
+    symmetric : {"auto", True, False}
+        Differentiate within symmetric matrices: ``A(θ) = ½(A_θ + A_θᵀ)``,
+        where ``A_θ`` has the values ``assemble(θ)[0]`` (see Notes). ``"auto"``
+        (default) is True when ``A`` is symmetric at ``θ``. Required by CG.
     rtol : float
         Stopping tolerance ``‖b − A x‖ ≤ rtol·‖b‖`` of ``"unrolled"``.
     maxiter : int, optional
@@ -329,6 +352,9 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     reference : str, optional
         Method the errors are measured against: ``"implicit"`` if computed,
         else ``"fd"``.
+    warmup : bool
+        Run the implicit and iterative methods once, unmeasured, before
+        measuring (imports, JIT compilation and first-call costs).
 
     Returns
     -------
@@ -349,6 +375,12 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     whose error decreases with ``k``. Finite differences cost ``2·len(θ)``
     solves and are for checking only.
 
+    Why ``symmetric``: CG applied to a non-symmetric matrix is not a solver, so
+    its derivative along a non-symmetric perturbation of one entry ``A[i, j]``
+    is not that of ``A⁻¹ b`` even after ``n`` exact steps. Measuring every
+    method on the symmetric family ``½(A_θ + A_θᵀ)`` compares like with like:
+    ``∂L/∂θ_k = −½(λ[i_k] x[j_k] + λ[j_k] x[i_k])`` for the implicit method.
+
     See Also
     --------
     sparsediff.Solution.vjp, sparsediff.learn.UnrolledCG
@@ -362,7 +394,10 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     >>> res.get("fd").rel_error < 1e-7
     True
     """
-    prob = _Problem(A, b, loss, loss_grad, params)
+    if symmetric not in ("auto", True, False):
+        raise ValueError(f"`{_FUNC}`: `symmetric` must be 'auto', True or False; "
+                         f"got {symmetric!r}.")
+    prob = _Problem(A, b, loss, loss_grad, params, symmetric)
     methods = tuple(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -381,9 +416,10 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
         fd_step = np.finfo(np.float64).eps ** (1 / 3)
     unrolling = {"unrolled", "truncated"} & set(methods)
     if iteration == "auto":
-        symmetric = abs(prob.A - prob.A.T).max() <= 1e-14 * abs(prob.A).max() \
-            if prob.A.nnz else True
-        iteration = "cg" if (symmetric and _has_torch()) else "jacobi"
+        iteration = "cg" if (prob.symmetric and _has_torch()) else "jacobi"
+    if unrolling and iteration == "cg" and not prob.symmetric:
+        raise ValueError(f"`{_FUNC}`: iteration='cg' needs a symmetric `A` (and "
+                         f"symmetric=True); use iteration='jacobi'.")
     if unrolling and iteration == "cg" and not _has_torch():
         raise ImportError(f"`{_FUNC}`: iteration='cg' needs PyTorch; install it with "
                           f"`pip install sparsediff[torch]`, or use iteration='jacobi'.")
@@ -391,6 +427,11 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
         maxiter = 10 * prob.n if iteration == "cg" else 1000 * prob.n
     unroll = _cg_torch if iteration == "cg" else _jacobi
 
+    if warmup:
+        if "implicit" in methods:
+            _implicit(prob)
+        if unrolling:
+            unroll(prob, 1, None)
     raw = []
     for m in methods:
         if m == "fd":

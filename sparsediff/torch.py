@@ -532,7 +532,7 @@ def _gmres(matvec, rhs, dtype, rtol, maxiter):
             shape = (n, n)
 
             def __init__(self):
-                self.dtype = dtype
+                self.dtype = np.dtype(dtype)
 
             def matvec(self, X):
                 return np.stack([matvec(X[:, j]) for j in range(X.shape[1])], axis=1)
@@ -554,7 +554,7 @@ class _FixedPoint(torch.autograd.Function):
     def forward(ctx, f, x0, tol, maxiter, adjoint_rtol, *params):
         x = x0.detach()
         with torch.no_grad():
-            for k in range(maxiter):
+            for _ in range(maxiter):
                 x_new = f(x, *params)
                 step = torch.linalg.vector_norm(x_new - x)
                 x = x_new
@@ -566,7 +566,6 @@ class _FixedPoint(torch.autograd.Function):
                     f"{maxiter} iterations (last step {float(step):.3g}, tol = {tol})."
                 )
         ctx.f = f
-        ctx.k = k + 1
         ctx.adjoint_rtol = adjoint_rtol
         ctx.save_for_backward(x, *params)
         return x

@@ -118,7 +118,7 @@ def build(fmt, D, mask, rng, idx=np.int32, cls="array"):
             r, c, v = r[o], c[o], v[o]
         if fmt == "csr_dup":
             pick = rng.random(r.shape[0]) < 0.4
-            pick[0] = True
+            pick[:1] = True
             frac = rng.uniform(0.2, 0.8, pick.sum())
             r = np.concatenate([r, r[pick]])
             c = np.concatenate([c, c[pick]])
@@ -137,7 +137,7 @@ def build(fmt, D, mask, rng, idx=np.int32, cls="array"):
         return _idx(spcls["csc"]((vals, (rows, cols)), shape=D.shape), idx)
     if fmt == "coo_dup":
         pick = rng.random(rows.shape[0]) < 0.5
-        pick[0] = True
+        pick[:1] = True
         frac = rng.uniform(0.2, 0.8, pick.sum())
         part = (vals[pick] * frac).astype(D.dtype)
         v = vals.copy()
@@ -222,7 +222,7 @@ def with_data(A, data):
 
 def dense_of(A):
     """Dense value of A (duplicates summed), for oracles."""
-    return A.toarray() if sp.issparse(A) else np.asarray(A)
+    return A.toarray() if sp.issparse(A) else np.array(A, copy=True)
 
 
 def op(D, trans):

@@ -148,9 +148,16 @@ def test_check_errors_exit_2(tmp_path, capsys, case, message):
 
 def test_console_entry_point_reports_without_traceback(tmp_path):
     # through a real interpreter: exit status and stderr as a user sees them
+    import os
+
+    import sparsediff
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(sparsediff.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.run([sys.executable, "-m", "sparsediff", "check",
                            str(tmp_path / "missing.mtx")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -328,3 +328,20 @@ def test_solution_x_is_yours_to_modify(rng):
     ref = sol.vjp(np.ones(5))[0].data.copy()
     sol.x[:] = 1e30
     np.testing.assert_array_equal(sol.vjp(np.ones(5))[0].data, ref)
+
+
+# ---------------------------------------------------------------------------
+# the documented examples run (doctest is not configured for the package)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module", ["sparsediff", "sparsediff._api",
+                                    "sparsediff.solvers._solution"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.failed == 0
+    if module != "sparsediff":
+        assert result.attempted >= 10

@@ -168,10 +168,27 @@ class _CSRMatvec(torch.autograd.Function):
     # forward saves only `values` and `x` (O(nnz + n)); the products are not kept
 
     @staticmethod
-    def forward(ctx, values, x, pattern):
+    def forward(values, x, pattern):
+        return _gather_product(values, pattern, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values, x, pattern = inputs
         ctx.pattern = pattern
         ctx.save_for_backward(values, x)
-        return _gather_product(values, pattern, x)
+        ctx.save_for_forward(values, x)
+
+    @staticmethod
+    def jvp(ctx, dvalues, dx, _):
+        # forward mode: ẏ = A(v̇) x + A(v) ẋ, both on the same pattern
+        values, x = ctx.saved_tensors
+        out = None
+        if dvalues is not None:
+            out = _CSRMatvec.apply(dvalues, x, ctx.pattern)
+        if dx is not None:
+            t = _CSRMatvec.apply(values, dx, ctx.pattern)
+            out = t if out is None else out + t
+        return out
 
     @staticmethod
     def backward(ctx, g):

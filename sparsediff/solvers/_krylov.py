@@ -170,6 +170,14 @@ def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
                 run.reasons)
     r = b.copy() if x0 is None else b - matvec(x)
     rnorm = column_norms(r)
+    if x0 is not None:
+        # an initial guess with ‖b − A x0‖ > ‖b‖ is worse than x = 0, and a
+        # badly scaled one loses the solution to cancellation in r
+        worse = ~(rnorm <= bnorm)
+        if worse.any():
+            x[:, worse] = 0
+            r[:, worse] = b[:, worse]
+            rnorm[worse] = bnorm[worse]
     rnorm[zero] = 0.0
     live = ~(rnorm <= tol)  # NaN-safe: a NaN residual is live, then nonfinite
     nonfinite = live & ~np.isfinite(rnorm)
@@ -343,6 +351,10 @@ class KrylovEngine:
     def _refuse(self):
         return None
 
+    def _options(self, trans, conj):
+        """Extra keyword arguments of ``algorithm`` for this solve."""
+        return {}
+
     def solve(self, b, *, x0=None, trans="N", rtol=1e-8, atol=0.0, maxiter=None,
               callback=None):
         """Solve ``op(A) x = b`` for a 2-D ``b``; returns ``(x, info)``."""
@@ -357,7 +369,7 @@ class KrylovEngine:
         x, converged, its, residual, bnorm, reasons = krylov_run(
             type(self).algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol,
             maxiter=maxiter, callback=callback, refuse=self._refuse(),
-            **self.options)
+            **self.options, **self._options(trans, conj))
         if conj:
             x = np.conj(x)
         return x, make_info(converged, its, residual, bnorm, self.method, reasons,

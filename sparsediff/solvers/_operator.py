@@ -55,6 +55,23 @@ class CSROperator:
         """``op(A) X`` for a 2-D ``X`` (a new array)."""
         return self._apply(X, self.trans)
 
+    def matvec_dot(self, X):
+        """``(A X, real(diag(Xᴴ A X)))`` in one serial pass (``trans="N"`` only).
+
+        The CG product ``q = A p`` fused with ``pᴴ q``; real parts, as CG
+        needs them for a Hermitian A.
+        """
+        from ..kernels.numba._krylov import csr_matvec_dot
+
+        mat = self.mat
+        dtype = np.result_type(mat.dtype, X.dtype)
+        X = np.ascontiguousarray(X, dtype=dtype)
+        out = np.empty((mat.shape[0], X.shape[1]), dtype=dtype)
+        dots = np.empty(X.shape[1], dtype=np.complex128 if dtype.kind == "c"
+                        else np.float64)
+        csr_matvec_dot(mat.indptr, mat.indices, mat.data, X, out, dots)
+        return out, dots.real
+
     def rmatvec(self, X):
         """``op(A)ᴴ X`` for a 2-D ``X`` (a new array)."""
         if self.trans == "T":

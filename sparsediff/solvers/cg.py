@@ -19,7 +19,7 @@ import numpy as np
 from ..kernels.numba import _krylov as fused
 from ._info import SolveInfo  # noqa: F401  (documented return type)
 from ._krylov import KrylovEngine, State, krylov_run
-from ._operator import aslinearoperator
+from ._operator import CSROperator, aslinearoperator
 
 __all__ = ["CGEngine", "cg"]
 
@@ -30,8 +30,13 @@ def _dot(a, b):
     return fused.col_dot(a, b, out).real
 
 
-def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
-    """CG iterations on the live columns (see :mod:`._krylov` for the frame)."""
+def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
+                 matvec_dot=None):
+    """CG iterations on the live columns (see :mod:`._krylov` for the frame).
+
+    ``matvec_dot(P) -> (A P, Re diag(Pᴴ A P))`` fuses the product with the
+    curvature, when the operator offers it.
+    """
     s = State(run, cols, ("p", "z"), ("rho",), b=b, x=x, r=r, rnorm=rnorm, tol=tol)
     s.z = r if psolve is None else psolve(r)
     s.rho = rnorm ** 2 if psolve is None else _dot(s.r, s.z)
@@ -39,49 +44,49 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         s.check_nonfinite(s.rho)
         s.finish(~(s.rho > 0), "indefinite")
     s.p = s.z.copy()
-    rr = np.empty(s.k)
     while s.k:
         if s.it >= maxiter:
             s.finish(np.ones(s.k, dtype=bool), "maxiter")
             break
-        q = matvec(s.p)
-        pq = _dot(s.p, q)
-        bad = ~(pq > 0)
-        if bad.any():
-            keep = ~bad
+        if matvec_dot is None:
+            q = matvec(s.p)
+            pq = _dot(s.p, q)
+        else:
+            q, pq = matvec_dot(s.p)
+        if not (pq > 0).all():
+            keep = pq > 0
             s.check_nonfinite(pq)
             s.finish(~(pq[np.isfinite(pq)] > 0), "indefinite")
             q = np.ascontiguousarray(q[:, keep])
             pq = pq[keep]
             if not s.k:
                 break
-        alpha = s.rho / pq
         rr = np.empty(s.k)
-        fused.cg_step(s.x, s.r, s.p, q, alpha, rr)
+        fused.cg_step(s.x, s.r, s.p, q, s.rho / pq, rr)
         s.it += 1
         s.report()
         s.rnorm = np.sqrt(rr)
-        s.check_nonfinite(s.rnorm)
-        s.check_converged(matvec)
-        if not s.k:
-            break
+        # one test on the common path: every column finite and above tolerance
+        if not ((s.rnorm > s.tol) & (s.rnorm < np.inf)).all():
+            s.check_nonfinite(s.rnorm)
+            s.check_converged(matvec)
+            if not s.k:
+                break
         if psolve is None:
             s.z = s.r
             rho = s.rnorm ** 2
         else:
             s.z = psolve(s.r)
             rho = _dot(s.r, s.z)
-            bad = ~(rho > 0)
-            if bad.any():
-                keep = ~bad
+            if not (rho > 0).all():
+                keep = rho > 0
                 s.check_nonfinite(rho)
                 s.finish(~(rho[np.isfinite(rho)] > 0), "indefinite")
                 rho = rho[keep]
                 if not s.k:
                     break
-        beta = rho / s.rho
+        fused.xpby(s.z, rho / s.rho, s.p)
         s.rho = rho
-        fused.xpby(s.z, beta, s.p)
 
 
 class CGEngine(KrylovEngine):
@@ -90,6 +95,10 @@ class CGEngine(KrylovEngine):
     name = "cg"
     requires_hermitian = True
     algorithm = staticmethod(cg_algorithm)
+
+    def _options(self, trans, conj):
+        # CG runs on A itself for every trans (A is Hermitian): fuse A p, pᴴAp
+        return {"matvec_dot": CSROperator(self.mat, "N").matvec_dot}
 
     def _refuse(self):
         # a non-positive diagonal entry of a Hermitian A certifies that A is

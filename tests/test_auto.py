@@ -1,0 +1,84 @@
+"""``method="auto"``: the size threshold and the choice by symmetry."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsediff as sd
+import sparsediff.solvers as solvers
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(99)
+
+
+def _poisson2d(k):
+    p = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(k, k))
+    eye = sp.eye(k)
+    return (sp.kron(p, eye) + sp.kron(eye, p)).tocsr()
+
+
+def _convection(k, peclet=0.5):
+    p = sp.diags([-1.0 - peclet, 2.0, -1.0 + peclet], [-1, 0, 1], shape=(k, k))
+    eye = sp.eye(k)
+    return (sp.kron(p, eye) + sp.kron(eye, p)).tocsr()
+
+
+@pytest.fixture
+def small_threshold(monkeypatch):
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N", 10)
+
+
+def test_direct_below_threshold(rng):
+    A = _poisson2d(8)
+    sol = sd.solve(A, rng.standard_normal(64))
+    assert sol.info.method == "direct"
+    assert solvers.AUTO_DIRECT_MAX_N >= 10_000
+
+
+def _available(name):
+    import sparsediff.precond as pc
+
+    return name in getattr(pc, "PRECONDITIONERS", {})
+
+
+@pytest.mark.usefixtures("small_threshold")
+@pytest.mark.parametrize("kind, expect", [
+    ("spd", "cg+amg"), ("herm-indef", "minres"), ("nonsym", "gmres+ilu"),
+])
+def test_choice_above_threshold(kind, expect, rng):
+    need = expect.partition("+")[2]
+    if need and not _available(need):
+        pytest.skip(f"{need} not available")
+    A = {"spd": _poisson2d(8),
+         "herm-indef": (_poisson2d(8) - 0.5 * sp.eye(64)).tocsr() * -1,
+         "nonsym": _convection(8)}[kind]
+    b = rng.standard_normal(64)
+    solver = sd.Solver(A, rtol=1e-10)
+    assert solver.method == expect
+    sol = solver.solve(b)
+    assert sol.info.converged and sol.info.method == expect
+    np.testing.assert_allclose(A @ sol.x, b, atol=1e-8 * np.linalg.norm(b))
+    g = rng.standard_normal(64)
+    _, grad_b = sol.vjp(g)
+    np.testing.assert_allclose(grad_b, np.linalg.solve(A.toarray().T, g), rtol=1e-7)
+
+
+@pytest.mark.usefixtures("small_threshold")
+def test_auto_with_preconditioner(rng):
+    if not _available("jacobi"):
+        pytest.skip("jacobi not available")
+    assert sd.Solver(_poisson2d(8), M="jacobi").method == "cg+jacobi"
+    assert sd.Solver(_convection(8), M="jacobi").method == "gmres+jacobi"
+
+
+def test_auto_with_preconditioner_iterates_at_any_size():
+    if not _available("jacobi"):
+        pytest.skip("jacobi not available")
+    assert sd.Solver(_poisson2d(4), M="jacobi").method == "cg+jacobi"
+
+
+def test_auto_rejects_options():
+    with pytest.raises(ValueError, match="takes no options"):
+        sd.Solver(_poisson2d(4), method=("auto", {"restart": 3}))
