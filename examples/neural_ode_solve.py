@@ -16,7 +16,9 @@ respect to the stored values of ``M`` flows on into ``θ``.
 Data come from the true ``c(x) = exp(0.5 sin 2πx)`` and ``R(u) = 5 u (1 − u)``
 (Fisher–KPP). The model is integrated with classical RK4 (torchdiffeq's fixed-
 step ``rk4`` if it is installed, else the loop below) and fitted to the whole
-trajectory by Adam; the loss falls by orders of magnitude.
+trajectory by Adam; the loss falls by more than an order of magnitude. (The
+capacity is only identifiable where the solution moves, so ``θ`` itself is
+not compared with the truth.)
 
 Run:  python examples/neural_ode_solve.py   (under a minute)
 """
@@ -31,10 +33,10 @@ import sparsediff.torch as sdt
 torch.set_num_threads(1)   # small tensors: overhead-bound
 torch.manual_seed(0)
 
-N = 40                     # interior nodes
+N = 32                     # interior nodes
 H = 1.0 / (N + 1)
-DIFFUSIVITY = 2e-3
-T_END, STEPS = 1.0, 40
+DIFFUSIVITY = 1e-3
+T_END, STEPS = 1.0, 20
 DT = T_END / STEPS
 
 # tridiagonal CSR pattern of M and K (sorted columns)
@@ -123,17 +125,15 @@ def main():
     opt = torch.optim.Adam([{"params": [theta], "lr": 0.03},
                             {"params": model.reaction.parameters(), "lr": 0.01}])
     t0 = time.perf_counter()
-    epochs = 150
+    epochs = 60
     for epoch in range(epochs):
         opt.zero_grad()
         pred = integrate(model, u0)
         loss = ((pred - data) ** 2).mean()
         loss.backward()
         opt.step()
-        if epoch % 15 == 0 or epoch == epochs - 1:
-            err = (theta.detach() - theta_true).abs().max().item()
-            print(f"epoch {epoch:3d}  trajectory MSE {loss.item():.3e}   "
-                  f"max |θ − θ_true| {err:.3f}")
+        if epoch % 10 == 0 or epoch == epochs - 1:
+            print(f"epoch {epoch:3d}  trajectory MSE {loss.item():.3e}")
     print(f"{epochs} epochs, {epochs * STEPS * 4} sparse solves forward and as many "
           f"adjoint solves: {time.perf_counter() - t0:.1f} s")
 

@@ -15,15 +15,13 @@ Run:  python examples/unrolled_cg.py   (about 10 s)
 import numpy as np
 import torch
 
-from sparsediff.learn import CSRPattern, UnrolledCG, diffusion_family
+from sparsediff.learn import CSRPattern, UnrolledCG, csr_matvec, diffusion_family
 
 torch.set_num_threads(1)   # small tensors: overhead-bound
 
 
 def log_residual(model, A, b):
     values, pattern = A
-    from sparsediff.learn import csr_matvec
-
     x = model(A, b)
     r = b - csr_matvec(values, pattern, x)
     return (torch.log(r.norm(dim=-1)) - torch.log(b.norm(dim=-1))).mean()
@@ -66,7 +64,6 @@ def main():
     small = UnrolledCG(3)
     with torch.no_grad():
         small.steps.copy_(torch.tensor([1.0, 0.8, 1.2]))
-    A_small = (torch.tensor(values[0][:0]), None)  # placeholder, replaced below
     A_small, _ = diffusion_family(3, 1, seed=1)
     p_small = CSRPattern(A_small.indptr, A_small.indices, A_small.shape)
     vs = torch.tensor(A_small.data, requires_grad=True)

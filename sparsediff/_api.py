@@ -405,8 +405,30 @@ def sparse_outer(A, u, v, alpha=1.0):
 
     Returns
     -------
-    Same class and format as ``A``, with its structure (index arrays copied)
-    and the values above, entry for entry in the caller's order.
+    sparse matrix or array, or ndarray
+        Same class and format as ``A``, with its structure (index arrays
+        copied) and the values above, entry for entry in the caller's order
+        (duplicates each get the full value of their position; stored zeros
+        get a value too). A dense ``A`` gives a dense array. The dtype is the
+        promotion of ``u``'s and ``v``'s (complex if ``alpha`` is complex).
+
+    Raises
+    ------
+    ValueError
+        ``u`` or ``v`` of the wrong length, different column counts, corrupt
+        structure of ``A``.
+    TypeError
+        Unsupported container or dtype; ``alpha`` not a number.
+
+    Notes
+    -----
+    Nothing is conjugated: pass ``np.conj(x)`` for ``−λ xᴴ`` restricted to the
+    pattern, as the gradients of :func:`solve` do.
+
+    See Also
+    --------
+    scipy.sparse.csr_array.multiply : the same values from a dense ``u vᵀ``
+        (O(n²) memory).
 
     Examples
     --------
@@ -414,6 +436,9 @@ def sparse_outer(A, u, v, alpha=1.0):
     >>> A = sp.csr_array(np.array([[1.0, 0.0], [2.0, 3.0]]))
     >>> sd.sparse_outer(A, np.array([1.0, 2.0]), np.array([10.0, 100.0])).data
     array([ 10.,  20., 200.])
+    >>> U, V = np.ones((2, 3)), np.arange(6.0).reshape(2, 3)  # several columns
+    >>> sd.sparse_outer(A, U, V, alpha=0.5).data
+    array([1.5, 1.5, 6. ])
     """
     func = "sparsediff.sparse_outer"
     backend = get_backend(A, u, v, func=func)

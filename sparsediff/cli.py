@@ -115,6 +115,12 @@ def _demo(args):
     maxiter = args.maxiter if args.maxiter is not None else (60 if args.quick else 300)
     if n < 4:
         return _error(f"--n must be at least 4; got {n}")
+    import os
+
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        # fail before the optimization, not after it
+        return _error(f"cannot write {args.output}: no such directory {folder}")
     try:
         result = run_demo(n=n, noise=args.noise, maxiter=maxiter, output=args.output,
                           seed=args.seed, check=args.check)

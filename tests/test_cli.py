@@ -162,12 +162,16 @@ def test_console_entry_point_reports_without_traceback(tmp_path):
     assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_bad_options_and_no_command(capsys):
+def test_bad_options_and_no_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["demo", "--n", "-3"])
     assert exc.value.code == 2
     assert "positive integer" in capsys.readouterr().err
     assert cli.main([]) == 2
+    assert "usage: sparsediff" in capsys.readouterr().out
+    # an unwritable figure path fails at once, not after the optimization
+    code, out, err = _run(["demo", "--output", str(tmp_path / "no" / "x.png")], capsys)
+    assert code == 2 and "no such directory" in err and out == ""
 
 
 def test_bench_small(capsys):

@@ -129,8 +129,10 @@ def test_memory_independent_of_iterations(rng):
 def test_noncontractive_adjoint():
     # f(x) = 2x − c has the fixed point c but is expanding: forward from x* itself,
     # the Richardson adjoint w = v + 2w diverges; GMRES solves −w = v
-    f = lambda x, c: 2 * x - c
-    f_vjp = lambda x, c, v: (2 * v, -v)
+    def f(x, c):
+        return 2 * x - c
+    def f_vjp(x, c, v):
+        return (2 * v, -v)
     c = np.array([1.0, -2.0])
     res = fixed_point(f, c.copy(), c, f_vjp=f_vjp, adjoint_solver="fixed_point")
     assert res.info.converged and res.info.iterations == 0
@@ -158,7 +160,8 @@ def _grow(x, a):
 
 def test_diverging_forward_follows_on_failure():
     f = _grow
-    f_vjp = lambda x, a, v: (a * v, float(v @ x))
+    def f_vjp(x, a, v):
+        return (a * v, float(v @ x))
     with pytest.raises(ConvergenceError, match="did not converge"):
         fixed_point(f, np.zeros(2), 1.5, f_vjp=f_vjp, maxiter=50)
     with pytest.warns(ConvergenceWarning, match="did not converge"):
@@ -179,7 +182,8 @@ def test_bad_input(system):
         fixed_point(step.f, x0, p, f_vjp=step.f_vjp, maxiter=-1)
     with pytest.raises(ValueError, match="`on_failure` must be one of"):
         fixed_point(step.f, x0, p, f_vjp=step.f_vjp, on_failure="ignore")
-    bad = lambda x, q, v: (v, {**step.f_vjp(x, q, v)[1], "b": v[:3]})
+    def bad(x, q, v):
+        return (v, {**step.f_vjp(x, q, v)[1], "b": v[:3]})
     res = fixed_point(step.f, x0, p, f_vjp=bad)
     with pytest.raises(ValueError, match=r"shape \(30,\) for params\['b'\]"):
         res.vjp(np.ones(A.shape[0]))

@@ -153,7 +153,7 @@ def test_nested_params_and_none_leaves(rng):
         return a * (M @ x) + c + d
 
     def f_vjp(x, p, v):
-        (a, c), d = p["pair"], p["lst"][0]
+        (a, _c), _d = p["pair"], p["lst"][0]
         return a * (M.T @ v), {"pair": (float(v @ (M @ x)), v.copy()),
                                "lst": [v.sum()], "none": None}
 

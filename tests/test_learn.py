@@ -112,8 +112,8 @@ class TestSpMV:
         g = torch.tensor(rng.standard_normal(5))
         (csr_matvec(v, pattern, x) @ g).backward()
         rows, cols = pattern.rows.numpy(), pattern.cols.numpy()
-        np.testing.assert_allclose(v.grad.numpy(), g.numpy()[rows] * x.detach().numpy()[cols],
-                                   rtol=1e-14)
+        expected = g.numpy()[rows] * x.detach().numpy()[cols]
+        np.testing.assert_allclose(v.grad.numpy(), expected, rtol=1e-14)
         vd = torch.tensor(data, requires_grad=True)
         xd = x.detach().clone().requires_grad_()
         dense = torch.zeros(5, 4, dtype=torch.float64).index_put(

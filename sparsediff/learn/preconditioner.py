@@ -238,7 +238,8 @@ def truncated_pcg_loss(A, b, k, M=None, *, x0=None, steps=None, reduction="mean"
     """
     if reduction not in ("mean", "none"):
         raise ValueError(
-            f"`truncated_pcg_loss`: `reduction` must be 'mean' or 'none'; got {reduction!r}.")
+            f"`truncated_pcg_loss`: `reduction` must be 'mean' or 'none'; "
+            f"got {reduction!r}.")
     matvec, n, _ = as_matvec(A, dtype=b.dtype, device=b.device, func="truncated_pcg_loss")
     apply = M.inverse() if isinstance(M, WoodburyPreconditioner) else M
     x = pcg_unrolled(matvec, b, k, M=apply, x0=x0, steps=steps)

@@ -56,37 +56,32 @@ def csr_rmatvec_serial(indptr, indices, data, x, out, conj):
 
 
 @nb.njit(parallel=True, **_opts)
-def _csr_rmatvec_chunks(indptr, indices, data, x, out, conj, bufs):
-    # Scatter into one private buffer per chunk of rows, then reduce in a fixed
-    # order: no atomics, and the result does not depend on scheduling (bitwise
-    # reproducible for a fixed number of chunks).
+def _csr_rmatvec_chunks(indptr, indices, data, x, conj, bufs):
+    # Scatter each chunk of rows into its own buffer: no atomics, no races.
     nrows = indptr.shape[0] - 1
     nchunks = bufs.shape[0]
     for t in nb.prange(nchunks):
         r0 = nrows * t // nchunks
         r1 = nrows * (t + 1) // nchunks
         _rmatvec_rows(indptr, indices, data, x, bufs[t], conj, r0, r1)
-    ncols, m = out.shape
-    for j in nb.prange(ncols):
-        for c in range(m):
-            acc = out.dtype.type(0)
-            for t in range(nchunks):
-                acc += bufs[t, j, c]
-            out[j, c] = acc
-    return out
+    return bufs
 
 
 def csr_rmatvec_parallel(indptr, indices, data, x, out, conj):
-    """Parallel ``A.T @ x`` / ``A.conj().T @ x`` (chunked scatter, then reduce).
+    """Parallel ``A.T @ x`` / ``A.conj().T @ x``: chunked scatter, then a sum.
 
-    A thin Python front: the number of chunks is read here, not inside the
-    compiled function, so that the compiled code has no dynamic global and
-    is cached on disk (``numba.get_num_threads`` inside a kernel disables the
-    cache and costs seconds of compilation in every process).
+    A thin Python front. The number of chunks is read here, not inside the
+    compiled function (``numba.get_num_threads`` in a kernel is a dynamic
+    global: it disables the disk cache and costs seconds of compilation in
+    every process). The buffers are summed by NumPy in a fixed order, so the
+    result does not depend on scheduling: bitwise reproducible for a fixed
+    thread count (one ``prange`` also halves the compile time).
     """
     nchunks = max(1, min(nb.get_num_threads(), indptr.shape[0] - 1))
     bufs = np.zeros((nchunks,) + out.shape, dtype=out.dtype)
-    return _csr_rmatvec_chunks(indptr, indices, data, x, out, conj, bufs)
+    _csr_rmatvec_chunks(indptr, indices, data, x, conj, bufs)
+    np.sum(bufs, axis=0, out=out)
+    return out
 
 
 @nb.njit(**_opts)
