@@ -266,6 +266,10 @@ class Solver:
                 raise ValueError(
                     f"`{func}`: `x0` must have the shape of `b`, "
                     f"{(n,) if is_1d else b2.shape}; got {np.shape(x0)}.")
+            if x0_dtype.kind == "c" and dtype.kind != "c":
+                raise TypeError(
+                    f"`{func}`: `x0` is complex ({x0_dtype.name}) but the solution is "
+                    f"real ({dtype.name}, from `A` and `b`); pass a real `x0`.")
             finite &= x0_finite
             x02 = x02.astype(dtype, copy=False)
         if not finite and self._on_failure != "nan":

@@ -51,6 +51,7 @@ def load_matrix(path):
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory, not a Matrix Market file")
     try:
+        header = scipy.io.mminfo(path)
         M = scipy.io.mmread(path)
     except Exception as exc:  # SciPy raises ValueError, OSError, or worse on junk
         raise InputError(f"{path}: cannot read as a Matrix Market file "
@@ -77,6 +78,8 @@ def load_matrix(path):
         raise InputError(f"{path}: the matrix is empty (0 × 0)")
     if not np.isfinite(A.data).all():
         raise InputError(f"{path}: the matrix holds NaN or infinite values")
+    A.header = dict(zip(("rows", "cols", "entries", "format", "field", "symmetry"),
+                        header))
     return A
 
 
@@ -154,6 +157,10 @@ def check_matrix(path, *, seed=0, directions=3, repeat=3, out=None):
     b = _random(rng, n, dtype)
     w = _random(rng, n, dtype)          # the loss L(x) = Re⟨w, x⟩
     print(f"matrix: {path}", file=out)
+    head = A.header
+    note = " (pattern only: entries read as 1)" if head["field"] == "pattern" else ""
+    print(f"  file: {head['format']} {head['field']} {head['symmetry']}{note}",
+          file=out)
     print(f"  n = {n}, nnz = {A.nnz}, dtype = {dtype}, {symmetry(A)}", file=out)
 
     def fresh_solve():

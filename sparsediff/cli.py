@@ -80,6 +80,17 @@ def _error(message):
 
 def main(argv=None):
     """Run the ``sparsediff`` command line; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # output piped into a reader that stopped (``| head``): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv):
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

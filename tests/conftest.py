@@ -182,7 +182,7 @@ def caller_entries(A):
         R, C = A.blocksize
         br = np.repeat(np.arange(A.shape[0] // R), np.diff(A.indptr))
         rows, cols = [], []
-        for b, (i, j) in enumerate(zip(br, A.indices)):
+        for i, j in zip(br, A.indices):
             for r in range(R):
                 for c in range(C):
                     rows.append(i * R + r)

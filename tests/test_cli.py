@@ -118,6 +118,7 @@ def test_check_pattern_and_dense_files(tmp_path, capsys):
                        "3 3 4\n1 1\n2 2\n3 3\n1 3\n")
     code, out, _ = _run(["check", str(pattern)], capsys)
     assert code == 0 and "nnz = 4" in out and "passed" in out
+    assert "pattern only: entries read as 1" in out
     dense = _write(tmp_path, "d.mtx", np.array([[4.0, 1.0], [1.0, 3.0]]))
     code, out, _ = _run(["check", dense], capsys)
     assert code == 0 and "symmetric" in out and "passed" in out

@@ -17,7 +17,6 @@ from conftest import (
     op,
     randn,
     ref_solve,
-    rhs_shape,
     shares,
     tol,
 )
@@ -74,6 +73,19 @@ def test_trans_and_rhs_shapes(rng, dtype, trans, shape):
     else:
         assert info.residual_norm.shape == (b.shape[1],)
         assert info.column_converged.shape == (b.shape[1],)
+
+
+def test_complex_symmetric_is_not_hermitian(rng):
+    """B5: A = Aᵀ ≠ Aᴴ: T equals N, H differs (and equals conj(A)⁻¹ b)."""
+    D, mask = dense_system(rng, 6, np.complex128)
+    S = D + D.T
+    A = build("csr", S, mask | mask.T, rng)
+    b = randn(rng, (6,), np.complex128)
+    solver = sd.Solver(A)
+    xn, xt, xh = (solver.solve(b, trans=t).x for t in TRANS)
+    np.testing.assert_allclose(xt, xn, rtol=1e-12)
+    np.testing.assert_allclose(xh, np.linalg.solve(S.conj(), b), rtol=1e-12)
+    assert np.linalg.norm(xh - xn) > 1e-3 * np.linalg.norm(xn)
 
 
 def test_transposed_solves_use_one_factorization(rng, monkeypatch):

@@ -27,7 +27,6 @@ from conftest import (
     is_complex,
     make_problem,
     randn,
-    ref_solve,
     shares,
     tol,
     with_data,

@@ -256,3 +256,15 @@ def test_errors(rng):
         sdj.solve((data.at[0].set(jnp.nan), indices, indptr), b).block_until_ready()
     x = sdj.solve((jnp.zeros(4), jnp.arange(4), jnp.arange(5)), b, on_failure="nan")
     assert bool(jnp.isnan(x).all())
+
+
+def test_missing_jax_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['jax'] = None\n"
+            "try:\n    import sparsediff.jax\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "pip install sparsediff[jax]" in out.stdout

@@ -139,6 +139,7 @@ def test_no_jit_at_import():
                 for o in vars(m).values())
         print("DISPATCHERS", n)
         print("COMPILED", bad)
+        print("LOADED", "sparsediff.kernels.numba._csr" in sys.modules)
         assert "torch" not in sys.modules and "cupy" not in sys.modules
         assert "jax" not in sys.modules
     """)
@@ -147,4 +148,5 @@ def test_no_jit_at_import():
     assert out.returncode == 0, out.stderr
     assert "COMPILED []" in out.stdout
     n = int(out.stdout.split("DISPATCHERS")[1].split()[0])
-    assert n >= 6  # the kernels were really inspected
+    # the kernels were really inspected (or are not even imported yet)
+    assert n >= 6 or "LOADED False" in out.stdout

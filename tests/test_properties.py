@@ -23,7 +23,6 @@ from conftest import (
     readonly,
     rhs_shape,
     shares,
-    with_data,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -198,7 +197,7 @@ def problems(draw):
     return n, fmt, dtype, idx, shape, trans, seed, dominant, density
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_random_problems(problem):

@@ -57,6 +57,13 @@ def test_bad_x0_shape(A):
         sd.solve(A, np.ones(3), x0=np.ones(2))
 
 
+def test_complex_x0_for_a_real_solution(A):
+    with pytest.raises(TypeError, match="`x0` is complex"):
+        sd.solve(A, np.ones(3), x0=np.ones(3, complex))
+    x = sd.solve(A, np.ones(3, complex), x0=np.ones(3)).x  # real x0, complex x: fine
+    assert x.dtype == np.complex128
+
+
 def test_ndim_3_matrix():
     with pytest.raises(ValueError, match=r"`A` must be 2-D; got shape \(2, 2, 2\)"):
         sd.solve(np.ones((2, 2, 2)), np.ones(2))
@@ -204,6 +211,10 @@ def test_nonfinite_in_solver_and_cotangents(A):
         B = A.copy()
         B.data[0] = np.nan
         sd.Solver(B)
+    for policy in ("raise", "warn"):
+        g = np.array([1.0, np.inf, 1.0])
+        with pytest.raises(sd.NonFiniteInputError, match="`g`"):
+            sd.solve(A, np.ones(3), on_failure=policy).vjp(g)
     sol = sd.solve(A, np.ones(3))
     for bad in (np.nan, np.inf):
         g = np.ones(3)
@@ -326,3 +337,23 @@ def test_validation_does_not_touch_inputs_even_when_it_fails():
     sd.solve(B2, np.ones(2))
     sd.solve(B, np.ones(2))
     assert fingerprint(B, B2) == before
+
+
+def test_canonical_csr_takes_the_fast_path(rng, monkeypatch):
+    """A canonical CSR is validated in O(nnz) without sorting (the common case,
+    and the one benchmarks time); non-canonical input is sorted, on a copy."""
+    A, b, D = make_problem(rng, "csr", np.float64, n=40)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the canonical CSR fast path must not sort")
+
+    monkeypatch.setattr(np, "lexsort", boom)
+    monkeypatch.setattr(np, "argsort", boom)
+    mat = as_matrix(A, "test")
+    assert mat._perm is None
+    assert not np.shares_memory(mat.data, A.data)
+    assert not np.shares_memory(mat.indices, A.indices)
+    monkeypatch.undo()
+    np.testing.assert_allclose(sd.solve(A, b).x, np.linalg.solve(D, b), rtol=1e-12)
+    U, _, _ = make_problem(rng, "csr_unsorted", np.float64, n=40)
+    assert as_matrix(U, "test")._perm is not None

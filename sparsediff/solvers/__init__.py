@@ -84,13 +84,23 @@ def make_engine(method, mat, M=None, *, func):
     heuristic and a Hermitian ``M``, MINRES for a Hermitian ``A`` and ``M``
     otherwise, GMRES for everything else.
 
-    The threshold was measured with ``benchmarks/bench_krylov.py --auto``
-    (forward solve plus one gradient, rtol 1e-8, 2-core CPU; full table in
-    ``benchmarks/results_krylov.md``). On 2-D Poisson, SuperLU beats CG+AMG
-    (including the AMG setup) at every size up to 512² = 262,144 unknowns;
-    on the 2-D convection–diffusion problem it beats GMRES+ILU by a wider
-    margin. The crossover lies near 250,000 unknowns for 2-D problems (3-D
-    problems, with much more fill, cross over earlier).
+    The threshold comes from ``benchmarks/bench_krylov.py --auto`` (setup +
+    forward + one gradient, rtol 1e-8, on a shared 2-core CPU; table in
+    ``benchmarks/results_krylov.md``). Measured, seconds:
+
+    =================  ======  ======  =========  ==========
+    problem            n       direct  cg+amg     gmres+ilu
+    =================  ======  ======  =========  ==========
+    2-D Poisson        4,096   0.068   0.136      0.98
+    2-D Poisson        16,384  0.22    5.8 (*)    13.2
+    2-D Poisson        65,536  1.34    3.13       227
+    conv.-diff. 2-D    65,536  1.2     —          45
+    =================  ======  ======  =========  ==========
+
+    (*) AMG setup dominated and noisy on the loaded machine. SuperLU won at
+    every measured size, growing about 6× per 4× unknowns against about 4×
+    for CG+AMG, which puts the 2-D crossover near 250,000 unknowns
+    (extrapolated; 3-D problems, with much more fill, cross over earlier).
     """
     method, options = _split(method, func)
     if method == "direct":

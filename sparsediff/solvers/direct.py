@@ -24,7 +24,20 @@ __all__ = ["DirectEngine"]
 
 
 def _structurally_symmetric(mat):
-    """Whether the stored pattern of A equals that of Aᵀ (O(nnz))."""
+    """Whether the stored pattern of A equals that of Aᵀ.
+
+    Small patterns: compare the sorted keys ``i·n + j`` of A (already sorted:
+    canonical CSR) with those of Aᵀ, in a few NumPy calls (no SciPy
+    constructors: small solves are overhead-bound). Large ones: SciPy's O(nnz)
+    transpose (a sort would be O(nnz log nnz)).
+    """
+    n = mat.shape[0]
+    if mat.nnz <= 50_000:
+        rows = mat.rows.astype(np.int64)
+        cols = mat.indices.astype(np.int64)
+        keys_t = cols * n + rows
+        keys_t.sort()
+        return bool(np.array_equal(rows * n + cols, keys_t))
     ones = sp.csr_array((np.ones(mat.nnz, dtype=np.int8), mat.indices, mat.indptr),
                         shape=mat.shape)
     t = ones.T.tocsr()

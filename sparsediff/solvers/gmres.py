@@ -63,7 +63,8 @@ def gmres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
     n = b.shape[0]
     dtype = x.dtype
     restart = max(1, min(restart, n))
-    hdt = np.complex128 if dtype.kind == "c" else np.float64
+    cplx = dtype.kind == "c"
+    hdt = np.complex128 if cplx else np.float64
     identity = psolve is None
     s = State(run, cols, (), ("colits", "noprogress", "happy"),
               b=b, x=x, r=r, rnorm=rnorm, tol=tol)
@@ -103,9 +104,10 @@ def gmres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
             for c in np.flatnonzero(active):
                 Vc = V[c, : j + 1]
                 wc = w[:, c].copy()
-                h = Vc.conj() @ wc
+                # Vᴴ w as conj(V conj(w)): conjugates a vector, not the basis
+                h = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
                 wc -= Vc.T @ h
-                h2 = Vc.conj() @ wc
+                h2 = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
                 wc -= Vc.T @ h2
                 h += h2
                 hn = np.linalg.norm(wc)
