@@ -46,6 +46,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from .._errors import SingularMatrixError
 from ._base import Preconditioner, check_diagonal, diagonal, hermitian_part, is_complex
@@ -225,7 +226,11 @@ class AMG(Preconditioner):
         # Its spectral-radius estimates start from NumPy's *global* random
         # generator: seed it for a reproducible hierarchy (update() equals a
         # fresh build) and restore the caller's state afterwards.
-        with _GLOBAL_RANDOM_LOCK, warnings.catch_warnings(record=True) as caught:
+        # The setup solves many tiny eigenvalue problems: multi-threaded BLAS
+        # makes it 10-20x slower on a 2-core machine (thread start-up and
+        # spinning dominate), so BLAS runs on one thread meanwhile.
+        with _GLOBAL_RANDOM_LOCK, warnings.catch_warnings(record=True) as caught, \
+                threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("always")
             state = np.random.get_state()  # noqa: NPY002 - pyamg uses it
             try:
