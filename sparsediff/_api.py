@@ -354,7 +354,19 @@ def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
     ConvergenceError
         An iterative solve did not converge (``on_failure="raise"``).
     NonFiniteInputError
-        ``A`` or ``b`` holds NaN or Inf (a ``ValueError``).
+        ``A``, ``b`` or ``x0`` holds NaN or Inf (a ``ValueError``; under
+        ``on_failure="nan"`` the result is NaN instead).
+    ValueError, TypeError
+        Bad shapes, structure, dtypes or options: the message names the
+        argument, what was expected and what came.
+
+    Warns
+    -----
+    IllConditionedWarning
+        Direct solves whose condition estimate (``info.condition_estimate``,
+        a lower bound) leaves fewer than about three correct digits.
+    ConvergenceWarning
+        A failed solve under ``on_failure="warn"``.
 
     Notes
     -----

@@ -187,7 +187,8 @@ class Solution:
             self.adjoint_info = info
             lam = apply_policy(lam, info, self._on_failure,
                                f"`{func}`: adjoint solve", stacklevel=3)
-            if self._owner is not None:
+            if self._owner is not None and getattr(self._engine, "iterative", False):
+                # a warm start for the next adjoint solve (direct solves need none)
                 self._owner._remember_adjoint(lam, self._trans)
             grad = pattern_gradient(mat, self._x2.astype(dtype, copy=False), lam,
                                     self._trans)
