@@ -20,6 +20,13 @@ def _like_input(arr, dtype):
     return np.array(arr, dtype=dtype, copy=True)
 
 
+def _unit_scale(a):
+    """Column norms of ``a`` with zeros replaced by one (for normalizing)."""
+    scale = column_norms(a)
+    scale[scale == 0] = 1.0
+    return scale.astype(a.real.dtype)
+
+
 class Solution:
     """The solution of ``op(A) x = b`` with its derivatives.
 
@@ -189,7 +196,9 @@ class Solution:
                                f"`{func}`: adjoint solve", stacklevel=3)
             if self._owner is not None and getattr(self._engine, "iterative", False):
                 # a warm start for the next adjoint solve (direct solves need none)
-                self._owner._remember_adjoint(lam, self._trans)
+                # (normalized per column, like the solve itself, so that the
+                # warm start is right whatever the scale of the next cotangent)
+                self._owner._remember_adjoint(lam / _unit_scale(g2), self._trans)
             grad = pattern_gradient(mat, self._x2.astype(dtype, copy=False), lam,
                                     self._trans)
         grad_A = mat.wrap(_like_input(grad, self._a_dtype))
@@ -282,10 +291,9 @@ class Solution:
         prev = owner._previous_adjoint(self._trans, g2.shape)
         if prev is None:
             return None
-        scale = column_norms(g2)
-        scale[scale == 0] = 1.0
-        return np.ascontiguousarray(prev / scale.astype(g2.real.dtype),
-                                    dtype=g2.dtype)
+        # the previous adjoint for a unit-norm cotangent: the adjoint solve
+        # runs on the normalized cotangent, so it is a starting guess there
+        return np.ascontiguousarray(prev, dtype=g2.dtype)
 
     def _with_estimate(self, info, lam, g2):
         """Attach an a-posteriori relative error estimate of the gradient.

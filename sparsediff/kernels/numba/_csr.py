@@ -14,6 +14,14 @@ _opts = dict(cache=True, nogil=True, fastmath=False)
 @nb.njit(**_opts)
 def csr_matvec_serial(indptr, indices, data, x, out):
     n, m = out.shape
+    if m == 1:
+        # one right-hand side (the Krylov case): accumulate in a register
+        for i in range(n):
+            acc = out.dtype.type(0)
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * x[indices[k], 0]
+            out[i, 0] = acc
+        return out
     for i in range(n):
         for c in range(m):
             out[i, c] = 0
