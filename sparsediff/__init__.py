@@ -11,12 +11,15 @@ reuses the forward factorization or preconditioner.
 """
 
 from ._api import Solver, solve, sparse_outer
+from ._compare import compare_gradients
 from ._errors import (
     ConvergenceError,
     ConvergenceWarning,
+    IllConditionedWarning,
     NonFiniteInputError,
     SingularMatrixError,
 )
+from .fixed_point import fixed_point, iterate
 from .solvers._info import SolveInfo
 from .solvers._solution import Solution
 
@@ -25,11 +28,15 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
+    "IllConditionedWarning",
     "NonFiniteInputError",
     "SingularMatrixError",
     "Solution",
     "SolveInfo",
     "Solver",
+    "compare_gradients",
+    "fixed_point",
+    "iterate",
     "solve",
     "sparse_outer",
 ]
