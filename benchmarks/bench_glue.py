@@ -294,6 +294,8 @@ def main(argv=None):
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
                                                  "results_glue.md"))
+    p.add_argument("--only", choices=["torch", "jax"], default=None,
+                   help="run one of the two tables")
     p.add_argument("--worker", nargs=2, metavar=("METHOD", "K"))
     args = p.parse_args(argv)
     if args.worker:
@@ -308,10 +310,14 @@ def main(argv=None):
             f"increase of the process RSS during one call (psutil, 2 ms sampling). "
             f"Iterative peers at rtol = {ITERATIVE_RTOL:g}; torchsparsegradutils "
             f"uses its default MINRES and tolerances.", ""]
-    t = table("PyTorch (CPU)", TORCH_METHODS, args.sizes, args.repeat, args.timeout)
-    j = table("JAX (CPU, jit, float64)", JAX_METHODS, args.sizes, args.repeat,
-              args.timeout)
-    text = "\n".join(head + [t, "", j, ""])
+    parts = []
+    if args.only in (None, "torch"):
+        parts += [table("PyTorch (CPU)", TORCH_METHODS, args.sizes, args.repeat,
+                        args.timeout), ""]
+    if args.only in (None, "jax"):
+        parts += [table("JAX (CPU, jit, float64)", JAX_METHODS, args.sizes,
+                        args.repeat, args.timeout), ""]
+    text = "\n".join(head + parts)
     with open(args.out, "w") as fh:
         fh.write(text)
     print(f"\nwritten to {args.out}")

@@ -307,7 +307,10 @@ class IterateResult:
             evaluations = rev.evaluations
             info.peak_stored = self._forward_stored + rev.peak_live
         else:
-            evaluations, extra = self._reconstruct(state, adjoint_step, advance)
+            # a failing reconstruction may overflow before it is caught: the
+            # checks below treat inf/NaN as failure, the warnings add nothing
+            with np.errstate(over="ignore", invalid="ignore"):
+                evaluations, extra = self._reconstruct(state, adjoint_step, advance)
             info.peak_stored = self._forward_stored + extra
         info.max_recomputations = max(evaluations.values(), default=0)
         return tree.unflatten(state["acc"]), state["v"]

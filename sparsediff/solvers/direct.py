@@ -23,6 +23,16 @@ from ._common import column_norms, make_info, true_residual
 __all__ = ["DirectEngine"]
 
 
+def _diagonally_dominant(mat, absdata):
+    """``|a_ii| ≥ Σ_{j≠i} |a_ij|`` for every row, with a nonzero diagonal (O(nnz))."""
+    n = mat.shape[0]
+    on_diag = mat.rows == mat.indices
+    diag = np.zeros(n)
+    np.add.at(diag, mat.indices[on_diag], absdata[on_diag])
+    off = np.bincount(mat.rows[~on_diag], weights=absdata[~on_diag], minlength=n)
+    return bool(np.all(diag > 0) and np.all(diag * (1 + 1e-12) >= off))
+
+
 def _structurally_symmetric(mat):
     """Whether the stored pattern of A equals that of Aᵀ.
 
@@ -62,8 +72,14 @@ class DirectEngine:
         Validated matrix (canonical CSR); its dtype is the factor's dtype.
     permc_spec : str or None
         SuperLU column ordering. ``None`` picks ``"MMD_AT_PLUS_A"`` for a
-        structurally symmetric pattern (about half the fill of COLAMD on 2-D
-        Poisson, 2× faster) and ``"COLAMD"`` otherwise.
+        structurally symmetric, weakly row-diagonally-dominant matrix (about
+        half the fill of COLAMD on 2-D Poisson, 2× faster) and ``"COLAMD"``
+        otherwise. A symmetric ordering is only good if the diagonal pivots
+        survive partial pivoting: diagonal dominance guarantees it (we factor
+        ``B = Aᵀ``, which is then column-dominant, a property Gaussian
+        elimination preserves), while on e.g. the indefinite ``I − 0.2·L``
+        (2-D Laplacian L, 128²) pivoting wrecks the minimum-degree order:
+        65 s and 50× the fill, against 0.15 s with COLAMD.
     """
 
     method = "direct"
@@ -90,8 +106,9 @@ class DirectEngine:
         else:
             self._norm1 = self._norminf = 0.0
         if permc_spec is None:
-            permc_spec = ("MMD_AT_PLUS_A" if n > 1 and _structurally_symmetric(mat)
-                          else "COLAMD")
+            symmetric_ok = (n > 1 and _diagonally_dominant(mat, absdata)
+                            and _structurally_symmetric(mat))
+            permc_spec = "MMD_AT_PLUS_A" if symmetric_ok else "COLAMD"
         self.permc_spec = permc_spec
         self._lock = threading.Lock()
         self._factors = {}
