@@ -108,6 +108,7 @@ def test_front_end_parallel_path_and_determinism(rng, monkeypatch):
               front.sparse_outer(indptr, indices, x, x, 1.0 + 0j,
                                  np.empty(indices.shape[0], complex))]
     monkeypatch.setattr(front, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(front, "PARALLEL_MIN_THREADS", 1)
     par = [front.csr_matvec(indptr, indices, data, x, np.empty((40, 3), complex)),
            front.csr_rmatvec(indptr, indices, data, x, np.empty((40, 3), complex),
                              True),

@@ -47,6 +47,7 @@ def test_shared_solver_is_bitwise_equal_to_serial(parallel_kernels, monkeypatch)
     """E1: 8 threads doing N/T/H solves and vjps on one factorization."""
     if parallel_kernels:  # also exercise the lock around parallel Numba kernels
         monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
+        monkeypatch.setattr(kernels, "PARALLEL_MIN_THREADS", 1)
     n = 300 if not parallel_kernels else 60
     A = poisson_like(n)
     solver = sd.Solver(A)

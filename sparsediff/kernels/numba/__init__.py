@@ -12,20 +12,30 @@ concurrently without a lock (they release the GIL).
 
 import threading
 
+import numba
+
 from . import _csr
 
-__all__ = ["PARALLEL_MIN_WORK", "csr_matvec", "csr_rmatvec", "sparse_outer"]
+__all__ = ["PARALLEL_MIN_THREADS", "PARALLEL_MIN_WORK", "csr_matvec", "csr_rmatvec", "sparse_outer"]
 
 #: Below this many multiply-adds a kernel runs on one thread: starting the
 #: thread pool (especially right after BLAS work, whose threads still spin)
 #: costs more than it saves.
-PARALLEL_MIN_WORK = 200_000
+PARALLEL_MIN_WORK = 1_000_000
+
+#: Parallel kernels only with at least this many Numba threads. Measured on a
+#: 2-core machine (2-D Poisson, one right-hand side, ms per call): SpMV serial
+#: 0.84 / 2.2 / 9.0 against parallel 1.3 / 7.9 / 15.3 at 256², 512², 1024²,
+#: and the same for the transposed product and the pattern kernel: with two
+#: threads the pool's start-up and the OpenMP spin-wait never pay back.
+PARALLEL_MIN_THREADS = 4
 
 _PARALLEL_LOCK = threading.Lock()
 
 
 def _big(nnz, m):
-    return nnz * m >= PARALLEL_MIN_WORK
+    return (nnz * m >= PARALLEL_MIN_WORK
+            and numba.get_num_threads() >= PARALLEL_MIN_THREADS)
 
 
 def csr_matvec(indptr, indices, data, x, out):

@@ -136,13 +136,14 @@ def csr_matvec_dot(indptr, indices, data, x, out, dots):
     t = dots.dtype.type
     for c in range(m):
         dots[c] = 0
+    k0 = np.int64(indptr[0])
     for i in range(n):
-        k0 = indptr[i]
-        k1 = indptr[i + 1]
+        k1 = np.int64(indptr[i + 1])  # int64 bounds: see _csr.csr_matvec_serial
         for c in range(m):
             acc = out.dtype.type(0)
             for k in range(k0, k1):
-                acc += data[k] * x[indices[k], c]
+                acc += data[k] * x[np.int64(indices[k]), c]
             out[i, c] = acc
             dots[c] += np.conj(t(x[i, c])) * t(acc)
+        k0 = k1
     return out
