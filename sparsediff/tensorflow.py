@@ -329,8 +329,9 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     Inside ``tf.function``, checks that need the tensors' values (indices,
     non-finite values, the solve itself) run when the graph runs, in a host
     callback: TensorFlow then re-raises them as ``tf.errors.InvalidArgumentError``
-    (``ValueError``, ``TypeError``) or ``tf.errors.UnknownError`` (others), with
-    the original message.
+    (``ValueError``, ``TypeError``, ``SingularMatrixError``) or
+    ``tf.errors.UnknownError`` (``ConvergenceError`` and others), with the
+    original message.
 
     Notes
     -----

@@ -28,13 +28,15 @@ def _convection(k, peclet=0.5):
 @pytest.fixture
 def small_threshold(monkeypatch):
     monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N", 10)
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N_SPD", 10)
 
 
 def test_direct_below_threshold(rng):
     A = _poisson2d(8)
     sol = sd.solve(A, rng.standard_normal(64))
     assert sol.info.method == "direct"
-    assert solvers.AUTO_DIRECT_MAX_N >= 10_000
+    assert solvers.AUTO_DIRECT_MAX_N_SPD >= 10_000
+    assert solvers.AUTO_DIRECT_MAX_N >= solvers.AUTO_DIRECT_MAX_N_SPD
 
 
 def _available(name):
@@ -82,3 +84,15 @@ def test_auto_with_preconditioner_iterates_at_any_size():
 def test_auto_rejects_options():
     with pytest.raises(ValueError, match="takes no options"):
         sd.Solver(_poisson2d(4), method=("auto", {"restart": 3}))
+
+
+def test_spd_iterates_earlier_than_the_rest(monkeypatch):
+    """Between the two thresholds: CG + AMG for the SPD heuristic, direct else."""
+    if not _available("amg"):
+        pytest.skip("amg not available")
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N_SPD", 10)
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N", 1000)
+    assert sd.Solver(_poisson2d(8)).method == "cg+amg"
+    assert sd.Solver(_convection(8)).method == "direct"
+    herm_indef = (_poisson2d(8) - 0.5 * sp.eye(64)).tocsr() * -1
+    assert sd.Solver(herm_indef).method == "direct"

@@ -21,15 +21,20 @@ from .direct import DirectEngine
 from .gmres import GMRESEngine
 from .minres import MINRESEngine
 
-__all__ = ["AUTO_DIRECT_MAX_N", "METHODS", "make_engine"]
+__all__ = ["AUTO_DIRECT_MAX_N", "AUTO_DIRECT_MAX_N_SPD", "METHODS", "make_engine"]
 
 METHODS = ("auto", "direct", "cg", "minres", "gmres", "bicgstab")
 
 KRYLOV = {"cg": CGEngine, "minres": MINRESEngine, "gmres": GMRESEngine,
           "bicgstab": BiCGSTABEngine}
 
-#: ``method="auto"`` solves directly up to this many unknowns (see make_engine)
-AUTO_DIRECT_MAX_N = 250_000
+#: ``method="auto"`` solves Hermitian matrices with a positive diagonal (the
+#: SPD heuristic) directly up to this many unknowns, then by CG + AMG
+AUTO_DIRECT_MAX_N_SPD = 30_000
+
+#: ``method="auto"`` solves every other matrix directly up to this many
+#: unknowns (see make_engine)
+AUTO_DIRECT_MAX_N = 1_000_000
 
 
 def _split(method, func):
@@ -72,35 +77,41 @@ def make_engine(method, mat, M=None, *, func):
     -----
     ``method="auto"`` picks, without a preconditioner given:
 
-    * ``n ≤ AUTO_DIRECT_MAX_N`` (250,000): ``"direct"`` (SuperLU);
-    * larger, Hermitian with a positive diagonal (the SPD heuristic):
+    * Hermitian with a positive diagonal (the SPD heuristic): ``"direct"``
+      (SuperLU) up to ``AUTO_DIRECT_MAX_N_SPD`` = 30,000 unknowns, then
       ``"cg"`` with ``M="amg"``;
-    * larger, Hermitian otherwise: ``"minres"`` without preconditioner (the
-      Jacobi preconditioner ``D⁻¹`` is not positive definite for such a
-      diagonal, and MINRES needs a positive definite ``M``);
-    * larger, not Hermitian: ``"gmres"`` with ``M="ilu"``.
+    * anything else: ``"direct"`` up to ``AUTO_DIRECT_MAX_N`` = 1,000,000
+      unknowns, then ``"minres"`` without preconditioner for a Hermitian
+      matrix (the Jacobi preconditioner ``D⁻¹`` is not positive definite for
+      such a diagonal, and MINRES needs a positive definite ``M``) and
+      ``"gmres"`` with ``M="ilu"`` otherwise.
 
     With a preconditioner given, ``"auto"`` always iterates: CG for the SPD
     heuristic and a Hermitian ``M``, MINRES for a Hermitian ``A`` and ``M``
     otherwise, GMRES for everything else.
 
-    The threshold comes from ``benchmarks/bench_krylov.py --auto`` (setup +
-    forward + one gradient, rtol 1e-8, on a shared 2-core CPU; table in
-    ``benchmarks/results_krylov.md``). Measured, seconds:
+    The thresholds are measured: setup + forward + one gradient (rtol 1e-8,
+    one right-hand side, 2-core CPU), seconds, 2-D 5-point problems
+    (convection–diffusion with cell Péclet 0.5):
 
-    =================  ======  ======  =========  ==========
-    problem            n       direct  cg+amg     gmres+ilu
-    =================  ======  ======  =========  ==========
-    2-D Poisson        4,096   0.068   0.136      0.98
-    2-D Poisson        16,384  0.22    5.8 (*)    13.2
-    2-D Poisson        65,536  1.34    3.13       227
-    conv.-diff. 2-D    65,536  1.2     —          45
-    =================  ======  ======  =========  ==========
+    ========  =======  ======  =========  =======  ============  ==========
+    n         Poisson  direct  cg+amg     conv.    direct        bicgstab+ilu
+    ========  =======  ======  =========  =======  ============  ==========
+    4,096              0.017   0.048               0.017         0.034
+    16,384             0.085   0.103               0.083         0.45
+    36,864             0.229   0.184               0.212         1.58
+    65,536             0.517   0.403               0.493         3.71
+    131,044            1.03    0.61                0.92          9.87
+    262,144            2.65    1.27                2.06          31.1
+    ========  =======  ======  =========  =======  ============  ==========
 
-    (*) AMG setup dominated and noisy on the loaded machine. SuperLU won at
-    every measured size, growing about 6× per 4× unknowns against about 4×
-    for CG+AMG, which puts the 2-D crossover near 250,000 unknowns
-    (extrapolated; 3-D problems, with much more fill, cross over earlier).
+    CG + AMG overtakes SuperLU between 16k and 37k unknowns on SPD problems.
+    On the non-symmetric problem ILU-preconditioned Krylov methods lose by
+    10–15× at every size measured (GMRES(20) + ILU is slower still), so the
+    direct solver is kept up to a memory-driven 10⁶ unknowns. Both crossovers
+    are for 2-D problems; in 3-D the fill of the factorization grows much
+    faster and iterative methods win earlier — pass ``method=`` explicitly
+    there.
     """
     method, options = _split(method, func)
     if method == "direct":
@@ -130,10 +141,12 @@ def make_engine(method, mat, M=None, *, func):
 def _auto(mat, M, func):
     """The ``method="auto"`` rule (see :func:`make_engine`)."""
     n = mat.shape[0]
-    if M is None and n <= AUTO_DIRECT_MAX_N:
+    if M is None and n <= AUTO_DIRECT_MAX_N_SPD:
         return DirectEngine(mat)
     hermitian = is_hermitian(mat)
     spd = hermitian and bool((diagonal(mat).real > 0).all())
+    if M is None and not spd and n <= AUTO_DIRECT_MAX_N:
+        return DirectEngine(mat)
     if M is None:
         if spd:
             return CGEngine(mat, resolve_preconditioner("amg", mat, func),
