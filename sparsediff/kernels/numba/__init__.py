@@ -16,7 +16,13 @@ import numba
 
 from . import _csr
 
-__all__ = ["PARALLEL_MIN_THREADS", "PARALLEL_MIN_WORK", "csr_matvec", "csr_rmatvec", "sparse_outer"]
+__all__ = [
+    "PARALLEL_MIN_THREADS",
+    "PARALLEL_MIN_WORK",
+    "csr_matvec",
+    "csr_rmatvec",
+    "sparse_outer",
+]
 
 #: Below this many multiply-adds a kernel runs on one thread: starting the
 #: thread pool (especially right after BLAS work, whose threads still spin)
