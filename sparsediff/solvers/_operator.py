@@ -61,7 +61,7 @@ class CSROperator:
         The CG product ``q = A p`` fused with ``pᴴ q``; real parts, as CG
         needs them for a Hermitian A.
         """
-        from ..kernels.numba._krylov import csr_matvec_dot
+        from ..kernels.numba._krylov import csr_matvec_dot, csr_matvec_dot1
 
         mat = self.mat
         dtype = np.result_type(mat.dtype, X.dtype)
@@ -69,7 +69,11 @@ class CSROperator:
         out = np.empty((mat.shape[0], X.shape[1]), dtype=dtype)
         dots = np.empty(X.shape[1], dtype=np.complex128 if dtype.kind == "c"
                         else np.float64)
-        csr_matvec_dot(mat.indptr, mat.indices, mat.data, X, out, dots)
+        if X.shape[1] == 1:
+            csr_matvec_dot1(mat.indptr, mat.indices, mat.data, X.reshape(-1),
+                            out.reshape(-1), dots)
+        else:
+            csr_matvec_dot(mat.indptr, mat.indices, mat.data, X, out, dots)
         return out, dots.real
 
     def rmatvec(self, X):

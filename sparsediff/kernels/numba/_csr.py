@@ -12,30 +12,38 @@ _opts = dict(cache=True, nogil=True, fastmath=False)
 
 
 @nb.njit(**_opts)
+def _matvec1(indptr, indices, data, x, out):
+    k0 = np.uint64(indptr[0])
+    for i in range(out.shape[0]):
+        k1 = np.uint64(indptr[i + 1])
+        acc = out.dtype.type(0)
+        for k in range(k0, k1):
+            acc += data[k] * x[np.uint64(indices[k])]
+        out[i] = acc
+        k0 = k1
+
+
+@nb.njit(**_opts)
 def csr_matvec_serial(indptr, indices, data, x, out):
-    # Row bounds are loaded once per row and widened to int64: a
-    # ``range(indptr[i], indptr[i + 1])`` over int32 bounds costs a sign
-    # extension and a reload per entry, and measured 2x slower than SciPy's
-    # C++ loop (0.87 vs 0.39 ms at nnz = 326k); hoisted, it matches it.
+    # Row bounds are loaded once per row, and every index is widened to an
+    # *unsigned* 64-bit integer: Numba then skips its negative-index
+    # wraparound test on each access. ``range(indptr[i], indptr[i + 1])``
+    # with signed int32 indices measured 0.87 ms at nnz = 326k, against
+    # SciPy's C++ loop 0.25-0.36 ms and 0.23 ms written this way.
     n, m = out.shape
-    k0 = np.int64(indptr[0])
+    k0 = np.uint64(indptr[0])
     if m == 1:
-        # one right-hand side (the Krylov case): accumulate in a register
-        for i in range(n):
-            k1 = np.int64(indptr[i + 1])
-            acc = out.dtype.type(0)
-            for k in range(k0, k1):
-                acc += data[k] * x[np.int64(indices[k]), 0]
-            out[i, 0] = acc
-            k0 = k1
+        # one right-hand side (the Krylov case): 1-D views of the C-ordered
+        # (n, 1) blocks, accumulator in a register
+        _matvec1(indptr, indices, data, x.reshape(-1), out.reshape(-1))
         return out
     for i in range(n):
-        k1 = np.int64(indptr[i + 1])
+        k1 = np.uint64(indptr[i + 1])
         for c in range(m):
             out[i, c] = 0
         for k in range(k0, k1):
             a = data[k]
-            j = np.int64(indices[k])
+            j = np.uint64(indices[k])
             for c in range(m):
                 out[i, c] += a * x[j, c]
         k0 = k1
@@ -46,12 +54,12 @@ def csr_matvec_serial(indptr, indices, data, x, out):
 def csr_matvec_parallel(indptr, indices, data, x, out):
     n, m = out.shape
     for i in nb.prange(n):
-        k0 = np.int64(indptr[i])
-        k1 = np.int64(indptr[i + 1])
+        k0 = np.uint64(indptr[i])
+        k1 = np.uint64(indptr[i + 1])
         for c in range(m):
             acc = out.dtype.type(0)
             for k in range(k0, k1):
-                acc += data[k] * x[np.int64(indices[k]), c]
+                acc += data[k] * x[np.uint64(indices[k]), c]
             out[i, c] = acc
     return out
 
@@ -59,12 +67,12 @@ def csr_matvec_parallel(indptr, indices, data, x, out):
 @nb.njit(**_opts)
 def _rmatvec_rows(indptr, indices, data, x, out, conj, r0, r1):
     m = out.shape[1]
-    k0 = np.int64(indptr[r0])
+    k0 = np.uint64(indptr[r0])
     for i in range(r0, r1):
-        k1 = np.int64(indptr[i + 1])
+        k1 = np.uint64(indptr[i + 1])
         for k in range(k0, k1):
             a = np.conj(data[k]) if conj else data[k]
-            j = np.int64(indices[k])
+            j = np.uint64(indices[k])
             for c in range(m):
                 out[j, c] += a * x[i, c]
         k0 = k1
@@ -109,11 +117,11 @@ def csr_rmatvec_parallel(indptr, indices, data, x, out, conj):
 @nb.njit(**_opts)
 def sparse_outer_serial(indptr, indices, u, v, alpha, out):
     m = u.shape[1]
-    k0 = np.int64(indptr[0])
+    k0 = np.uint64(indptr[0])
     for i in range(indptr.shape[0] - 1):
-        k1 = np.int64(indptr[i + 1])
+        k1 = np.uint64(indptr[i + 1])
         for k in range(k0, k1):
-            j = np.int64(indices[k])
+            j = np.uint64(indices[k])
             acc = out.dtype.type(0)
             for c in range(m):
                 acc += u[i, c] * v[j, c]
@@ -126,8 +134,8 @@ def sparse_outer_serial(indptr, indices, u, v, alpha, out):
 def sparse_outer_parallel(indptr, indices, u, v, alpha, out):
     m = u.shape[1]
     for i in nb.prange(indptr.shape[0] - 1):
-        for k in range(np.int64(indptr[i]), np.int64(indptr[i + 1])):
-            j = np.int64(indices[k])
+        for k in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
+            j = np.uint64(indices[k])
             acc = out.dtype.type(0)
             for c in range(m):
                 acc += u[i, c] * v[j, c]
