@@ -281,8 +281,16 @@ def table(title, methods, sizes, repeat, timeout):
              "| grid | n | method | forward | fwd+bwd | ratio fwd+bwd | peak RSS fwd | "
              "peak RSS fwd+bwd | err vs spsolve |",
              "|---|---|---|---|---|---|---|---|---|"]
+    timed_out = {}                       # method -> the size it first timed out at
     for k in sizes:
-        results = {m: _run_worker(m, k, repeat, timeout) for m in methods}
+        results = {}
+        for m in methods:
+            if m in timed_out:           # the cost grows with n: do not wait again
+                results[m] = {"skip": f"timeout > {timeout} s at {timed_out[m]}² already"}
+                continue
+            results[m] = _run_worker(m, k, repeat, timeout)
+            if results[m].get("skip", "").startswith("timeout"):
+                timed_out[m] = k
         ref = results[methods[0]].get("fwd_bwd")
         for m in methods:
             r = results[m]

@@ -117,7 +117,8 @@ class FixedPointResult:
     """
 
     def __init__(self, x, info, *, f, f_vjp, params, tree, adjoint, adjoint_solver,
-                 rtol, atol, maxiter, on_failure, iterates):
+                 rtol, atol, maxiter, on_failure, iterates, func=_FUNC):
+        self._func = func
         self._x = x
         self.x = x.copy()
         self.info = info
@@ -159,7 +160,8 @@ class FixedPointResult:
             The adjoint solve failed (``on_failure="raise"``): the gradient is
             never returned silently wrong (nor zero).
         """
-        func = "FixedPointResult.vjp"
+        func = ("FixedPointResult.vjp" if self._func == _FUNC
+                else f"{self._func} (backward)")
         rtol, atol, maxiter = check_tolerances(rtol, atol, maxiter, func,
                                                allow_none=True)
         rtol = self._tol["rtol"] if rtol is None else rtol
@@ -180,7 +182,7 @@ class FixedPointResult:
                                           "converged", rhs_norm=0.0)
             return tree.unflatten(tree.zeros(dtype))
         vn = xp.asarray(v, dtype=dtype) / scale
-        op = _AdjointOperator(self._f_vjp, x, self._params, tree, _FUNC)
+        op = _AdjointOperator(self._f_vjp, x, self._params, tree, self._func)
         if self._adjoint_solver == "gmres":
             W, sinfo = gmres(op, vn.reshape(-1, 1), rtol=rtol, atol=atol,
                              maxiter=maxiter)
@@ -191,7 +193,7 @@ class FixedPointResult:
         else:
             w, ok, reason, resid = self._richardson(vn, op, rtol, atol, maxiter)
         # grad = wᵀ ∂f/∂θ at x*, rescaled
-        _, leaves = call_vjp(self._f_vjp, x, self._params, w, tree, _FUNC)
+        _, leaves = call_vjp(self._f_vjp, x, self._params, w, tree, self._func)
         self.adjoint_info = SolveInfo(
             converged=ok, iterations=op.products, residual_norm=resid,
             method=self._adjoint_solver, reason=reason, rhs_norm=1.0)
@@ -244,7 +246,7 @@ class FixedPointResult:
         acc = tree.zeros(dtype)
         v = np.array(v, dtype=dtype, copy=True)
         for x_i in reversed(self._iterates):
-            v, leaves = call_vjp(self._f_vjp, x_i, self._params, v, tree, _FUNC)
+            v, leaves = call_vjp(self._f_vjp, x_i, self._params, v, tree, self._func)
             add_leaves(acc, leaves)
         self.adjoint_info = SolveInfo(True, len(self._iterates), 0.0, "unrolled",
                                       "converged")
@@ -252,7 +254,8 @@ class FixedPointResult:
 
 
 def fixed_point(f, x0, params, *, f_vjp, tol=1e-10, atol=0.0, maxiter=1000,
-                adjoint="implicit", adjoint_solver="gmres", on_failure="raise"):
+                adjoint="implicit", adjoint_solver="gmres", on_failure="raise",
+                _func=_FUNC):
     """Iterate ``x ← f(x, params)`` to its fixed point; differentiate implicitly.
 
     Parameters
@@ -321,7 +324,7 @@ def fixed_point(f, x0, params, *, f_vjp, tol=1e-10, atol=0.0, maxiter=1000,
     >>> np.allclose(res.vjp(np.array([1.0, 0.0])), [2.0, 0.0])
     True
     """
-    func = _FUNC
+    func = _func
     check_callable(f, func, "f")
     check_callable(f_vjp, func, "f_vjp")
     check_on_failure(on_failure, func)
@@ -371,5 +374,5 @@ def fixed_point(f, x0, params, *, f_vjp, tol=1e-10, atol=0.0, maxiter=1000,
     return FixedPointResult(x, info, f=f, f_vjp=f_vjp, params=params, tree=tree,
                             adjoint=adjoint, adjoint_solver=adjoint_solver,
                             rtol=tol, atol=atol, maxiter=maxiter,
-                            on_failure=on_failure, iterates=iterates)
+                            on_failure=on_failure, iterates=iterates, func=func)
 
