@@ -116,7 +116,14 @@ class DirectEngine:
         self._factor(self.dtype)
 
     def _factor(self, dtype):
-        """The factorization in ``dtype`` (created on first use)."""
+        """The factorization in ``dtype`` (created on first use).
+
+        Raises
+        ------
+        MemoryError
+            SuperLU ran out of memory (fill-in); the message gives n, nnz, the
+            ordering and what to use instead. No factor is cached for ``dtype``.
+        """
         lu = self._factors.get(dtype)
         if lu is not None or self.singular:
             return lu
@@ -143,6 +150,17 @@ class DirectEngine:
                         self.singular = True
                         return None
                     raise
+                except MemoryError as exc:
+                    # nothing is cached: a later call (or another dtype) retries
+                    raise MemoryError(
+                        f"SuperLU (SciPy's direct solver) ran out of memory factorizing "
+                        f"the {np.dtype(dtype).name} matrix with n = {mat.shape[0]}, "
+                        f"nnz = {mat.nnz} (column ordering permc_spec="
+                        f"{self.permc_spec!r}): the fill-in of the LU factors did not "
+                        f"fit in memory (SciPy: {str(exc) or 'no message'}). Use an "
+                        f"iterative method instead, e.g. method='cg' (Hermitian "
+                        f"positive definite A) or method='gmres', with M='amg' or "
+                        f"M='ilu'.") from exc
             self._factors[dtype] = lu
             return lu
 
