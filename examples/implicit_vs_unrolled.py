@@ -14,9 +14,11 @@ converges to ``x* = A⁻¹ b``. The gradient of ``L = ⟨g, x*⟩`` with respect
 Memory is measured with ``tracemalloc``: the implicit adjoint keeps one
 iterate, the unrolled one every iterate.
 
-Run: ``python examples/implicit_vs_unrolled.py`` (saves a PNG beside itself).
+Run: ``python examples/implicit_vs_unrolled.py [--quick] [--output out.png]`` (saves a
+PNG beside itself by default; ``--quick``: a 24 × 24 grid, for smoke tests).
 """
 
+import argparse
 import time
 import tracemalloc
 from pathlib import Path
@@ -31,6 +33,8 @@ import scipy.sparse as sp  # noqa: E402
 import sparsediff as sd  # noqa: E402
 from sparsediff.fixed_point import fixed_point, iterate, steps  # noqa: E402
 
+OUTPUT = Path(__file__).with_suffix(".png")
+
 
 def measured(fn):
     tracemalloc.start()
@@ -42,7 +46,7 @@ def measured(fn):
         tracemalloc.stop()
 
 
-def main(N=64, c=0.5):
+def experiment(N=64, c=0.5, output=OUTPUT):
     rng = np.random.default_rng(0)
     T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(N, N))
     A = (sp.kron(T, sp.eye(N)) + sp.kron(sp.eye(N), T) + c * sp.eye(N * N)).tocsr()
@@ -96,9 +100,19 @@ def main(N=64, c=0.5):
     ax[1].set(ylabel="peak traced memory [MiB]", title=f"memory ({its} forward steps)")
     ax[1].tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    out = Path(__file__).with_suffix(".png")
+    out = Path(output)
     fig.savefig(out, dpi=110)
     print(f"saved {out.name}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a 24 × 24 grid instead of 64 × 64 (smoke test)")
+    parser.add_argument("--output", type=Path, default=OUTPUT,
+                        help="PNG to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    experiment(N=24 if args.quick else 64, output=args.output)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ misfit at a few sensor cells is minimized over ``log κ`` with L-BFGS
 gradient is one forward solve plus one adjoint solve that reuses the forward
 factorization.
 
-Run: ``python examples/jax_inverse_problem.py [--k 32] [--plot out.png]``
+Run: ``python examples/jax_inverse_problem.py [--k 32] [--plot out.png]`` (small and
+fast, for smoke tests: ``--k 16 --maxiter 30``)
 """
 
 import argparse
@@ -79,6 +80,8 @@ def main(argv=None):
     p.add_argument("--plot", default=None, help="save a figure to this file")
     args = p.parse_args(argv)
     k, n = args.k, args.k ** 2
+    if not 0 < args.sensors <= n:
+        p.error(f"--sensors must be between 1 and the {n} cells of a {k}×{k} grid")
     rng = np.random.default_rng(0)
     assemble = make_assembler(k)
 

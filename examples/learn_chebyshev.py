@@ -11,9 +11,11 @@ gradients with respect to ``lmin`` and ``lmax`` from
 :func:`sparsediff.fixed_point.iterate` (reconstruct mode: the Chebyshev
 recurrence is inverted backwards exactly, without a linear solve).
 
-Run: ``python examples/learn_chebyshev.py`` (saves a PNG beside itself).
+Run: ``python examples/learn_chebyshev.py [--quick] [--output out.png]`` (saves a PNG
+beside itself by default; ``--quick``: a 31 × 31 grid, for smoke tests).
 """
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +26,8 @@ import numpy as np  # noqa: E402
 from learn_jacobi_damping import high_frequency_errors, laplacian  # noqa: E402
 
 from sparsediff.fixed_point import iterate, steps  # noqa: E402
+
+OUTPUT = Path(__file__).with_suffix(".png")
 
 
 def reduction(step, e0, lo, hi, k):
@@ -40,7 +44,7 @@ def reduction(step, e0, lo, hi, k):
     return loss, np.array([grad["lmin"], grad["lmax"]]), res.info
 
 
-def main(N=63, k=6, iters=80, lr=0.05):
+def experiment(N=63, k=6, iters=80, lr=0.05, output=OUTPUT):
     rng = np.random.default_rng(1)
     A = laplacian(N, 2)
     step = steps.Chebyshev(A)
@@ -78,9 +82,19 @@ def main(N=63, k=6, iters=80, lr=0.05):
     for a in ax:
         a.legend()
     fig.tight_layout()
-    out = Path(__file__).with_suffix(".png")
+    out = Path(output)
     fig.savefig(out, dpi=110)
     print(f"saved {out.name}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a 31 × 31 grid instead of 63 × 63 (smoke test)")
+    parser.add_argument("--output", type=Path, default=OUTPUT,
+                        help="PNG to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    experiment(N=31 if args.quick else 63, output=args.output)
 
 
 if __name__ == "__main__":

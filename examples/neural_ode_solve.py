@@ -20,9 +20,11 @@ trajectory by Adam; the loss falls by more than an order of magnitude. (The
 capacity is only identifiable where the solution moves, so ``θ`` itself is
 not compared with the truth.)
 
-Run:  python examples/neural_ode_solve.py   (under a minute)
+Run:  python examples/neural_ode_solve.py   (under a minute; ``--quick``: 10 epochs
+instead of 60, for smoke tests)
 """
 
+import argparse
 import time
 
 import numpy as np
@@ -107,7 +109,11 @@ def integrate(f, u0):
     return odeint(f, u0, t, method="rk4", options={"step_size": DT})
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="10 training epochs instead of 60 (smoke test)")
+    args = parser.parse_args(argv)
     x = torch.linspace(H, 1 - H, N, dtype=torch.float64)
     xe = (torch.arange(N + 1, dtype=torch.float64) + 0.5) * H
     u0 = torch.exp(-((x - 0.3) / 0.08) ** 2)
@@ -125,7 +131,7 @@ def main():
     opt = torch.optim.Adam([{"params": [theta], "lr": 0.03},
                             {"params": model.reaction.parameters(), "lr": 0.01}])
     t0 = time.perf_counter()
-    epochs = 60
+    epochs = 10 if args.quick else 60
     for epoch in range(epochs):
         opt.zero_grad()
         pred = integrate(model, u0)

@@ -12,7 +12,8 @@ solve that reuses the forward factorization. Training data are solutions for
 random source terms; the loss is the mean squared error of ``u``. Adam
 training, progress printed every 25 steps.
 
-Run: ``python examples/torch_inverse_problem.py [--k 24] [--steps 150]``
+Run: ``python examples/torch_inverse_problem.py [--k 24] [--steps 150]`` (small and
+fast, for smoke tests: ``--k 12 --steps 50``)
 """
 
 import argparse

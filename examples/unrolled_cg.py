@@ -9,8 +9,11 @@ and evaluated on held-out ones; the script also prints the autograd tape
 memory of unrolling, which grows linearly with ``k`` (the cost that implicit
 differentiation avoids), and checks the gradient with ``torch.autograd.gradcheck``.
 
-Run:  python examples/unrolled_cg.py   (about 10 s)
+Run:  python examples/unrolled_cg.py   (about 10 s; ``--quick``: 40 training steps
+instead of 150, for smoke tests)
 """
+
+import argparse
 
 import numpy as np
 import torch
@@ -27,7 +30,11 @@ def log_residual(model, A, b):
     return (torch.log(r.norm(dim=-1)) - torch.log(b.norm(dim=-1))).mean()
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="40 training steps instead of 150 (smoke test)")
+    args = parser.parse_args(argv)
     k = 8
     A0, values = diffusion_family(16, 24, sigma=0.5, contrast=1.0, seed=3)
     pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
@@ -40,7 +47,7 @@ def main():
     with torch.no_grad():
         before = log_residual(model, held, b_held).item()
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for step in range(150):
+    for step in range(40 if args.quick else 150):
         b = torch.randn(16, A0.shape[0], dtype=torch.float64, generator=gen)
         opt.zero_grad()
         loss = log_residual(model, train, b)
