@@ -65,6 +65,22 @@ def assert_png(path):
     assert data[:8] == PNG_MAGIC and len(data) > 10_000
 
 
+def run_figure_example(name, tmp_path):
+    """Run an example that saves a figure, with ``--quick --output tmp_path/figure.png``.
+
+    Checks that the figure was written as a PNG and that the one committed
+    beside the example is byte-for-byte untouched; returns the output.
+    """
+    committed = EXAMPLES / f"{name}.png"
+    before = digest(committed)
+    png = tmp_path / "figure.png"
+    out = run_example(name, "--quick", "--output", png, cwd=tmp_path)
+    assert "saved figure.png" in out
+    assert_png(png)
+    assert digest(committed) == before
+    return out
+
+
 def gradient_table(text):
     """``[(method, steps, rel. error)]`` of a :class:`GradientComparison` table."""
     assert "method      steps  rel. error" in text, text
@@ -102,10 +118,7 @@ def test_compare_gradients(tmp_path):
 
 
 def test_implicit_vs_unrolled(tmp_path):
-    committed = EXAMPLES / "implicit_vs_unrolled.png"
-    before = digest(committed)
-    png = tmp_path / "figure.png"
-    out = run_example("implicit_vs_unrolled", "--quick", "--output", png, cwd=tmp_path)
+    out = run_figure_example("implicit_vs_unrolled", tmp_path)
     (iterations,) = numbers(r"^n = 576, Jacobi converged in (\d+) iterations", out)
     assert iterations > 10
     rows = re.findall(rf"^(implicit, GMRES|implicit, fixed-point|unrolled \(stored\))"
@@ -113,32 +126,20 @@ def test_implicit_vs_unrolled(tmp_path):
     assert len(rows) == 3, out
     for label, error in rows:
         assert float(error) < 1e-8, label          # all agree with the direct adjoint
-    assert "saved figure.png" in out
-    assert_png(png)
-    assert digest(committed) == before
 
 
 def test_learn_jacobi_damping(tmp_path):
-    committed = EXAMPLES / "learn_jacobi_damping.png"
-    before = digest(committed)
-    png = tmp_path / "figure.png"
-    out = run_example("learn_jacobi_damping", "--quick", "--output", png, cwd=tmp_path)
+    out = run_figure_example("learn_jacobi_damping", tmp_path)
     for dim in (1, 2):
         omega, best, reduction = numbers(
             rf"^{dim}-D Poisson: learned omega = ({NUMBER}), textbook optimum = "
             rf"({NUMBER}) .* per sweep ({NUMBER})$", out)
         assert abs(omega - best) < 0.05            # started at omega = 0.3
         assert reduction < 0.6
-    assert "saved figure.png" in out
-    assert_png(png)
-    assert digest(committed) == before
 
 
 def test_learn_chebyshev(tmp_path):
-    committed = EXAMPLES / "learn_chebyshev.png"
-    before = digest(committed)
-    png = tmp_path / "figure.png"
-    out = run_example("learn_chebyshev", "--quick", "--output", png, cwd=tmp_path)
+    out = run_figure_example("learn_chebyshev", tmp_path)
     lo, hi = numbers(rf"^learned interval \[({NUMBER}), ({NUMBER})\]", out)
     assert 1.0 < lo < 3.0 and 7.0 < hi < 10.0      # started at [0.5, 9]; target [2, 8)
     learned, textbook, pyamg_like = numbers(
@@ -146,9 +147,6 @@ def test_learn_chebyshev(tmp_path):
     assert learned < 1.1 * textbook and learned < 0.8 * pyamg_like
     (error,) = numbers(rf"^reconstruction: max error ({NUMBER}), fell back: False$", out)
     assert error < 1e-10
-    assert "saved figure.png" in out
-    assert_png(png)
-    assert digest(committed) == before
 
 
 def test_inverse_diffusion(tmp_path):
