@@ -110,19 +110,14 @@ def _parts(A, func):
     """``(kind, n, data, a, b, rows, cols)`` from a supported matrix form."""
     from jax.experimental import sparse as jsparse
 
+    if isinstance(A, (jsparse.BCSR, jsparse.BCOO)) and (A.n_batch or A.n_dense):
+        raise ValueError(
+            f"`{func}`: `A` must be an unbatched {type(A).__name__} matrix (n_batch = "
+            f"n_dense = 0); got n_batch = {A.n_batch}, n_dense = {A.n_dense}. Use "
+            f"jax.vmap for batches.")
     if isinstance(A, jsparse.BCSR):
-        if A.n_batch or A.n_dense:
-            raise ValueError(
-                f"`{func}`: `A` must be an unbatched BCSR matrix (n_batch = n_dense "
-                f"= 0); got n_batch = {A.n_batch}, n_dense = {A.n_dense}. Use "
-                f"jax.vmap for batches.")
         kind, data, a, b, shape = "csr", A.data, A.indptr, A.indices, A.shape
     elif isinstance(A, jsparse.BCOO):
-        if A.n_batch or A.n_dense:
-            raise ValueError(
-                f"`{func}`: `A` must be an unbatched BCOO matrix (n_batch = n_dense "
-                f"= 0); got n_batch = {A.n_batch}, n_dense = {A.n_dense}. Use "
-                f"jax.vmap for batches.")
         kind, data, shape = "coo", A.data, A.shape
         a, b = A.indices[:, 0], A.indices[:, 1]
     elif isinstance(A, tuple) and len(A) == 3:

@@ -76,13 +76,17 @@ class Chebyshev:
                              f"(2, n, m) with n = {self._A.n}; got {s.shape}.")
         return _two_d(s[0]), _two_d(s[1])
 
-    def f(self, s, params):
+    def _residual(self, x, params):
+        """``(data, r = b − A x, kind of b)`` at the current iterate."""
         A = self._A
+        data = A.data(params)
+        b2, kind = _rhs(params, x, A.n, self.func)
+        return data, b2 - A.matvec(data, x), kind
+
+    def f(self, s, params):
         x, xp = self._split(s, self.func)
         gamma, omega, _, _ = self._coef(params)
-        data = A.data(params)
-        b2, _ = _rhs(params, x, A.n, self.func)
-        r = b2 - A.matvec(data, x)
+        _, r, _ = self._residual(x, params)
         x_new = xp + omega * (gamma * r + x - xp)
         return np.stack([x_new.reshape(s.shape[1:]), s[0]])
 
@@ -91,9 +95,7 @@ class Chebyshev:
         x, xp = self._split(s, self.func)
         v1, v2 = _two_d(v[0]), _two_d(v[1])
         gamma, omega, dgamma, domega = self._coef(params)
-        data = A.data(params)
-        b2, kind = _rhs(params, x, A.n, self.func)
-        r = b2 - A.matvec(data, x)
+        data, r, kind = self._residual(x, params)
         # x_new = (1 − ω) x_prev + ω x + ωγ (b − A x);  the second output is x
         v_x = omega * v1 - omega * gamma * A.rmatvec(data, v1) + v2
         v_xp = (1.0 - omega) * v1
@@ -109,11 +111,8 @@ class Chebyshev:
         return v_s, {k: out[k] if k in out else None for k in params}
 
     def f_inverse(self, s_next, params):
-        A = self._A
         x_new, x = self._split(s_next, self.func)
         gamma, omega, _, _ = self._coef(params)
-        data = A.data(params)
-        b2, _ = _rhs(params, x, A.n, self.func)
-        r = b2 - A.matvec(data, x)
+        _, r, _ = self._residual(x, params)
         xp = (x_new - omega * x - omega * gamma * r) / (1.0 - omega)
         return np.stack([s_next[1], xp.reshape(s_next.shape[1:])])
