@@ -3,6 +3,7 @@
 import numba as nb
 import numpy as np
 
+from ...kernels.numba import _cache  # noqa: F401  (cache outside the package)
 from ._common import _Csr, _grad_b, _rhs, _scalar, _solve, _solver, _two_d
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """CPU kernels compiled with Numba; same names and arguments as ``_reference``.
 
 Nothing is compiled at import: each kernel is compiled on its first call for
-the argument types it meets (and cached on disk, ``cache=True``).
+the argument types it meets, and cached on disk (``cache=True``) in the user's
+cache directory, never inside the installed package (``_cache``).
 
 Parallel variants run one at a time in the process (a lock): Numba's
 ``workqueue`` threading layer aborts the process when two Python threads launch

@@ -8,6 +8,8 @@ more than it saves (DESIGN.md, "Small problems are overhead-bound").
 import numba as nb
 import numpy as np
 
+from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
+
 _opts = dict(cache=True, nogil=True, fastmath=False)
 
 

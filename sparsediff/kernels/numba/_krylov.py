@@ -14,6 +14,8 @@ one) the same kernels were 20× slower.
 import numba as nb
 import numpy as np
 
+from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
+
 __all__ = [
     "bicgstab_p",
     "bicgstab_x",
