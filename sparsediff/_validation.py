@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._errors import NonFiniteInputError
+from ._symmetry import measure_symmetry
 
 __all__ = [
     "MatrixInput",
@@ -243,6 +244,7 @@ class MatrixInput:
         self.nnz_caller = layout["nnz"]
         self.finite = finite
         self._rows = None
+        self._symmetry = None
 
     @property
     def nnz(self):
@@ -255,6 +257,14 @@ class MatrixInput:
             self._rows = _expand(self.indptr, self.shape[0])
         return self._rows
 
+    @property
+    def symmetry(self):
+        """How far the values are from Hermitian (:class:`Symmetry`, computed once)."""
+        if self._symmetry is None:
+            self._symmetry = measure_symmetry(self.indptr, self.indices, self.data,
+                                              self.shape)
+        return self._symmetry
+
     def with_data(self, data):
         """A copy sharing the structure but holding new canonical values."""
         new = object.__new__(MatrixInput)
@@ -262,6 +272,7 @@ class MatrixInput:
         new.data = data
         new.dtype = data.dtype
         new.finite = bool(np.isfinite(data).all())
+        new._symmetry = None
         return new
 
     def to_scipy(self):

@@ -93,14 +93,18 @@ class AMG(Preconditioner):
     func : str
         Public function name used in error messages.
     symmetry : {"auto", "hermitian", "nonsymmetric"}
-        ``"auto"`` treats ``A`` as Hermitian when ``max|A − Aᴴ| ≤ hermitian_rtol
-        · max|A|`` and then builds everything from ``(A + Aᴴ)/2``, which is
-        exactly Hermitian in floating point; ``"hermitian"`` does so always (a
+        ``"auto"`` treats ``A`` as Hermitian when it is Hermitian to rounding
+        (the test of CG and MINRES, :mod:`sparsediff._symmetry`:
+        ``|a_ij − conj(a_ji)| ≤ hermitian_rtol · sqrt(r_i r_j)`` for every
+        stored entry, ``r_i`` the largest ``|a_ik|`` of row ``i``) and then
+        builds everything from ``(A + Aᴴ)/2``, which is exactly Hermitian in
+        floating point; ``"hermitian"`` does so always (a
         symmetric preconditioner for a mildly non-symmetric ``A``);
         ``"nonsymmetric"`` builds pyamg's non-symmetric hierarchy (restriction
         smoothed with ``Aᴴ``).
     hermitian_rtol : float or None
-        Tolerance of the ``"auto"`` test; ``None`` means ``64 · eps(dtype)``.
+        Tolerance of the ``"auto"`` test; ``None`` means the library's
+        (``HERMITIAN_RTOL_ULPS · eps(dtype)``, 100 ulps).
     max_levels, max_coarse : int
         Hierarchy limits (pyamg's meaning). The coarsest level is solved with
         a dense pseudo-inverse, so it also handles a singular coarse operator
@@ -198,9 +202,9 @@ class AMG(Preconditioner):
         elif symmetry == "hermitian":
             H = ((A + A.conj().T) * 0.5).tocsr()
         else:
-            rtol = (64 * np.finfo(mat.dtype).eps if hermitian_rtol is None
-                    else hermitian_rtol)
-            H = hermitian_part(A, rtol)
+            sym = mat.symmetry
+            rtol = sym.tol if hermitian_rtol is None else hermitian_rtol
+            H = hermitian_part(A) if sym.asymmetry <= rtol else None
         self.hermitian = H is not None
         if H is not None:
             A = _csr(H, self._work)

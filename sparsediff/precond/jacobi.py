@@ -28,7 +28,9 @@ class Jacobi(Preconditioner):
     -----
     ``Mᴴ = conj(D)⁻¹`` and ``Mᵀ = M``. ``hermitian`` is true exactly when the
     diagonal is real (whatever the off-diagonal part of ``A``): then
-    ``M = Mᴴ``. Positive definiteness, which CG also needs, additionally
+    ``M = Mᴴ``. For an ``A`` that is Hermitian to rounding (see
+    :mod:`sparsediff._symmetry`) the imaginary parts of its diagonal are
+    rounding, and ``D`` is its real part. Positive definiteness, which CG also needs, additionally
     requires a positive diagonal; ``positive`` reports it.
 
     See Also
@@ -44,6 +46,10 @@ class Jacobi(Preconditioner):
         self.dtype = mat.dtype
         self.func = func
         d = diagonal(mat)
+        if np.iscomplexobj(d) and mat.symmetry.hermitian:
+            # A Hermitian to rounding: Im(a_ii) is rounding noise, and the real
+            # diagonal makes M exactly Hermitian, as CG and MINRES need
+            d = d.real.astype(mat.dtype)
         check_diagonal(d, func, "'jacobi'")
         self._dinv = (1.0 / d)[:, None]
         self._dinv_conj = np.conj(self._dinv) if np.iscomplexobj(d) else self._dinv

@@ -21,7 +21,8 @@ from .direct import DirectEngine
 from .gmres import GMRESEngine
 from .minres import MINRESEngine
 
-__all__ = ["AUTO_DIRECT_MAX_N", "AUTO_DIRECT_MAX_N_SPD", "METHODS", "make_engine"]
+__all__ = ["AUTO_DIRECT_MAX_N", "AUTO_DIRECT_MAX_N_SPD", "METHODS", "make_engine",
+           "update_engine"]
 
 METHODS = ("auto", "direct", "cg", "minres", "gmres", "bicgstab")
 
@@ -70,8 +71,10 @@ def make_engine(method, mat, M=None, *, func):
     ------
     ValueError
         Unknown method or option; CG or MINRES on a matrix that is not
-        Hermitian (exact O(nnz) check ``A == Aᴴ``, once per engine), or with a
-        preconditioner that is not Hermitian; ``M`` with ``method="direct"``.
+        Hermitian to rounding (O(nnz), once per matrix: see
+        :mod:`sparsediff._symmetry`; the message reports the measured
+        asymmetry and the tolerance), or with a preconditioner that is not
+        Hermitian; ``M`` with ``method="direct"``.
 
     Notes
     -----
@@ -133,30 +136,63 @@ def make_engine(method, mat, M=None, *, func):
     hermitian = is_hermitian(mat)
     if cls.requires_hermitian and not hermitian:
         # refuse before building a (possibly expensive) preconditioner
-        cls._refuse_nonhermitian(func)
+        cls._refuse_nonhermitian(mat, func)
     precond = resolve_preconditioner(M, mat, func)
     return cls(mat, precond, options, func=func, hermitian=hermitian)
 
 
-def _auto(mat, M, func):
-    """The ``method="auto"`` rule (see :func:`make_engine`)."""
+def update_engine(engine, method, mat, M=None, *, func="Solver.update"):
+    """The engine for new values ``mat`` on the pattern of ``engine``'s matrix.
+
+    The numeric work is redone on the old engine's structure (SuperLU's
+    ordering, AMG's aggregates) when the method still applies. Under
+    ``method="auto"`` the choice is made again, and a new engine is built when
+    the new values call for another method (e.g. CG + AMG chosen for SPD values
+    and non-Hermitian values after the update); with an explicit method the
+    engine's own checks refuse what it cannot do, saying what to use instead.
+    """
+    name, _ = _split(method, func)
+    if name == "auto":
+        want = _auto_class(mat, M)
+        # GMRES with a non-Hermitian preconditioner of the caller's serves
+        # every matrix: keep it rather than build M again to find that out
+        keep_gmres = (type(engine) is GMRESEngine and M is not None
+                      and not engine.precond.hermitian)
+        if want is not type(engine) and not keep_gmres:
+            return _auto(mat, M, func)
+    return engine.update(mat)
+
+
+def _auto_class(mat, M):
+    """The engine class (and whether A is Hermitian) ``method="auto"`` picks."""
     n = mat.shape[0]
     if M is None and n <= AUTO_DIRECT_MAX_N_SPD:
-        return DirectEngine(mat)
+        return DirectEngine
     hermitian = is_hermitian(mat)
     spd = hermitian and bool((diagonal(mat).real > 0).all())
-    if M is None and not spd and n <= AUTO_DIRECT_MAX_N:
-        return DirectEngine(mat)
     if M is None:
         if spd:
-            return CGEngine(mat, resolve_preconditioner("amg", mat, func),
-                            func=func, hermitian=True)
-        if hermitian:
-            return MINRESEngine(mat, None, func=func, hermitian=True)
-        return GMRESEngine(mat, resolve_preconditioner("ilu", mat, func),
-                           func=func, hermitian=False)
+            return CGEngine
+        if n <= AUTO_DIRECT_MAX_N:
+            return DirectEngine
+        return MINRESEngine if hermitian else GMRESEngine
+    # with a preconditioner, a Hermitian M decides between CG/MINRES and GMRES
+    # when the engine is built (see _auto)
+    return CGEngine if spd else MINRESEngine if hermitian else GMRESEngine
+
+
+def _auto(mat, M, func):
+    """The ``method="auto"`` rule (see :func:`make_engine`)."""
+    cls = _auto_class(mat, M)
+    if cls is DirectEngine:
+        return DirectEngine(mat)
+    hermitian = is_hermitian(mat)
+    if M is None:
+        # CG + AMG (SPD), MINRES (Hermitian), GMRES + ILU (otherwise)
+        name = {CGEngine: "amg", MINRESEngine: None, GMRESEngine: "ilu"}[cls]
+        precond = resolve_preconditioner(name, mat, func)
+        return cls(mat, precond, func=func, hermitian=hermitian)
     precond = resolve_preconditioner(M, mat, func)
-    if hermitian and precond.hermitian:
-        cls = CGEngine if spd else MINRESEngine
-        return cls(mat, precond, func=func, hermitian=True)
-    return GMRESEngine(mat, precond, func=func, hermitian=hermitian)
+    if not precond.hermitian:
+        cls = GMRESEngine
+    return cls(mat, precond, func=func, hermitian=hermitian)
