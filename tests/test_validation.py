@@ -261,10 +261,18 @@ def _fake(module):
 
 
 def test_cupy_arguments_are_rejected_clearly(A):
-    with pytest.raises(TypeError, match=r"mix CuPy .* and host"):
+    # mixing names both libraries, and the advice is what is supported (host
+    # arguments), not "move them to one device", which would then be refused
+    with pytest.raises(TypeError, match=r"mix CuPy \(cupy\) and host \(scipy\).*"
+                       r"only the CPU backend.*cupy.asnumpy") as err:
         sd.solve(A, _fake("cupy._core.core"))
-    with pytest.raises(TypeError, match="CuPy arrays are not supported"):
+    assert "one device" not in str(err.value)
+    with pytest.raises(TypeError, match="CuPy arguments are not supported.*"
+                       "pass NumPy/SciPy objects"):
         sd.Solver(_fake("cupyx.scipy.sparse._csr"))
+    with pytest.raises(TypeError, match=r"mix CuPy \(cupy, cupyx\) and host "
+                       r"\(numpy\)"):
+        sd.solve(_fake("cupyx.scipy.sparse._csr"), np.ones(3), x0=_fake("cupy"))
 
 
 # ---------------------------------------------------------------------------

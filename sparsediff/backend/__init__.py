@@ -1,7 +1,7 @@
 """Backend selection: NumPy/SciPy on the CPU (CuPy on the GPU, planned).
 
 The backend is chosen once, at the public boundary, from the argument types;
-no environment variable or global state decides it (STYLE.md rule 3).
+no environment variable or global state decides it (docs/backends.md).
 """
 
 import numpy as np
@@ -41,15 +41,14 @@ def get_backend(*args, func):
     libs = {_library(a) for a in args if a is not None}
     gpu = libs & set(_GPU_MODULES)
     if gpu:
-        cpu = libs - set(_GPU_MODULES)
-        if cpu - {"builtins"}:
-            raise TypeError(
-                f"`{func}`: arguments mix CuPy ({sorted(gpu)}) and host "
-                f"({sorted(cpu)}) arrays; move them to one device first."
-            )
+        cpu = sorted(libs - set(_GPU_MODULES) - {"builtins"})
+        mixed = (f"arguments mix CuPy ({', '.join(sorted(gpu))}) and host "
+                 f"({', '.join(cpu)}) arrays, and " if cpu else "")
         raise TypeError(
-            f"`{func}`: CuPy arrays are not supported by this version of "
-            f"sparsediff (the GPU backend is not implemented yet); pass "
-            f"NumPy/SciPy arguments."
+            f"`{func}`: {mixed}CuPy arguments are not supported by this version "
+            f"of sparsediff: only the CPU backend (NumPy arrays, SciPy sparse "
+            f"matrices) is implemented. Bring every argument to the host "
+            f"(`cupy.asnumpy(b)`, `A.get()` for a cupyx.scipy.sparse matrix) "
+            f"and pass NumPy/SciPy objects."
         )
     return _NUMPY
