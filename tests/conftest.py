@@ -1,7 +1,7 @@
 """Shared fixtures and builders for the core tests.
 
 The builders make the *same* mathematical matrix in every storage the public
-API accepts (RELIABILITY.md Appendix A): canonical CSR, unsorted CSR, CSR with
+API accepts: canonical CSR, unsorted CSR, CSR with
 duplicates, CSR with explicit zeros (one on the diagonal), CSC, COO with
 duplicates, BSR, LIL, DOK and dense. ``caller_entries`` reads the caller's
 entry order back *independently of sparsediff*, so the tests can align

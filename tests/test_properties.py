@@ -1,5 +1,6 @@
-"""Properties of every public call (RELIABILITY.md §(e) E4–E7) and a
-property-based sweep over random structures, formats, dtypes and shapes."""
+"""Properties of every public call (inputs never modified, outputs never
+aliased, determinism) and a property-based sweep over random structures,
+formats, dtypes and shapes."""
 
 import warnings
 
@@ -86,7 +87,7 @@ def test_inputs_untouched_and_never_aliased(rng, fmt, read_only):
 
 
 def test_scipy_flags_unchanged_for_non_canonical_input(rng):
-    """spsolve/splu would canonicalize these in place (RELIABILITY §0.3)."""
+    """spsolve/splu would canonicalize these in place; we never modify inputs."""
     for fmt in ("csr_unsorted", "csr_dup", "coo_dup"):
         A, b, _ = make_problem(rng, fmt, np.float64)
         flags = dict(A.__dict__)

@@ -1,4 +1,5 @@
-"""§(f) resource limits (RELIABILITY.md F1, F2, F4, F5, F6).
+"""Resource limits: memory of the backward pass, solver history, running out of
+memory, many right-hand sides, default iteration limits.
 
 * F1: the backward pass is O(nnz) in memory, never the dense ``λ xᵀ`` (n = 10⁶:
   a dense n×n would be 8 TB), and its traced peak is a small multiple of the
@@ -294,7 +295,7 @@ def test_many_right_hand_sides(method, make, k):
     else:
         assert np.all(info.column_iterations >= 1)
         assert info.iterations == info.column_iterations.max()
-    # gradients against the dense oracle (DESIGN.md, several right-hand sides):
+    # gradients against the dense oracle (docs/design.md, several right-hand sides):
     # λ = A⁻ᵀ G, ∂L/∂b = λ, ∂L/∂A_ij = −Σ_m λ_im x_jm on the stored entries
     grad_A, grad_b = sol.vjp(G)
     lam = np.linalg.solve(D.T, G)

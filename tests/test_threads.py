@@ -1,4 +1,4 @@
-"""Concurrency (RELIABILITY.md §(e) E1–E3): one Solver shared by many threads."""
+"""Concurrency: one Solver shared by many threads."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor

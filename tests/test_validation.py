@@ -1,5 +1,5 @@
 """Bad inputs get clear errors: the function, the argument, the expectation and
-what came (RELIABILITY.md §(a) A1–A17, STYLE.md rule 8)."""
+what came (docs/design.md, "Reliability principles")."""
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 
 ``y = A x`` where ``A`` is given by a fixed sparsity pattern (``indptr``,
 ``indices``) and a tensor of stored values. The backward pass follows the
-pattern rule of the whole library (DESIGN.md): for a cotangent ``g`` of ``y``,
+pattern rule of the whole library (docs/design.md): for a cotangent ``g`` of ``y``,
 
     ∂L/∂x       = Aᴴ g                         (the product with the transposed pattern)
     ∂L/∂data_k  = g[i_k] · conj(x[j_k])        (one number per stored entry)
@@ -227,7 +227,7 @@ def csr_matvec(values, pattern, x):
     Notes
     -----
     Gradients: ``∂L/∂x = Aᴴ g`` and ``∂L/∂values[k] = g[i_k]·conj(x[j_k])``
-    (DESIGN.md), O(nnz) each; twice differentiable.
+    (docs/design.md), O(nnz) each; twice differentiable.
 
     See Also
     --------

@@ -30,8 +30,8 @@ class Jacobi(Preconditioner):
     diagonal is real (whatever the off-diagonal part of ``A``): then
     ``M = Mᴴ``. For an ``A`` that is Hermitian to rounding (see
     :mod:`sparsediff._symmetry`) the imaginary parts of its diagonal are
-    rounding, and ``D`` is its real part. Positive definiteness, which CG also needs, additionally
-    requires a positive diagonal; ``positive`` reports it.
+    rounding, and ``D`` is its real part. Positive definiteness, which CG also
+    needs, additionally requires a positive diagonal; ``positive`` reports it.
 
     See Also
     --------

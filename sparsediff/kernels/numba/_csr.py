@@ -2,7 +2,7 @@
 
 Serial and ``parallel=True`` variants of each kernel: the front end in
 ``__init__`` picks the serial one for small work, where thread start-up costs
-more than it saves (DESIGN.md, "Small problems are overhead-bound").
+more than it saves (docs/architecture.md, "Small problems are overhead-bound").
 """
 
 import numba as nb
