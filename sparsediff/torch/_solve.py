@@ -1,5 +1,7 @@
 """Sparse solves as ``torch.autograd.Function``: :func:`solve`, :func:`solve_values`."""
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -37,7 +39,7 @@ def _as_index(idx, func, name):
             raise TypeError(
                 f"`{func}`: `{name}` must be an integer tensor; got {idx.dtype}."
             )
-        arr = idx.detach().numpy()
+        arr = _index_numpy(idx)
     else:
         arr = np.asarray(idx)
         if arr.dtype.kind not in "iu":
@@ -47,6 +49,20 @@ def _as_index(idx, func, name):
     if arr.ndim != 1:
         raise ValueError(f"`{func}`: `{name}` must be 1-D; got shape {arr.shape}.")
     return arr
+
+
+def _index_numpy(idx):
+    """An integer tensor as NumPy, also inside ``torch.func`` transforms.
+
+    Under ``torch.func.grad``/``jvp`` (and what is built on them) a tensor
+    the transform did not create still has no storage as seen from inside;
+    ``.tolist()`` reads it anyway. Indices are never differentiated, so the
+    copy loses nothing.
+    """
+    try:
+        return idx.detach().numpy()
+    except RuntimeError:  # inside a torch.func transform: no storage to view
+        return np.asarray(idx.tolist(), dtype=np.int64).reshape(tuple(idx.shape))
 
 
 def _numpy(t):
@@ -105,6 +121,9 @@ class _System:
         self.pattern = pattern
         self.options = options
         self.solver = None
+        # under torch.func.vmap over the values: one system per batch element
+        # (built by the batched forward, reused by its derivative solves)
+        self.children = None
 
     def build(self, values):
         mat = self.pattern.matrix(_numpy(values))
@@ -145,8 +164,12 @@ class _Solve(torch.autograd.Function):
 
     ``trans`` is "N" for the user's solve and "H" for its adjoint; the backward
     of one is the other on the same solver, so every order of derivative
-    reuses the one factorization.
+    reuses the one factorization. ``forward`` and ``setup_context`` are
+    separate and ``vmap`` is explicit, so that the ``torch.func`` transforms
+    (grad, jvp, vmap and their compositions) can run it.
     """
+
+    generate_vmap_rule = False
 
     @staticmethod
     def forward(values, b, system, trans, fresh, call):
@@ -171,14 +194,21 @@ class _Solve(torch.autograd.Function):
         need_values, need_b = ctx.needs_input_grad[:2]
         if not (need_values or need_b):
             return None, None, None, None, None, None
-        if torch.is_grad_enabled():
-            # create_graph=True: build the backward from differentiable pieces
+        g = None
+        if ctx.sol is not None and not torch.is_grad_enabled():
+            try:
+                g = _numpy(gx)
+            except RuntimeError:  # a torch.func tensor (no storage): see below
+                g = None
+        if g is None:
+            # create_graph=True or inside torch.func: the backward from
+            # differentiable pieces, the adjoint solve a registered solve
             lam = _Solve.apply(values, gx, ctx.system, _FLIP[ctx.trans], False, _Call())
             grad_values = (_pattern_gradient(ctx.system.pattern, x, lam, ctx.trans)
                            if need_values else None)
             grad_b = lam
         else:
-            grad_A, grad_b = ctx.sol.vjp(_numpy(gx))
+            grad_A, grad_b = ctx.sol.vjp(g)
             grad_values = torch.from_numpy(grad_A.data) if need_values else None
             grad_b = torch.from_numpy(grad_b)
             if grad_values is not None and grad_values.dtype != values.dtype:
@@ -200,6 +230,35 @@ class _Solve(torch.autograd.Function):
             return None
         return _Solve.apply(values, rhs, ctx.system, ctx.trans, False, _Call())
 
+    @staticmethod
+    def vmap(info, in_dims, values, b, system, trans, fresh, call):
+        # A batch of right-hand sides is one multi-column solve (one
+        # factorization). A batch of values is a loop, one system (and one
+        # factorization) per element, until the core has batched systems; the
+        # derivative solves of element i (fresh=False) reuse system i.
+        vdim, bdim = in_dims[0], in_dims[1]
+        if vdim is None:
+            bb = b.movedim(bdim, -1)                       # (n, [m,] B)
+            x = _Solve.apply(values, bb.reshape(bb.shape[0], -1), system, trans,
+                             fresh, _Call())
+            return x.reshape(bb.shape), bb.ndim - 1
+        size = info.batch_size
+        values = values.movedim(vdim, 0)
+        if bdim is not None:
+            b = b.movedim(bdim, 0)
+        if fresh:
+            system.children = [_System(system.pattern, system.options)
+                               for _ in range(size)]
+        elif system.children is None or len(system.children) != size:
+            raise RuntimeError(
+                f"`{_FUNC}`: a derivative solve is batched over the values but the "
+                f"forward solve was not (batch of {size}); this composition of "
+                f"torch.func transforms is not supported.")
+        xs = [_Solve.apply(values[i], b if bdim is None else b[i],
+                           system.children[i], trans, fresh, _Call())
+              for i in range(size)]
+        return torch.stack(xs), 0
+
 
 class _Values(torch.autograd.Function):
     """Stored values of a sparse tensor (caller order); gradient: same layout.
@@ -210,13 +269,25 @@ class _Values(torch.autograd.Function):
     per-entry derivative of assembled triplets, use :func:`solve_values`.)
     """
 
+    generate_vmap_rule = False
+
     @staticmethod
-    def forward(ctx, A, pattern):
-        ctx.A_meta = _sparse_parts(A)
-        ctx.pattern = pattern
+    def forward(A, pattern):
         if A.layout == torch.sparse_coo:
             return A._values().clone()
         return A.values().clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, pattern = inputs
+        ctx.A_meta = _sparse_parts(A)
+        ctx.pattern = pattern
+
+    @staticmethod
+    def vmap(info, in_dims, A, pattern):
+        # a captured sparse matrix is the same for every batch element (torch
+        # cannot batch sparse tensors, so in_dims[0] is always None here)
+        return _Values.apply(A, pattern), None
 
     @staticmethod
     def backward(ctx, g):
@@ -239,6 +310,28 @@ def _sparse_parts(A):
 # ---------------------------------------------------------------------------
 # public functions
 # ---------------------------------------------------------------------------
+
+
+def _opaque_to_compile(fn):
+    """Run ``fn`` outside ``torch.compile``'s tracing, as one opaque call.
+
+    The solve reads index arrays and factorizes on the host, which Dynamo
+    cannot trace; under ``torch.compile`` the call is a graph break
+    (``torch.compiler.disable``) and runs eagerly, with its autograd graph,
+    between the compiled pieces. The wrapper is made on first use inside a
+    compiled function, so importing the glue does not import the compiler.
+    """
+    disabled = []
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            if not disabled:
+                disabled.append(torch.compiler.disable(fn))
+            return disabled[0](*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _check_b(b, n, dtype, func):
@@ -289,6 +382,7 @@ def _run(values, pattern, b, options, func):
     return _Solve.apply(values, b, system, "N", True, _Call())
 
 
+@_opaque_to_compile
 def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
           on_failure="raise"):
     """Solve ``A x = b`` differentiably for torch tensors.
@@ -384,15 +478,27 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
         )
     n = A.shape[0]
     if A.layout == torch.sparse_csr:
-        pattern = _Pattern(n, "csr", _as_index(A.crow_indices(), func, "crow_indices"),
-                           _as_index(A.col_indices(), func, "col_indices"))
+        try:
+            crow, col = A.crow_indices(), A.col_indices()
+        except RuntimeError as exc:
+            # torch.func.grad/jvp (and jacrev, jacfwd, hessian) cannot read a
+            # sparse CSR tensor at all, even one captured from outside
+            raise TypeError(
+                f"`{func}`: a sparse CSR `A` cannot be read inside torch.func.grad, "
+                f"jvp, jacrev, jacfwd or hessian (PyTorch does not support sparse "
+                f"CSR tensors there). Pass `A` as `(values, (indptr, indices))` "
+                f"with its `values()`, `crow_indices()` and `col_indices()`, or as "
+                f"a sparse COO tensor."
+            ) from exc
+        pattern = _Pattern(n, "csr", _as_index(crow, func, "crow_indices"),
+                           _as_index(col, func, "col_indices"))
     elif A.layout == torch.sparse_coo:
         if A.sparse_dim() != 2 or A.dense_dim() != 0:
             raise ValueError(
                 f"`{func}`: a COO `A` must have 2 sparse and no dense dimensions; "
                 f"got {A.sparse_dim()} and {A.dense_dim()}."
             )
-        idx = A._indices().detach().numpy()
+        idx = _index_numpy(A._indices())
         row, col = idx[0], idx[1]
         if A.is_coalesced():
             # sorted row-major without duplicates: the CSR fast path, same order
@@ -414,6 +520,7 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     return _run(_Values.apply(A, pattern), pattern, b, options, func)
 
 
+@_opaque_to_compile
 def solve_values(values, b, *, indptr=None, indices=None, row=None, col=None,
                  method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
                  on_failure="raise"):
