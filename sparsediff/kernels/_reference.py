@@ -6,7 +6,20 @@ into ``out``; ``x``, ``u``, ``v`` and ``out`` are 2-D ``(n, m)`` arrays.
 
 import numpy as np
 
-__all__ = ["csr_matvec", "csr_rmatvec", "sparse_outer"]
+__all__ = [
+    "bicgstab_p",
+    "bicgstab_x",
+    "cg_step",
+    "col_dot",
+    "col_sqnorm",
+    "csr_matvec",
+    "csr_matvec_dot",
+    "csr_matvec_dot1",
+    "csr_rmatvec",
+    "sparse_outer",
+    "sub_scaled",
+    "xpby",
+]
 
 
 def _rows(indptr):
@@ -34,4 +47,71 @@ def sparse_outer(indptr, indices, u, v, alpha, out):
     """``out[k] = alpha * sum_m u[i_k, m] * v[j_k, m]`` for stored entries k."""
     rows = _rows(indptr)
     out[...] = alpha * np.sum(u[rows] * v[indices], axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Fused Krylov updates and reductions (twins of kernels/numba/_krylov.py).
+# Reductions accumulate in float64 / complex128 whatever the storage dtype.
+# ---------------------------------------------------------------------------
+
+
+def _wide(a):
+    return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
+
+
+def col_dot(a, b, out):
+    """``out[c] = Σ_i conj(a[i, c]) · b[i, c]`` (``out`` float64 or complex128)."""
+    out[...] = np.sum(np.conj(_wide(a)) * _wide(b), axis=0)
+    return out
+
+
+def col_sqnorm(a, out):
+    """``out[c] = Σ_i |a[i, c]|²`` (``out`` float64)."""
+    out[...] = np.sum(np.abs(_wide(a)) ** 2, axis=0)
+    return out
+
+
+def cg_step(x, r, p, q, alpha, out):
+    """``x += α p``, ``r -= α q``, ``out[c] = ‖r[:, c]‖²``."""
+    x += (alpha * p).astype(x.dtype, copy=False)
+    r -= (alpha * q).astype(r.dtype, copy=False)
+    return col_sqnorm(r, out)
+
+
+def xpby(z, beta, p):
+    """``p = z + β p``."""
+    p[...] = z + beta * p
+    return p
+
+
+def sub_scaled(out, r, alpha, v, norms):
+    """``out = r − α v`` and ``norms[c] = ‖out[:, c]‖²``."""
+    out[...] = r - alpha * v
+    col_sqnorm(out, norms)
+    return out
+
+
+def bicgstab_p(p, r, v, beta, omega):
+    """``p = r + β (p − ω v)``."""
+    p[...] = r + beta * (p - omega * v)
+    return p
+
+
+def bicgstab_x(x, alpha, phat, omega, shat):
+    """``x += α p̂ + ω ŝ``."""
+    x += alpha * phat + omega * shat
+    return x
+
+
+def csr_matvec_dot(indptr, indices, data, x, out, dots):
+    """``out = A x`` and ``dots[c] = Σ_i conj(x[i, c]) · out[i, c]``."""
+    csr_matvec(indptr, indices, data, x, out)
+    dots[...] = np.sum(np.conj(_wide(x)) * _wide(out), axis=0)
+    return out
+
+
+def csr_matvec_dot1(indptr, indices, data, x, out, dots):
+    """:func:`csr_matvec_dot` for one right-hand side on 1-D ``x`` and ``out``."""
+    csr_matvec_dot(indptr, indices, data, x[:, None], out[:, None], dots[:1])
     return out
