@@ -6,8 +6,12 @@ central finite differences along random directions in ``(A.data, b)`` and the
 dot-product test ``⟨v, J u⟩ = Re⟨Jᴴ v, u⟩`` between :meth:`Solution.jvp` and
 :meth:`Solution.vjp`. Everything runs in float64 (complex128 for complex files).
 Problems the user can fix (missing or malformed file, non-square or singular
-matrix) raise :class:`InputError`, which the command line turns into exit
-status 2.
+matrix, a method that does not apply to the matrix, a solve that fails) raise
+:class:`InputError`, which the command line turns into exit status 2.
+
+Timings are cold: each repeat builds a new solver (factorization or
+preconditioner) and differentiates along a new random cotangent, so an
+iterative adjoint never warm-starts from the answer of an earlier repeat.
 """
 
 import os
@@ -17,14 +21,25 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["InputError", "bench", "check_matrix", "load_matrix", "poisson2d"]
+__all__ = ["METHODS", "PRECONDITIONERS", "InputError", "bench", "check_matrix",
+           "load_matrix", "poisson2d"]
+
+#: ``method`` values of ``check`` (those of :class:`sparsediff.Solver`)
+METHODS = ("auto", "direct", "cg", "minres", "gmres", "bicgstab")
+#: ``M`` values of ``check`` (named preconditioners)
+PRECONDITIONERS = ("jacobi", "ilu", "amg")
 
 # a finite-difference check passes below this relative difference: central
 # differences with a relative step of 1e-6 agree to ~1e-9 on well-conditioned
 # matrices; the margin covers moderately ill-conditioned ones
 FD_TOL = 1e-4
-# the dot-product test is exact up to rounding
+# the dot-product test is exact up to rounding for direct solves; iterative
+# tangent and adjoint solves stop at rtol 1e-8, so each side is only that close
 DOT_TOL = 1e-8
+DOT_TOL_ITERATIVE = 1e-6
+# stopping tolerance of the finite-difference solves of iterative methods: the
+# difference quotient divides their error by the step (1e-6)
+FD_RTOL = 1e-12
 
 
 class InputError(Exception):
@@ -110,6 +125,44 @@ def _median_time(fn, repeat):
     return float(np.median(times))
 
 
+def _cold_times(solve, cotangent, repeat):
+    """Median times of ``solve()`` and of one ``vjp`` of its solution.
+
+    Every repeat solves anew (a new solver: factorization or preconditioner
+    built again) and differentiates along a new cotangent ``cotangent()``: the
+    adjoint solve of an iterative method starts from zero, not from the
+    answer of an earlier repeat, as the first gradient of a new point does.
+    """
+    t_fwd, t_grad = [], []
+    for _ in range(repeat):
+        g = cotangent()
+        t0 = time.perf_counter()
+        sol = solve()
+        t1 = time.perf_counter()
+        sol.vjp(g)
+        t2 = time.perf_counter()
+        t_fwd.append(t1 - t0)
+        t_grad.append(t2 - t1)
+    return float(np.median(t_fwd)), float(np.median(t_grad))
+
+
+def _hermitian_directions(A):
+    """``r ↦ (r + conj(r[perm]))/2``: random entries made Hermitian on A's pattern.
+
+    ``perm[k]`` is the position in ``A.data`` of the transposed entry of
+    entry ``k``; ``None`` when the stored pattern is not symmetric. CG and
+    MINRES refuse a matrix that is not exactly Hermitian, so their finite
+    differences perturb ``A`` along Hermitian directions only.
+    """
+    pos = sp.csr_array((np.arange(1, A.nnz + 1), A.indices, A.indptr), shape=A.shape)
+    T = sp.csr_array(pos.T)
+    T.sort_indices()
+    if not (np.array_equal(T.indptr, A.indptr) and np.array_equal(T.indices, A.indices)):
+        return None
+    perm = T.data - 1
+    return lambda r: (r + r[perm].conj()) / 2
+
+
 def _random(rng, shape, dtype):
     x = rng.standard_normal(shape)
     if np.dtype(dtype).kind == "c":
@@ -121,7 +174,8 @@ def _rel(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
-def check_matrix(path, *, seed=0, directions=3, repeat=3, out=None):
+def check_matrix(path, *, seed=0, directions=3, repeat=3, method="auto", M=None,
+                 out=None):
     """Solve, time and gradient-check the system in a Matrix Market file.
 
     Parameters
@@ -129,11 +183,18 @@ def check_matrix(path, *, seed=0, directions=3, repeat=3, out=None):
     path : str
         Matrix Market file.
     seed : int
-        Seed of ``b``, of the loss ``L = Re⟨w, x⟩`` and of the directions.
+        Seed of ``b``, of the loss ``L = Re⟨w, x⟩``, of the directions and of
+        the cotangents of the timed gradients.
     directions : int
         Random finite-difference directions in ``(A.data, b)``.
     repeat : int
-        Repetitions of the timed forward solve and gradient (median).
+        Repetitions of the timed forward solve and gradient (median), each
+        with a new solver and a new cotangent (cold).
+    method : {"auto", "direct", "cg", "minres", "gmres", "bicgstab"}
+        Passed to :class:`sparsediff.Solver`; the report names the method
+        actually used (``"cg+amg"`` for CG preconditioned by AMG).
+    M : None or {"jacobi", "ilu", "amg"}
+        Preconditioner of an iterative method.
     out : file, optional
         Where the report goes (default ``sys.stdout``).
 
@@ -145,12 +206,25 @@ def check_matrix(path, *, seed=0, directions=3, repeat=3, out=None):
     Raises
     ------
     InputError
-        Bad file or a singular matrix.
+        Bad file or a singular matrix; a method or preconditioner that does
+        not apply to the matrix; a solve that fails. One line, no traceback.
     """
     import sparsediff as sd
 
     out = sys.stdout if out is None else out
     A = load_matrix(path)
+    try:
+        return _check(A, path, seed, directions, repeat, method, M, out)
+    except sd.SingularMatrixError as exc:
+        raise InputError(f"{path}: the matrix is singular ({exc})") from None
+    except (ValueError, TypeError, sd.ConvergenceError, np.linalg.LinAlgError) as exc:
+        # the library's own message names the argument and the requirement
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _check(A, path, seed, directions, repeat, method, M, out):
+    import sparsediff as sd
+
     n = A.shape[0]
     dtype = A.dtype
     rng = np.random.default_rng(seed)
@@ -164,48 +238,63 @@ def check_matrix(path, *, seed=0, directions=3, repeat=3, out=None):
     print(f"  n = {n}, nnz = {A.nnz}, dtype = {dtype}, {symmetry(A)}", file=out)
 
     def fresh_solve():
-        return sd.solve(A, b)
+        return sd.Solver(A, method=method, M=M).solve(b)
 
-    try:
-        sol = fresh_solve()
-    except sd.SingularMatrixError as exc:
-        raise InputError(f"{path}: the matrix is singular ({exc})") from None
+    sol = fresh_solve()
     info = sol.info
     bnorm = float(np.linalg.norm(b))
-    print(f"  method = {info.method}, residual ‖b − A x‖ = {info.residual_norm:.3e} "
-          f"(relative {info.residual_norm / bnorm:.3e})", file=out)
+    steps = "" if info.method == "direct" else f", {info.iterations} iterations"
+    print(f"  method = {info.method}{steps}, residual ‖b − A x‖ = "
+          f"{info.residual_norm:.3e} (relative {info.residual_norm / bnorm:.3e})",
+          file=out)
     if not np.isfinite(sol.x).all():
         raise InputError(f"{path}: the solve produced non-finite values "
                          f"(reason: {info.reason}); the matrix is probably singular")
 
-    sol.vjp(w)                          # warm-up: first-call costs out of the timings
-    t_fwd = _median_time(fresh_solve, repeat)
-    t_vjp = _median_time(lambda: sol.vjp(w), repeat)
-    print(f"  forward (factorize + solve): {1e3 * t_fwd:.2f} ms   "
-          f"gradient (vjp): {1e3 * t_vjp:.2f} ms   ratio {t_vjp / t_fwd:.3f}",
-          file=out)
+    # cotangents of the timed gradients: their own stream, one per repeat
+    rng_t = np.random.default_rng([seed, 1])
+    fresh_solve().vjp(_random(rng_t, n, dtype))   # warm-up: compilation out of the timings
+    t_fwd, t_vjp = _cold_times(fresh_solve, lambda: _random(rng_t, n, dtype), repeat)
+    setup = "factorize" if info.method == "direct" else "set up"
+    print(f"  forward ({setup} + solve): {1e3 * t_fwd:.2f} ms   "
+          f"gradient (vjp, new cotangent): {1e3 * t_vjp:.2f} ms   "
+          f"ratio {t_vjp / t_fwd:.3f}", file=out)
 
     grad_A, grad_b = sol.vjp(w)
     g_data = grad_A.data
-    solver = sd.Solver(A)
+    # finite differences with the method just used; iterative solves to a
+    # tolerance whose error the difference quotient does not magnify past FD_TOL
+    base, _, named_M = info.method.partition("+")
+    iterative = base != "direct"
+    fd_M = M if M is not None else (named_M or None)
+    solver = sd.Solver(A, method=base, M=fd_M,
+                       **(dict(rtol=FD_RTOL) if iterative else {}))
+    hermitian = _hermitian_directions(A) if base in ("cg", "minres") else None
 
     def loss(data, rhs):
         # same pattern, new values: Solver.update refactorizes numerically
         return float(np.vdot(w, solver.update(data).solve(rhs).x).real)
 
     ok = True
-    print(f"  finite differences (central, float64) on {directions} random "
+    kind = " Hermitian" if hermitian is not None else ""
+    print(f"  finite differences (central, float64) on {directions} random{kind} "
           f"directions in (A.data, b):", file=out)
     data_scale = float(np.linalg.norm(A.data)) / np.sqrt(max(A.nnz, 1))
     eps = 1e-6
     for k in range(directions):
         dA = _random(rng, A.nnz, dtype) * data_scale
+        if hermitian is not None:
+            dA = hermitian(dA)
         db = _random(rng, n, dtype)
         try:
             fp = loss(A.data + eps * dA, b + eps * db)
             fm = loss(A.data - eps * dA, b - eps * db)
         except sd.SingularMatrixError:
             print(f"    direction {k}: perturbed matrix is singular; skipped", file=out)
+            continue
+        except sd.ConvergenceError:
+            print(f"    direction {k}: perturbed solve did not reach rtol {FD_RTOL:g}; "
+                  f"skipped", file=out)
             continue
         fd = (fp - fm) / (2 * eps)
         an = float(np.vdot(g_data, dA).real + np.vdot(grad_b, db).real)
@@ -223,7 +312,7 @@ def check_matrix(path, *, seed=0, directions=3, repeat=3, out=None):
     gA, gb = sol.vjp(v)
     rhs = float(np.vdot(gA.data, dA).real + np.vdot(gb, db).real)
     rel = _rel(lhs, rhs)
-    passed = rel < DOT_TOL
+    passed = rel < (DOT_TOL_ITERATIVE if iterative else DOT_TOL)
     ok &= passed
     print(f"  dot-product test ⟨v, J u⟩ = Re⟨Jᴴ v, u⟩: {lhs:+.12e} vs {rhs:+.12e}  "
           f"rel. diff {rel:.1e}  {'ok' if passed else 'FAILED'}", file=out)
@@ -242,21 +331,24 @@ def poisson2d(n, dtype=np.float64):
 def bench(sizes=(64, 128, 256), repeat=5, out=None):
     """Time sparsediff's forward and gradient against SciPy ``spsolve`` twice.
 
+    sparsediff runs with ``method="auto"`` (SuperLU up to 30,000 unknowns on
+    these SPD problems, CG + AMG above); each row names the method used. The
+    gradient is timed cold: a new solve and a new random cotangent each repeat.
     The full comparison with JAX and torchsparsegradutils lives in
     ``benchmarks/bench_direct.py`` of the source tree.
     """
     out = sys.stdout if out is None else out
-    print("2-D Poisson, direct solves; median of "
-          f"{repeat} runs after a warm-up (ms)", file=out)
-    print(f"{'grid':>9} {'n':>8} {'sd fwd':>9} {'sd grad':>9} {'grad/fwd':>9} "
-          f"{'scipy 2×spsolve':>16} {'scipy/sd':>9}", file=out)
+    print("2-D Poisson, sparsediff method='auto' against SciPy; median of "
+          f"{repeat} runs after a warm-up (ms), each run with a new cotangent", file=out)
+    print(f"{'grid':>9} {'n':>8} {'method':>8} {'sd fwd':>9} {'sd grad':>9} "
+          f"{'grad/fwd':>9} {'scipy 2×spsolve':>16} {'scipy/sd':>9}", file=out)
     rng = np.random.default_rng(0)
     for k in sizes:
-        t_fwd, t_grad, t_scipy = _bench_one(poisson2d(k), rng, repeat)
+        method, t_fwd, t_grad, t_scipy = _bench_one(poisson2d(k), rng, repeat)
         sd_total = t_fwd + t_grad
-        print(f"{f'{k}²':>9} {k * k:>8} {1e3 * t_fwd:9.2f} {1e3 * t_grad:9.2f} "
-              f"{t_grad / t_fwd:9.3f} {1e3 * t_scipy:16.2f} {t_scipy / sd_total:9.2f}",
-              file=out)
+        print(f"{f'{k}²':>9} {k * k:>8} {method:>8} {1e3 * t_fwd:9.2f} "
+              f"{1e3 * t_grad:9.2f} {t_grad / t_fwd:9.3f} {1e3 * t_scipy:16.2f} "
+              f"{t_scipy / sd_total:9.2f}", file=out)
 
 
 def _bench_one(A, rng, repeat):
@@ -266,12 +358,13 @@ def _bench_one(A, rng, repeat):
 
     n = A.shape[0]
     b = rng.standard_normal(n)
-    g = rng.standard_normal(n)
     sol = sd.solve(A, b)
-    sol.vjp(g)                                  # warm-up
-    t_fwd = _median_time(lambda: sd.solve(A, b), repeat)
-    t_grad = _median_time(lambda: sol.vjp(g), repeat)
+    sol.vjp(rng.standard_normal(n))             # warm-up
+    t_fwd, t_grad = _cold_times(lambda: sd.solve(A, b), lambda: rng.standard_normal(n),
+                                repeat)
     # the naive backward: a second factorization for the transposed system
+    # (SciPy keeps nothing between calls: the same cotangent is as cold)
+    g = rng.standard_normal(n)
     spla.spsolve(A, b)
     t_scipy = _median_time(lambda: (spla.spsolve(A, b), spla.spsolve(A.T, g)), repeat)
-    return t_fwd, t_grad, t_scipy
+    return sol.info.method, t_fwd, t_grad, t_scipy

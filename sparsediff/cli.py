@@ -1,7 +1,8 @@
 """The ``sparsediff`` command: ``demo``, ``check FILE.mtx``, ``bench``.
 
-Exit status: 0 on success, 1 when a gradient check fails, 2 for bad input
-(missing or unreadable file, non-square or singular matrix, bad option).
+Exit status: 0 on success, 1 when a gradient check fails (and only then), 2
+for bad input (missing or unreadable file, non-square or singular matrix, bad
+option, a method that does not apply to the matrix, a solve that fails).
 """
 
 import argparse
@@ -25,6 +26,8 @@ def _nonnegative_float(text):
 
 
 def _parser():
+    from ._check import METHODS, PRECONDITIONERS
+
     parser = argparse.ArgumentParser(
         prog="sparsediff",
         description="Differentiable sparse linear solves: demo, checks and benchmarks.")
@@ -61,11 +64,20 @@ def _parser():
     check.add_argument("--seed", type=int, default=0, help="seed of b and directions")
     check.add_argument("--directions", type=_positive_int, default=3,
                        help="random finite-difference directions (default 3)")
+    check.add_argument("--method", choices=METHODS, default="auto",
+                       help="solver method (default auto: SuperLU, or CG + AMG for "
+                            "SPD matrices above 30,000 unknowns); the report "
+                            "names the method used")
+    check.add_argument("--M", choices=PRECONDITIONERS, default=None, dest="M",
+                       help="preconditioner of an iterative method (default none; "
+                            "auto picks AMG for large SPD matrices)")
 
     bench = sub.add_parser(
-        "bench", help="time direct solves and gradients on 2-D Poisson",
-        description="Forward and gradient times of sparsediff against SciPy's "
-                    "spsolve called twice, on small 2-D Poisson problems. The full "
+        "bench", help="time solves and gradients on 2-D Poisson",
+        description="Forward and gradient times of sparsediff (method='auto'; "
+                    "each row names the method used) against SciPy's spsolve "
+                    "called twice, on small 2-D Poisson problems. Each repeat "
+                    "differentiates a new solve along a new cotangent. The full "
                     "comparison with peers is benchmarks/bench_direct.py.")
     bench.add_argument("--sizes", type=_positive_int, nargs="+", default=[64, 128, 256],
                        help="grid sizes per side (default 64 128 256)")
@@ -102,7 +114,8 @@ def _main(argv):
         from ._check import InputError, check_matrix
 
         try:
-            ok = check_matrix(args.file, seed=args.seed, directions=args.directions)
+            ok = check_matrix(args.file, seed=args.seed, directions=args.directions,
+                              method=args.method, M=args.M)
         except InputError as exc:
             return _error(str(exc))
         return 0 if ok else 1

@@ -179,3 +179,162 @@ def test_bench_small(capsys):
     code, out, _ = _run(["bench", "--sizes", "8", "16", "--repeat", "1"], capsys)
     assert code == 0
     assert "16²" in out and "grad/fwd" in out
+
+
+# ---------------------------------------------------------------- methods, cold timings
+
+
+def _poisson_file(tmp_path, k):
+    from sparsediff._check import poisson2d
+
+    return _write(tmp_path, f"poisson{k}.mtx", poisson2d(k))
+
+
+def _row(out, grid):
+    return next(line for line in out.splitlines() if line.split()[:1] == [grid])
+
+
+def test_bench_names_the_method_actually_used(capsys, monkeypatch):
+    # the automatic rule moves to CG + AMG above the SPD threshold: a row must
+    # say so (it said "direct solves" for every row)
+    import sparsediff.solvers as solvers
+
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N_SPD", 100)
+    code, out, _ = _run(["bench", "--sizes", "8", "12", "--repeat", "1"], capsys)
+    assert code == 0
+    assert _row(out, "8²").split()[2] == "direct"        # 64 unknowns
+    assert _row(out, "12²").split()[2] == "cg+amg"       # 144 unknowns
+    assert "direct solves" not in out
+
+
+class _VjpSpy:
+    """Records every ``Solution.vjp`` call: the solution, the cotangent, and
+    whether its solver held an earlier adjoint answer to warm-start from."""
+
+    def __init__(self, monkeypatch):
+        from sparsediff import Solution
+
+        self.calls = []
+        self.warm = []
+        original = Solution.vjp
+        spy = self
+
+        def vjp(sol, g, **kwargs):
+            spy.calls.append((sol, np.array(g, copy=True)))
+            spy.warm.append(bool(sol._owner._adjoint_memory))
+            return original(sol, g, **kwargs)
+
+        monkeypatch.setattr(Solution, "vjp", vjp)
+
+    def distinct_cotangents(self):
+        return len({g.tobytes() for _, g in self.calls})
+
+    def distinct_solutions(self):
+        return len({id(sol) for sol, _ in self.calls})     # all kept alive here
+
+
+def test_bench_times_cold_gradients(monkeypatch):
+    # each timed gradient: a new solve and a new cotangent, so an iterative
+    # adjoint cannot warm-start from the previous repeat's answer
+    import io
+
+    from sparsediff import _check
+
+    spy = _VjpSpy(monkeypatch)
+    _check.bench(sizes=(6,), repeat=4, out=io.StringIO())
+    assert len(spy.calls) == 1 + 4                       # warm-up + repeats
+    assert spy.distinct_cotangents() == len(spy.calls)
+    assert spy.distinct_solutions() == len(spy.calls)
+    assert spy.warm == [False] * len(spy.calls)
+
+
+@pytest.mark.parametrize("method", ["direct", "cg"])
+def test_check_times_cold_gradients(tmp_path, monkeypatch, method):
+    import io
+
+    from sparsediff import _check
+
+    path = _poisson_file(tmp_path, 6)
+    spy = _VjpSpy(monkeypatch)
+    ok = _check.check_matrix(path, repeat=3, method=method, out=io.StringIO())
+    assert ok
+    # warm-up + 3 timed + the checked gradient + the dot-product test
+    assert len(spy.calls) == 1 + 3 + 2
+    assert spy.distinct_cotangents() == len(spy.calls)
+    timed = spy.calls[:4]
+    assert len({id(sol) for sol, _ in timed}) == 4
+    assert spy.warm[:4] == [False] * 4                   # none warm-started
+
+
+@pytest.mark.parametrize("argv, label", [
+    (["--method", "cg"], "cg"),
+    (["--method", "cg", "--M", "jacobi"], "cg+jacobi"),
+    (["--method", "minres"], "minres"),
+    (["--method", "gmres", "--M", "ilu"], "gmres+ilu"),
+    (["--method", "bicgstab"], "bicgstab"),
+    (["--method", "direct"], "direct"),
+])
+def test_check_method_option(tmp_path, capsys, argv, label):
+    path = _poisson_file(tmp_path, 7)
+    code, out, err = _run(["check", path, *argv], capsys)
+    assert code == 0, err
+    assert f"method = {label}," in out
+    assert "gradient checks: passed" in out and "FAILED" not in out
+
+
+def test_check_auto_above_the_spd_threshold(tmp_path, capsys, monkeypatch):
+    # auto picks CG + AMG for a large SPD matrix; the finite differences keep
+    # the matrix symmetric (CG refuses anything else) and the report says cg+amg
+    import sparsediff.solvers as solvers
+
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N_SPD", 100)
+    path = _poisson_file(tmp_path, 12)
+    code, out, err = _run(["check", path], capsys)
+    assert code == 0, err
+    assert "method = cg+amg," in out and "Hermitian directions" in out
+    assert out.count(" ok") == 4 and "gradient checks: passed" in out
+
+
+def test_check_hermitian_directions_are_hermitian(rng):
+    from sparsediff._check import _hermitian_directions
+
+    n = 9
+    A = sp.random(n, n, density=0.3, random_state=3) + 1j * sp.random(
+        n, n, density=0.3, random_state=4)
+    A = sp.csr_array(A + A.conj().T + 10 * sp.eye(n))
+    A.sum_duplicates()
+    herm = _hermitian_directions(A)
+    r = rng.standard_normal(A.nnz) + 1j * rng.standard_normal(A.nnz)
+    D = sp.csr_array((herm(r), A.indices, A.indptr), shape=A.shape)
+    assert (D - D.conj().T).count_nonzero() == 0           # exactly Hermitian
+    # the Hermitian part of the same random matrix
+    R = sp.csr_array((r, A.indices, A.indptr), shape=A.shape).toarray()
+    np.testing.assert_allclose(D.toarray(), (R + R.conj().T) / 2, rtol=1e-15)
+    # a pattern that is not symmetric has no such map
+    assert _hermitian_directions(sp.csr_array(np.triu(np.ones((3, 3))))) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "lu"], "invalid choice: 'lu'"),
+    (["--M", "ichol"], "invalid choice: 'ichol'"),
+])
+def test_check_bad_method_is_an_argparse_error(tmp_path, capsys, argv, message):
+    path = _poisson_file(tmp_path, 4)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["check", path, *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "cg"], "Hermitian"),                  # not symmetric
+    (["--method", "direct", "--M", "jacobi"], "direct"),
+])
+def test_check_library_errors_exit_2_on_one_line(tmp_path, capsys, argv, message):
+    # exit 1 means only "a gradient check failed"
+    A = sp.random(12, 12, density=0.3, random_state=5, format="csr") + 4 * sp.eye(12)
+    path = _write(tmp_path, "ns.mtx", A)
+    code, out, err = _run(["check", path, *argv], capsys)
+    assert code == 2
+    assert err.startswith("sparsediff: error:") and err.count("\n") == 1
+    assert message in err and "Traceback" not in err
