@@ -76,6 +76,70 @@ def make_info(converged, iterations, residual, rhs_norm, method, reasons, is_1d,
     )
 
 
+_OP = {"N": "A", "T": "Aᵀ", "H": "Aᴴ"}
+
+_ADVICE = {
+    "maxiter": "raise `maxiter`, or add a preconditioner (M='jacobi', 'ilu', "
+               "'amg').",
+    "breakdown": "try another method (method='gmres'), a preconditioner, or "
+                 "method='direct'.",
+    "indefinite": "A (or M) is not positive definite: use method='minres' for "
+                  "a Hermitian indefinite A, 'gmres', or method='direct'.",
+    "nonfinite": "the iteration produced NaN or Inf: check A, b and M for "
+                 "huge or non-finite values.",
+}
+
+
+def _residual_report(info):
+    """What a failed solve reached against what it had to reach, in numbers.
+
+    Returns ``(status, numbers)``: the reason and iterations in parentheses,
+    and for one failing column (the first; the count is given for several)
+    the true residual, the target ``max(rtol·‖b‖, atol)`` with its parts and
+    advice; for ``"stagnation"`` the smallest true residual reached (the
+    attainable accuracy).
+    """
+    residual = np.atleast_1d(np.asarray(info.residual_norm, dtype=np.float64))
+    bnorm = np.atleast_1d(np.asarray(info.rhs_norm, dtype=np.float64))
+    extra = info.extra
+    target = extra.get("target")
+    if info.column_converged is not None:
+        failed = np.flatnonzero(~np.asarray(info.column_converged))
+    else:
+        failed = np.arange(residual.size)
+    c = int(failed[0]) if failed.size else 0
+    its = (info.iterations if info.column_iterations is None
+           else int(np.asarray(info.column_iterations)[c]))
+    op = _OP.get(info.trans, "A")
+    where = ""
+    if residual.size > 1:
+        where = (f"; column {c}, {failed.size} of {residual.size} columns "
+                 f"failed")
+    status = f"(reason: {info.reason}, after {its} iterations{where})"
+    res, bn = float(residual[c]), float(bnorm[c])
+    if target is None:
+        return status, f"‖b − {op} x‖ = {res:.2e} with ‖b‖ = {bn:.4g}."
+    tol = float(np.atleast_1d(target)[c])
+    rtol, atol = extra["rtol"], extra["atol"]
+    msg = (f"‖b − {op} x‖ = {res:.2e} > target {tol:.2e} = max(rtol·‖b‖, atol) "
+           f"with rtol={rtol:.3g}, atol={atol:.3g}, ‖b‖={bn:.4g}.")
+    if info.reason == "stagnation":
+        best = float(np.atleast_1d(extra.get("attainable", residual))[c])
+        best = min(best, res)
+        rel = best / bn if bn > 0 else float("inf")
+        # a power of ten at least twice the attainable relative residual
+        loose = 10.0 ** np.ceil(np.log10(2 * rel)) if 0 < rel < np.inf else rel
+        msg += (f" The true residual stopped decreasing: the smallest reached, "
+                f"‖b − {op} x‖ = {best:.2e} (‖b − {op} x‖/‖b‖ = {rel:.1e}), is "
+                f"the attainable accuracy of {info.method} on this system in this "
+                f"precision. Loosen rtol to {loose:.0e} or more, add a "
+                f"preconditioner (M='jacobi', 'ilu', 'amg'), or use "
+                f"method='direct'.")
+    elif info.reason in _ADVICE:
+        msg += " Advice: " + _ADVICE[info.reason]
+    return status, msg
+
+
 def apply_policy(x, info, on_failure, what, stacklevel=3):
     """Enforce ``on_failure`` on a finished solve; returns the array to hand out.
 
@@ -86,12 +150,12 @@ def apply_policy(x, info, on_failure, what, stacklevel=3):
         return x
     if info.reason == "singular":
         msg = f"{what}: the matrix is singular ({info.method}); no unique solution."
+        if info.extra.get("target") is not None:
+            status, numbers = _residual_report(info)
+            msg += f" {status[1:-1].capitalize()}: {numbers}"
     else:
-        msg = (
-            f"{what}: {info.method} did not converge (reason: {info.reason}; "
-            f"{info.iterations} iterations; residual norm {info.residual_norm} "
-            f"against tolerance target with rhs norm {info.rhs_norm})."
-        )
+        status, numbers = _residual_report(info)
+        msg = f"{what}: {info.method} did not converge {status}: {numbers}"
     if on_failure == "raise":
         cls = SingularMatrixError if info.reason == "singular" else ConvergenceError
         raise cls(msg, info)

@@ -7,7 +7,9 @@ does the same). Complex systems use ``vdot`` inner products.
 
 Breakdowns (``ρ = r̂ᴴ r ≈ 0``, ``r̂ᴴ v ≈ 0`` or ``ω = 0``, each relative to the
 norms of the vectors involved, so scale-invariant) stop the column with
-``reason="breakdown"``; its iterate is the last finite one.
+``reason="breakdown"``; its iterate is the last finite one. A column whose
+true residual has stopped decreasing at the level of its rounding errors
+stops with ``reason="stagnation"``.
 """
 
 import numpy as np
@@ -92,6 +94,7 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         s.check_nonfinite(s.rnorm, omega)
         s.check_converged(matvec)
         s.finish(s.omega_zero, "breakdown")
+        s.check_stagnation(matvec)
 
 
 class BiCGSTABEngine(KrylovEngine):

@@ -10,7 +10,9 @@ Differences from :func:`scipy.sparse.linalg.cg`, deliberate:
 * ``pᴴ A p ≤ 0`` or ``rᴴ M r ≤ 0`` stops the column with
   ``reason="indefinite"`` (SciPy iterates on, and can report success from a
   negative curvature); NaN/Inf stops it at once with ``reason="nonfinite"``;
-* convergence is confirmed on the recomputed true residual;
+* convergence is confirmed on the recomputed true residual, and a column
+  whose true residual has stopped decreasing at the level of its rounding
+  errors stops with ``reason="stagnation"`` (SciPy runs on to ``maxiter``);
 * ``b`` may be ``(n, m)``: every column has its own stopping test.
 """
 
@@ -72,6 +74,9 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
             s.check_converged(matvec)
             if not s.k:
                 break
+        s.check_stagnation(matvec)
+        if not s.k:
+            break
         if psolve is None:
             s.z = s.r
             rho = s.rnorm ** 2
@@ -141,11 +146,12 @@ def _matrix_free(algorithm, name, op, b, x0, rtol, atol, maxiter, M, callback,
         def psolve(X):
             return np.ascontiguousarray(Mop.matvec(X), dtype=dtype)
 
-    x, converged, its, residual, bnorm, reasons = krylov_run(
+    x, converged, its, residual, bnorm, reasons, details = krylov_run(
         algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol, maxiter=maxiter,
         callback=callback, **options)
     label = name + ("+user" if M is not None else "")
-    return x, make_info(converged, its, residual, bnorm, label, reasons, False)
+    return x, make_info(converged, its, residual, bnorm, label, reasons, False,
+                        extra=details)
 
 
 def cg(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,

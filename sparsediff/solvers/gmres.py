@@ -154,6 +154,7 @@ def gmres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
         s.r = s.b - matvec(s.x)
         s.rnorm = column_norms(s.r)
         s.noprogress = np.where(s.rnorm < old, 0, s.noprogress + 1)
+        s.best = np.minimum(s.best, s.rnorm)
         s.happy = happy | ~ok
         s.check_nonfinite(s.rnorm)
         done = s.rnorm <= s.tol

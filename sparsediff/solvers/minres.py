@@ -16,7 +16,15 @@ Deliberate differences from :func:`scipy.sparse.linalg.minres`:
 * a least-squares (not a) solution of a singular inconsistent system —
   ``‖A r‖ ≈ 0`` with ``r`` above the tolerance — stops with
   ``reason="singular"`` and ``converged=False`` (SciPy reports ``info=0``);
-* an indefinite preconditioner stops with ``reason="indefinite"``.
+* an indefinite preconditioner stops with ``reason="indefinite"``;
+* every threshold is relative, so that the iterations are the same for
+  ``s A x = s b`` at any scale ``s`` and for ``‖b‖/‖A‖`` of any size: the
+  estimate of ‖A‖ (the Frobenius norm of the Lanczos ``T_k``) leaves out
+  ``β₁ = ‖b‖_M`` — SciPy's counts it, so that a large ``b`` makes ``A`` look
+  singular — and the rotation's ``γ`` is floored at ``ε‖T_k‖``, not at ``ε``
+  (which swallowed every ``A`` with entries below 1e-16);
+* a column whose true residual has stopped decreasing at the level of its
+  rounding errors stops with ``reason="stagnation"``.
 """
 
 import numpy as np
@@ -41,9 +49,11 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     """MINRES iterations on the live columns."""
     dtype = x.dtype
     eps = np.finfo(dtype).eps
+    # rounding of rᴴ M r relative to ‖r‖‖M r‖ (the indefiniteness test)
+    dot_eps = np.sqrt(max(b.shape[0], 1)) * eps
     s = State(run, cols, ("r1", "r2", "y", "w", "w2", "aw", "aw2"),
               ("beta", "oldb", "dbar", "epsln", "phibar", "cs", "sn", "tnorm2",
-               "gmax", "gmin", "beta1", "test2", "indefinite"),
+               "gmax", "gmin", "beta1", "test2", "indefinite", "tnorm"),
               b=b, x=x, r=r, rnorm=rnorm, tol=tol)
     s.y = r if psolve is None else psolve(r)
     beta1 = rnorm ** 2 if psolve is None else _dot(r, s.y)
@@ -86,14 +96,22 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         oldb = s.beta
         beta2 = _dot(s.r2, s.y)
         beta = np.sqrt(np.maximum(beta2, 0.0))
-        s.tnorm2 = s.tnorm2 + alfa ** 2 + oldb ** 2 + beta ** 2
+        # ‖T_k‖_F² (β_k enters T from the second step on: β₁ = ‖b‖_M is the
+        # scale of the right-hand side, not of A)
+        s.tnorm2 = s.tnorm2 + alfa ** 2 + beta ** 2
+        if s.it:
+            s.tnorm2 += oldb ** 2
+        tnorm = np.sqrt(s.tnorm2)
         oldeps = s.epsln
         delta = s.cs * s.dbar + s.sn * alfa
         gbar = s.sn * s.dbar - s.cs * alfa
         s.epsln = s.sn * beta
         s.dbar = -s.cs * beta
         root = np.hypot(gbar, s.dbar)
-        gamma = np.maximum(np.hypot(gbar, beta), eps)
+        # γ below rounding of ‖T_k‖ is floored there (SciPy: at ε); γ = 0
+        # (T_k = 0: A v = 0) leaves x alone and ends as "singular" below
+        gamma = np.maximum(np.hypot(gbar, beta), eps * tnorm)
+        gamma = np.where(gamma > 0, gamma, np.inf)
         s.cs = gbar / gamma
         s.sn = beta / gamma
         phi = s.cs * s.phibar
@@ -111,8 +129,13 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         s.gmin = np.minimum(s.gmin, gamma)
         # ‖A r‖ / (‖A‖ ‖r‖) (SciPy's test2) and the sign of rᴴ M r, kept per
         # column so that they follow the compactions below
-        s.test2 = root / np.sqrt(s.tnorm2)
-        s.indefinite = beta2 < -eps * oldb ** 2
+        s.test2 = np.divide(root, tnorm, out=np.zeros_like(root),
+                            where=tnorm > 0)
+        if psolve is None:
+            s.indefinite = np.zeros(s.k, dtype=bool)
+        else:
+            s.indefinite = beta2 < -dot_eps * np.sqrt(_sqnorm(s.r2) * _sqnorm(s.y))
+        s.tnorm = tnorm
         s.it += 1
         s.report()
         s.rnorm = np.sqrt(_sqnorm(s.r))
@@ -123,8 +146,10 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         # ‖A r‖ ≈ 0 with r above the tolerance: a least-squares solution of a
         # singular, inconsistent system, not a solution
         s.finish(s.test2 <= 10 * eps, "singular")
-        # an invariant Krylov subspace without convergence
-        s.finish(s.beta <= eps * s.beta1, "breakdown")
+        # an invariant Krylov subspace without convergence (β_{k+1} at the
+        # rounding level of ‖T_k‖)
+        s.finish(s.beta <= eps * s.tnorm, "breakdown")
+        s.check_stagnation(matvec)
 
 
 class MINRESEngine(KrylovEngine):
