@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from sparsediff import ConvergenceError, ConvergenceWarning, NonFiniteInputError
-from sparsediff.fixed_point import iterate, steps
+from sparsediff.fixed_point import Reconstruct, iterate, steps
 from sparsediff.fixed_point._checkpoint import forward_chain, repetitions
 
 MODES = ["store", "checkpoint", "reconstruct"]
@@ -233,7 +233,9 @@ def test_bad_input(problem):
     with pytest.raises(ValueError, match="`adjoint` must be one of"):
         iterate(step.f, x0, p, 2, adjoint="magic", **kw)
     with pytest.raises(ValueError, match="needs `f_inverse`"):
-        iterate(step.f, x0, p, 2, adjoint="reconstruct", **kw)
+        iterate(step.f, x0, p, 2, adjoint=Reconstruct(solver="inverse"), **kw)
+    with pytest.raises(ValueError, match="or a `sparsediff.fixed_point.Reconstruct`"):
+        iterate(step.f, x0, p, 2, adjoint=("reconstruct",), **kw)
     with pytest.raises(ValueError, match="`checkpoints` must be >= 1"):
         iterate(step.f, x0, p, 2, adjoint="checkpoint", checkpoints=0, **kw)
     with pytest.raises(TypeError, match="`f_vjp` must be callable"):

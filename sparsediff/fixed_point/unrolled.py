@@ -19,9 +19,13 @@ the ``adjoint`` argument:
     recompute the rest: memory ``O(s n)``, each step re-evaluated at most
     ``t`` times with ``C(s + t, s) ≥ k``. Same floating-point operations in
     the same order as ``"store"``, hence bitwise the same gradient.
-``"reconstruct"``
-    run the iteration backwards, ``x_i = f_inverse(x_{i+1}, θ)`` (the note's
-    backward-Euler reconstruction, appendix A.1). Memory ``O(n)`` plus a few
+``"reconstruct"`` (or a :class:`Reconstruct` strategy)
+    run the iteration backwards (the note's backward-Euler reconstruction,
+    §3.1 and appendix A.1): ``x_i = f_inverse(x_{i+1}, θ)`` when the caller
+    has an inverse, otherwise ``x_i`` is the root of
+    ``r(y) = x_{i+1} − f(y, θ)``, found by Gauss–Newton with a CGLS inner
+    solve on ``f_jvp``/``f_vjp`` products (or by the note's gradient descent
+    on ``‖r‖²``; see ``_reconstruct``). Memory ``O(n)`` plus a few
     snapshots that *measure* the reconstruction error and serve as restart
     points: inverting a contraction amplifies rounding errors, so every step
     is checked (``‖f(x̃_i) − x̃_{i+1}‖ / ‖x̃_{i+1}‖``) and every snapshot
@@ -41,6 +45,7 @@ from .._errors import ConvergenceError, ConvergenceWarning, NonFiniteInputError
 from .._validation import check_on_failure, data_dtype
 from ._checkpoint import Reverser, forward_chain, repetitions
 from ._params import flatten
+from ._reconstruct import WORKSPACE, Reconstruct, ReconstructStats, rebuild
 
 __all__ = ["IterateInfo", "IterateResult", "iterate"]
 
@@ -110,6 +115,16 @@ def call_f(f, x, params, func, name="f"):
             f"`{func}`: `{name}(x, params)` must return an array of the shape of "
             f"`x`, {x.shape}; got {y.shape}.")
     return y
+
+
+def call_jvp(f_jvp, x, params, dx, func):
+    """``f_jvp(x, params, dx)`` checked: an array of ``x``'s shape."""
+    out = f_jvp(x, params, dx)
+    if not hasattr(out, "shape") or out.shape != x.shape:
+        raise ValueError(
+            f"`{func}`: `f_jvp(x, params, dx)` must return an array of the shape of "
+            f"`x`, {x.shape}; got {getattr(out, 'shape', type(out).__name__)}.")
+    return out
 
 
 def call_vjp(f_vjp, x, params, v, tree, func):
@@ -203,8 +218,22 @@ class IterateInfo:
         ``reconstruct_tol`` (the sweep was checkpointed from the snapshot
         before it down to step 0).
     peak_stored : int
-        Most iterates held at once (forward storage plus the latest backward
-        sweep's temporaries).
+        Most vectors of ``x``'s size held at once (forward storage plus the
+        latest backward sweep's temporaries and solver workspace).
+    reconstruct_solver : str or None
+        ``"reconstruct"``: ``"inverse"``, ``"gauss-newton"`` or
+        ``"gradient-descent"`` (:class:`Reconstruct`).
+    reconstructed_steps : int or None
+        After a backward sweep without ``f_inverse``: steps rebuilt by the
+        solver (including those of a segment then redone by checkpointing).
+    reconstruction_iterations : int or None
+        Their solver iterations, in total (Gauss–Newton or gradient-descent
+        steps; ``reconstruction_iterations / reconstructed_steps`` per step).
+    max_reconstruction_iterations : int or None
+        The most solver iterations any one step took.
+    reconstruction_products : int or None
+        VJPs and JVPs the solver evaluated (a finite-difference JVP, two
+        evaluations of ``f``, counts as one).
     """
 
     iterations: int
@@ -219,6 +248,11 @@ class IterateInfo:
     fell_back: bool = False
     fallback_step: int | None = None
     peak_stored: int = 0
+    reconstruct_solver: str | None = None
+    reconstructed_steps: int | None = None
+    reconstruction_iterations: int | None = None
+    max_reconstruction_iterations: int | None = None
+    reconstruction_products: int | None = None
 
 
 class IterateResult:
@@ -232,12 +266,15 @@ class IterateResult:
     """
 
     def __init__(self, x, info, *, f, f_vjp, f_inverse, params, tree, num_steps,
-                 stored, x_last, reconstruct_tol, on_failure, failed):
+                 stored, x_last, reconstruct_tol, on_failure, failed, f_jvp=None,
+                 strategy=None):
         self.x = x.copy()
         self.info = info
         self._f = f
         self._f_vjp = f_vjp
         self._f_inverse = f_inverse
+        self._f_jvp = f_jvp
+        self._strategy = strategy
         self._params = params
         self._tree = tree
         self._k = num_steps
@@ -295,6 +332,10 @@ class IterateResult:
         info.max_reconstruction_error = None
         info.fell_back = False
         info.fallback_step = None
+        info.reconstructed_steps = None
+        info.reconstruction_iterations = None
+        info.max_reconstruction_iterations = None
+        info.reconstruction_products = None
         if mode == "store":
             xs = self._stored
             for i in range(k - 1, -1, -1):
@@ -309,7 +350,7 @@ class IterateResult:
         else:
             # a failing reconstruction may overflow before it is caught: the
             # checks below treat inf/NaN as failure, the warnings add nothing
-            with np.errstate(over="ignore", invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 evaluations, extra = self._reconstruct(state, adjoint_step, advance)
             info.peak_stored = self._forward_stored + extra
         info.max_recomputations = max(evaluations.values(), default=0)
@@ -321,10 +362,27 @@ class IterateResult:
         xp = namespace(self._x_last)
         f, f_inv, params = self._f, self._f_inverse, self._params
         k, tol, info = self._k, self._rtol, self.info
+        solver = info.reconstruct_solver
+        inverse_free = solver != "inverse"
+        if inverse_free:
+            stats = ReconstructStats()
+            f_jvp = self._f_jvp
+            tree = self._tree
+
+            def f_y(y):
+                return call_f(f, y, params, func)
+
+            def vjp_y(y, s):
+                return call_vjp(self._f_vjp, y, params, s, tree, func)[0]
+
+            jvp_y = None if f_jvp is None else (
+                lambda y, d: call_jvp(f_jvp, y, params, d, func))
         snaps = self._stored
         bounds = sorted(snaps) + [k]
         max_err = 0.0
-        extra = 2            # the iterate being rebuilt and the one it comes from
+        # the iterate being rebuilt and the one it comes from (and, without an
+        # inverse, f of the latter and the solver's work vectors)
+        extra = 2 + (1 + WORKSPACE[solver] if inverse_free else 0)
         evaluations = {}
         fallen = False
         for j in range(len(bounds) - 2, -1, -1):
@@ -333,20 +391,26 @@ class IterateResult:
                 saved_v = state["v"].copy()
                 saved_acc = [None if g is None else g.copy() for g in state["acc"]]
                 y = self._x_last if b == k else snaps[b]
+                fy = None          # f(y) once known: the next warm start
                 failed_at = None
                 for i in range(b - 1, a - 1, -1):
-                    try:
-                        x_i = call_f(f_inv, y, params, func, "f_inverse")
-                    except np.linalg.LinAlgError:
-                        # a singular inverse step: nothing to reconstruct from
-                        failed_at = i
-                        max_err = np.inf
-                        break
-                    err = norm(xp, call_f(f, x_i, params, func) - y) / max(
-                        norm(xp, y), np.finfo(float).tiny)
+                    if inverse_free:
+                        x_i, fx_i, its, prods = rebuild(
+                            self._strategy, solver, y, fy, f_y, vjp_y, jvp_y)
+                        stats.add(its, prods)
+                    else:
+                        try:
+                            x_i = call_f(f_inv, y, params, func, "f_inverse")
+                        except np.linalg.LinAlgError:
+                            # a singular inverse step: nothing to reconstruct from
+                            failed_at = i
+                            max_err = np.inf
+                            break
+                        fx_i = call_f(f, x_i, params, func)
+                    err = norm(xp, fx_i - y) / max(norm(xp, y), np.finfo(float).tiny)
                     max_err = max(max_err, err) if err == err else np.inf
                     if not err <= tol:
-                        if i == k - 1:
+                        if i == k - 1 and not inverse_free:
                             raise ValueError(
                                 f"`{func}`: `f_inverse` does not invert `f`: "
                                 f"‖f(f_inverse(x_k)) − x_k‖/‖x_k‖ = {err:.3g} > "
@@ -355,7 +419,7 @@ class IterateResult:
                         failed_at = i
                         break
                     adjoint_step(i, x_i)
-                    y = x_i
+                    y, fy = x_i, fx_i
                 if failed_at is None:
                     err = norm(xp, y - snaps[a]) / max(norm(xp, snaps[a]),
                                                          np.finfo(float).tiny)
@@ -377,6 +441,11 @@ class IterateResult:
                 evaluations[i] = evaluations.get(i, 0) + c
             extra = max(extra, 2 + rev.peak_live)
         info.max_reconstruction_error = max_err
+        if inverse_free:
+            info.reconstructed_steps = stats.steps
+            info.reconstruction_iterations = stats.iterations
+            info.max_reconstruction_iterations = stats.max_iterations
+            info.reconstruction_products = stats.products
         return evaluations, extra
 
 
@@ -385,7 +454,27 @@ class IterateResult:
 # ---------------------------------------------------------------------------
 
 
-def _check_options(num_steps, adjoint, f_inverse, checkpoints, reconstruct_tol, func):
+def _check_adjoint(adjoint, f_inverse, func):
+    """``(mode, strategy)``: the mode name and, for reconstruction, its strategy."""
+    if isinstance(adjoint, Reconstruct):
+        strategy = adjoint
+    elif isinstance(adjoint, str) and adjoint in ADJOINTS:
+        if adjoint != "reconstruct":
+            return adjoint, None
+        strategy = Reconstruct()
+    else:
+        raise ValueError(
+            f"`{func}`: `adjoint` must be one of {ADJOINTS} or a "
+            f"`sparsediff.fixed_point.Reconstruct`; got {adjoint!r}.")
+    if strategy.resolve(f_inverse is not None) == "inverse" and f_inverse is None:
+        raise ValueError(
+            f"`{func}`: Reconstruct(solver='inverse') needs `f_inverse` (x_i from "
+            f"x_{{i+1}}); got None. Use solver='gauss-newton' (the default without "
+            f"`f_inverse`) to rebuild x_i from VJPs.")
+    return "reconstruct", strategy
+
+
+def _check_options(num_steps, checkpoints, reconstruct_tol, func):
     try:
         k = operator.index(num_steps)
     except TypeError:
@@ -393,12 +482,6 @@ def _check_options(num_steps, adjoint, f_inverse, checkpoints, reconstruct_tol, 
             f"`{func}`: `num_steps` must be an integer; got {num_steps!r}.") from None
     if k < 0:
         raise ValueError(f"`{func}`: `num_steps` must be >= 0; got {k}.")
-    if adjoint not in ADJOINTS:
-        raise ValueError(f"`{func}`: `adjoint` must be one of {ADJOINTS}; got {adjoint!r}.")
-    if adjoint == "reconstruct" and f_inverse is None:
-        raise ValueError(
-            f"`{func}`: adjoint='reconstruct' needs `f_inverse` (x_i from x_{{i+1}}); "
-            f"got None. Use adjoint='checkpoint' for a step without an inverse.")
     if checkpoints is not None:
         try:
             checkpoints = operator.index(checkpoints)
@@ -418,8 +501,8 @@ def _check_options(num_steps, adjoint, f_inverse, checkpoints, reconstruct_tol, 
     return k, checkpoints
 
 
-def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
-            checkpoints=None, reconstruct_tol=1e-8, on_failure="raise"):
+def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, f_jvp=None,
+            adjoint="store", checkpoints=None, reconstruct_tol=1e-8, on_failure="raise"):
     """Run ``num_steps`` steps ``x_{i+1} = f(x_i, params)``, differentiably.
 
     Parameters
@@ -439,9 +522,18 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
         ``params`` (``None`` for a leaf means zero).
     f_inverse : callable, optional
         ``f_inverse(x_next, params) -> x`` with ``f(x, params) = x_next``.
-        Needed by ``adjoint="reconstruct"``.
-    adjoint : {"store", "checkpoint", "reconstruct"}
+        Used by ``adjoint="reconstruct"``; without it the reconstruction
+        solves ``f(x, params) = x_next`` for ``x`` (:class:`Reconstruct`).
+    f_jvp : callable, optional
+        ``f_jvp(x, params, dx) -> ∂f/∂x dx`` (shape of ``x``): the tangent of
+        ``f`` in ``x`` only. Used by the inverse-free reconstruction
+        (Gauss–Newton's ``J d`` products); without it they are central
+        differences of ``f``. For a built-in step with a tangent,
+        ``lambda x, p, dx: step.f_jvp(x, p, dx, {})``.
+    adjoint : {"store", "checkpoint", "reconstruct"} or Reconstruct
         Where the backward sweep gets the iterates (module docstring).
+        ``"reconstruct"`` is ``Reconstruct()``: ``f_inverse`` when given,
+        otherwise Gauss–Newton on ``f(x) = x_next``.
     checkpoints : int, optional
         ``"checkpoint"``: snapshot slots ``s ≥ 1`` (including ``x_0``) of the
         binomial schedule; default ``⌈√k⌉``. ``s = 1`` recomputes every
@@ -468,10 +560,11 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
     ConvergenceError
         An iterate became non-finite (``on_failure="raise"``).
     ValueError
-        Bad options; ``f``/``f_vjp``/``f_inverse`` returning arrays of the
-        wrong shape; an ``f_inverse`` that does not invert ``f``.
+        Bad options; ``f``/``f_vjp``/``f_inverse``/``f_jvp`` returning arrays
+        of the wrong shape; an ``f_inverse`` that does not invert ``f``.
     TypeError
-        Non-callable functions, wrong containers.
+        Non-callable functions, wrong containers; complex iterates for the
+        inverse-free reconstruction (it is written for real ``x``).
 
     See Also
     --------
@@ -485,7 +578,11 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
     unknowns: ``"store"`` ``k`` VJPs and ``(k + 1) n`` memory;
     ``"checkpoint"`` at most ``t k`` extra steps with ``C(s + t, s) ≥ k`` and
     at most ``2 s`` iterates held; ``"reconstruct"`` ``k`` inverse steps and
-    ``k`` checking steps, ``O(log k)`` iterates held.
+    ``k`` checking steps, ``O(log k)`` iterates held. Without ``f_inverse``
+    each inverse step is a Gauss–Newton solve: typically 3–7 iterations of a
+    few CGLS steps, each one JVP and one VJP (``info.reconstruction_*``); a
+    step it cannot invert to ``reconstruct_tol`` falls back to checkpointing
+    like a failing ``f_inverse``.
 
     Examples
     --------
@@ -504,11 +601,20 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
     check_callable(f, func, "f")
     check_callable(f_vjp, func, "f_vjp")
     check_callable(f_inverse, func, "f_inverse", optional=True)
+    check_callable(f_jvp, func, "f_jvp", optional=True)
     check_on_failure(on_failure, func)
-    k, checkpoints = _check_options(num_steps, adjoint, f_inverse, checkpoints,
-                                    reconstruct_tol, func)
+    adjoint, strategy = _check_adjoint(adjoint, f_inverse, func)
+    k, checkpoints = _check_options(num_steps, checkpoints, reconstruct_tol, func)
     tree = flatten(params, func)
     xp, x = check_x0(x0, func, on_failure)
+    solver = None
+    if strategy is not None:
+        solver = strategy.resolve(f_inverse is not None)
+        if solver != "inverse" and x.dtype.kind == "c":
+            raise TypeError(
+                f"`{func}`: reconstruction without `f_inverse` needs real iterates; "
+                f"got `x0` of dtype {x.dtype}. Pass `f_inverse` or use "
+                f"adjoint='checkpoint'.")
 
     # which iterates the forward pass keeps
     stored = None
@@ -558,7 +664,7 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
     nstored = len(stored) + 1          # plus x_k itself
     info = IterateInfo(iterations=steps, residual_norm=residual, converged=not failed,
                        reason=reason, adjoint=adjoint, checkpoints=slots,
-                       repetitions=reps, peak_stored=nstored)
+                       repetitions=reps, peak_stored=nstored, reconstruct_solver=solver)
     if failed:
         msg = (f"`{func}`: the iterate became non-finite at step {steps} of {k} "
                f"(the iteration diverges, or `f` produced NaN).")
@@ -568,4 +674,4 @@ def iterate(f, x0, params, num_steps, *, f_vjp, f_inverse=None, adjoint="store",
     return IterateResult(x, info, f=f, f_vjp=f_vjp, f_inverse=f_inverse, params=params,
                          tree=tree, num_steps=k, stored=stored, x_last=x,
                          reconstruct_tol=float(reconstruct_tol), on_failure=on_failure,
-                         failed=failed)
+                         failed=failed, f_jvp=f_jvp, strategy=strategy)
