@@ -20,7 +20,6 @@ that finish are dropped from the block (compaction), so they stop costing.
 """
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._common import column_norms, make_info
 from ._operator import CSROperator
@@ -264,15 +263,12 @@ def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
 
 
 def is_hermitian(mat):
-    """Whether the canonical CSR matrix equals its conjugate transpose exactly.
+    """Whether a validated matrix is Hermitian to rounding (see :mod:`.._symmetry`).
 
-    O(nnz); explicit zeros do not count (``A − Aᴴ`` must have only zeros).
+    O(nnz), computed once per matrix and cached on it; explicit zeros do not
+    count.
     """
-    if mat.shape[0] == 0:
-        return True
-    A = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
-    diff = (A - A.conj().T).tocsr()
-    return not np.any(diff.data)
+    return mat.symmetry.hermitian
 
 
 def diagonal(mat):
@@ -334,21 +330,35 @@ class KrylovEngine:
         self.options = dict(options or {})
         self.func = func
         self.hermitian = is_hermitian(mat) if hermitian is None else hermitian
+        # Hermitian to rounding is Hermitian for the method, but solves with
+        # Aᴴ/Aᵀ apply the matrix as given unless it is Hermitian bit for bit
+        self.exact_hermitian = self.hermitian and mat.symmetry.exact
         self.method = self.name + (f"+{precond.name}" if precond is not None else "")
         self._check(func)
         self._positive_diagonal = None
 
     @classmethod
-    def _refuse_nonhermitian(cls, func):
+    def _refuse_nonhermitian(cls, mat, func, advice=None):
+        if advice is None:
+            advice = "Use method='gmres' or method='bicgstab'."
         raise ValueError(
             f"`{func}`: method={cls.name!r} needs a Hermitian (real: symmetric) "
-            f"matrix, and A is not: A ≠ Aᴴ. Use method='gmres' or "
-            f"method='bicgstab'.")
+            f"matrix, and A is not Hermitian to rounding: "
+            f"{mat.symmetry.describe()}. {advice}")
+
+    def admits(self, mat):
+        """Whether new values ``mat`` (same pattern) suit this method."""
+        return not self.requires_hermitian or is_hermitian(mat)
 
     def _check(self, func):
         """Refuse what the method cannot do (CG/MINRES: Hermitian only)."""
         if self.requires_hermitian and not self.hermitian:
-            self._refuse_nonhermitian(func)
+            advice = None
+            if func == "Solver.update":
+                advice = (f"The new values are not; build a new Solver with "
+                          f"method='gmres' or method='bicgstab' (method='auto' "
+                          f"re-chooses on update).")
+            self._refuse_nonhermitian(self.mat, func, advice)
         if (self.requires_hermitian and self.precond is not None
                 and not self.precond.hermitian):
             raise ValueError(
@@ -367,13 +377,15 @@ class KrylovEngine:
     def _plan(self, trans, dtype):
         """``(matvec, psolve, conj)`` solving ``op(A) x = b`` for ``trans``.
 
-        For a Hermitian A, Aᴴ = A and Aᵀ = conj(A): solves with Aᵀ run on A
-        with conjugated input and output (``conj``), so the forward
-        preconditioner serves every ``trans``.
+        For an exactly Hermitian A, Aᴴ = A and Aᵀ = conj(A): solves with Aᵀ
+        run on A with conjugated input and output (``conj``), so the forward
+        preconditioner serves every ``trans``. A Hermitian-to-rounding A is
+        applied as ``op(A)`` of the matrix as given (with the Hermitian
+        preconditioner), so adjoint solves are exact for that matrix.
         """
         M = self.precond
         conj = False
-        if self.hermitian or trans == "N":
+        if self.exact_hermitian or trans == "N":
             conj = trans == "T" and np.dtype(dtype).kind == "c" \
                 and self.mat.dtype.kind == "c"
             matvec = CSROperator(self.mat, "N").matvec

@@ -102,7 +102,10 @@ class CGEngine(KrylovEngine):
     algorithm = staticmethod(cg_algorithm)
 
     def _options(self, trans, conj):
-        # CG runs on A itself for every trans (A is Hermitian): fuse A p, pᴴAp
+        # CG runs on A itself for every trans when A is exactly Hermitian: fuse
+        # A p, pᴴAp (the fused product exists for A, not for Aᴴ/Aᵀ)
+        if trans != "N" and not self.exact_hermitian:
+            return {}
         return {"matvec_dot": CSROperator(self.mat, "N").matvec_dot}
 
     def _refuse(self):
