@@ -2,11 +2,9 @@
 
 import numbers
 import threading
-import warnings
 
 import numpy as np
 
-from ._errors import IllConditionedWarning
 from ._validation import (
     as_matrix,
     as_rhs,
@@ -23,6 +21,8 @@ from ._validation import (
 from .backend import get_backend
 from .solvers import make_engine
 from .solvers._common import apply_policy, column_norms, make_info
+from .solvers._conditioning import ILL_CONDITIONED_BOUND  # noqa: F401 (public name)
+from .solvers._conditioning import warn_ill_conditioned as _warn_ill_conditioned
 from .solvers._solution import Solution
 
 __all__ = ["Solver", "solve", "sparse_outer"]
@@ -30,31 +30,6 @@ __all__ = ["Solver", "solve", "sparse_outer"]
 
 def _real(dtype):
     return np.dtype(np.finfo(dtype).dtype)
-
-
-#: A direct solve warns (:class:`IllConditionedWarning`) when its condition
-#: estimate ``κ`` gives a first-order relative error bound ``κ·eps`` above this:
-#: fewer than about three correct digits can be expected. float64: κ > 4.5e12;
-#: float32: κ > 8.4e3.
-ILL_CONDITIONED_BOUND = 1e-3
-
-
-def _warn_ill_conditioned(info, dtype, func, stacklevel):
-    kappa = getattr(info, "condition_estimate", None)
-    if kappa is None:
-        return
-    kappa = np.asarray(kappa, dtype=np.float64).ravel()
-    kappa = kappa[~np.isnan(kappa)]  # NaN: a zero right-hand side column
-    if not kappa.size:
-        return
-    kappa = float(kappa.max())
-    eps = float(np.finfo(dtype).eps)
-    if kappa * eps > ILL_CONDITIONED_BOUND:
-        warnings.warn(
-            f"`{func}`: ill-conditioned matrix (condition number estimate "
-            f"{kappa:.3g}, a lower bound); the result may have fewer than "
-            f"{max(0, int(-np.log10(kappa * eps)))} correct digits in "
-            f"{np.dtype(dtype).name}.", IllConditionedWarning, stacklevel=stacklevel)
 
 
 class Solver:

@@ -49,7 +49,9 @@ class IllConditionedWarning(LinAlgWarning):
 
     A subclass of :class:`scipy.linalg.LinAlgWarning` (SciPy's warning for the
     same condition in ``scipy.linalg.solve``), so existing filters apply.
-    Emitted when the condition estimate ``κ`` (a cheap lower bound,
-    ``‖op(A)‖₁·‖x‖₁/‖b‖₁``) leaves a first-order error bound ``κ·eps`` above
+    Emitted by the forward solve and by every ``vjp``/``jvp`` after it when
+    the condition estimate ``κ`` (``info.condition_estimate``, an estimate of
+    the 1-norm condition number that does not depend on ``b``) leaves a
+    first-order error bound ``κ·eps`` above
     ``sparsediff._api.ILL_CONDITIONED_BOUND``.
     """

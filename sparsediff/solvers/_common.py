@@ -150,6 +150,11 @@ def apply_policy(x, info, on_failure, what, stacklevel=3):
         return x
     if info.reason == "singular":
         msg = f"{what}: the matrix is singular ({info.method}); no unique solution."
+        kappa = getattr(info, "condition_estimate", None)
+        if kappa is not None and np.isfinite(kappa):
+            msg = (f"{what}: the matrix is singular to working precision (1-norm "
+                   f"condition number estimate {float(kappa):.3g}); no reliable "
+                   f"solution.")
         if info.extra.get("target") is not None:
             status, numbers = _residual_report(info)
             msg += f" {status[1:-1].capitalize()}: {numbers}"

@@ -34,17 +34,30 @@ class SolveInfo:
     column_iterations : ndarray of int or None
         Per-column iteration counts for a 2-D right-hand side (Krylov only).
     error_estimate : float or None
-        Adjoint solves only: an a-posteriori bound on the relative error of
-        the gradient from the forward and adjoint residuals (see
-        ``Solution.vjp``).
+        Direct solves: a bound on the relative error of the result, LAPACK's
+        forward error bound (``xGERFS``' FERR) in the 1-norm,
+        ``‖op(A)⁻¹‖₁·‖|r| + (k+1)·eps·(|op(A)||x| + |b|)‖₁ / ‖x‖₁`` (``r`` the
+        computed residual, ``k`` the most stored entries in a row or column),
+        largest over columns; as reliable as the estimate of ``‖op(A)⁻¹‖₁``.
+        In ``Solution.adjoint_info``: the bound ``e_x + e_λ + e_x·e_λ`` on
+        the relative error of the gradients (see ``Solution.vjp``). ``None``
+        for iterative solves.
     trans : str
         ``"N"``, ``"T"`` or ``"H"``: which of A, Aᵀ, Aᴴ was solved with.
-    condition_estimate : float, ndarray or None
-        Direct solves: a lower bound on the 1-norm condition number of
-        ``op(A)``, ``‖op(A)‖₁·‖x‖₁/‖b‖₁`` (per column for a 2-D ``b``; NaN
-        for a zero column). O(n) per solve; it never overestimates, so a
-        large value is certain, a small one is not a proof of good
-        conditioning. ``None`` for iterative solves.
+    condition_estimate : float or None
+        Direct solves: an estimate of the 1-norm condition number
+        ``κ₁(op(A)) = ‖op(A)‖₁·‖op(A)⁻¹‖₁``, independent of the right-hand
+        side (Hager–Higham's estimator, as LAPACK's ``xGECON``: a handful of
+        solves once per factorization, cached). A lower bound in exact
+        arithmetic, almost always within a factor 3 (usually exact); ``inf``
+        for an exactly singular matrix. A matrix with ``κ·eps ≥ 1`` both as
+        it is and with equilibrated rows and columns is singular to working
+        precision (``reason="singular"``). ``None`` for iterative solves.
+    backward_error : float or None
+        ``Solution.adjoint_info`` only: the sum of the relative residuals
+        ``‖r‖₂/‖b‖₂`` of the forward and the adjoint solves (largest over
+        columns): the first-order relative error of the gradients is at most
+        about a condition number times this. Not itself an error bound.
     """
 
     converged: bool
@@ -58,4 +71,5 @@ class SolveInfo:
     error_estimate: Any = None
     trans: str = "N"
     condition_estimate: Any = None
+    backward_error: Any = None
     extra: dict = field(default_factory=dict, repr=False, compare=False)

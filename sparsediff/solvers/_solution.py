@@ -9,6 +9,7 @@ from .._errors import ConvergenceWarning
 from .._validation import as_rhs, check_stopping, check_tolerances, nonfinite_error
 from ..adjoint.linear import adjoint_solve, pattern_gradient, tangent_rhs
 from ._common import apply_policy, column_norms
+from ._conditioning import warn_ill_conditioned
 
 __all__ = ["Solution"]
 
@@ -42,8 +43,13 @@ class Solution:
     info : SolveInfo
         Report of the forward solve.
     adjoint_info : SolveInfo or None
-        Report of the latest adjoint solve (after :meth:`vjp`), with
-        ``error_estimate`` set.
+        Report of the latest adjoint solve (after :meth:`vjp`), for the
+        cotangent scaled to unit 2-norm per column (so ``rhs_norm`` is 1 and
+        ``residual_norm`` is relative): scalars for a 1-D cotangent, arrays of
+        shape ``(m,)`` for ``(n, m)``. After a direct solve,
+        ``condition_estimate`` and ``error_estimate`` (a bound on the relative
+        error of the gradients, see :meth:`vjp`) are set; ``backward_error``
+        always.
 
     Notes
     -----
@@ -111,8 +117,16 @@ class Solution:
                 f"`{func}`: differentiating a forward solve that did not converge "
                 f"(reason: {self.info.reason}); the gradient is that of the "
                 f"unconverged iterate.", ConvergenceWarning, stacklevel=3)
+            if self._numerically_singular():
+                return False  # a computed x: differentiate it, with warnings
             return self.info.reason in ("singular", "nonfinite")
         return True
+
+    def _numerically_singular(self):
+        """A direct solve that computed ``x`` but found A singular to working
+        precision (an exactly singular A gives NaN and is not this)."""
+        return (self.info.reason == "singular" and self.info.method == "direct"
+                and self._engine_ok() and bool(np.isfinite(self._x2).all()))
 
     def vjp(self, g, *, rtol=None, atol=None, maxiter=None):
         """Reverse mode: gradients of ``L`` with cotangent ``g = ∂L/∂x``.
@@ -149,8 +163,29 @@ class Solution:
         NonFiniteInputError
             NaN or Inf in ``g`` (unless ``on_failure="nan"``: NaN gradients).
 
+        Warns
+        -----
+        IllConditionedWarning
+            After a direct solve, as the forward solve: when the condition
+            estimate of A leaves fewer than about three correct digits. A
+            matrix singular to working precision is a failure
+            (``SingularMatrixError`` under ``on_failure="raise"``; under
+            ``"warn"`` a :class:`ConvergenceWarning` and the computed
+            gradients).
+
         Notes
         -----
+        After a direct solve ``adjoint_info.error_estimate`` is a bound ``e``
+        on the relative error of both gradients, from LAPACK's forward error
+        bounds ``e_x`` of ``x`` and ``e_λ`` of ``λ`` (1-norm, relative to the
+        computed vectors, largest over columns; see ``SolveInfo``):
+        ``e = e_x + e_λ + e_x·e_λ``. Then ``‖δ grad_b‖₁ ≤ e·‖grad_b‖₁`` and,
+        entrywise over the pattern, ``Σ_k |δ grad_A[k]| ≤ e·Σ_c ‖λ_c‖₁‖x_c‖₁``
+        (the sum norm of the outer products ``λ xᴴ`` the pattern samples). It
+        is as reliable as the estimate of ``‖A⁻¹‖₁``. Iterative solves set it
+        to ``None`` (no condition estimate); their ``backward_error`` is the
+        sum of the forward and adjoint relative residuals.
+
         With ``λ = A⁻ᴴ g`` (for ``trans="N"``): ``grad_b = λ`` and
         ``grad_A.data[k] = −λ[i_k]·conj(x[j_k])`` (summed over columns for a
         2-D ``b``). A real ``A`` (or ``b``) gets the real part of its complex
@@ -190,10 +225,13 @@ class Solution:
             x0 = self._warm_start(g2)
             lam, info, live, scale = adjoint_solve(self._engine, g2, self._trans,
                                                    x0=x0, **tol)
-            info = self._with_estimate(info, lam, g2)
+            info = self._with_estimate(info)
             self.adjoint_info = info
             lam = apply_policy(lam, info, self._on_failure,
                                f"`{func}`: adjoint solve", stacklevel=3)
+            if info.converged:
+                warn_ill_conditioned(info, dtype, func, stacklevel=3,
+                                     kappa=self._kappa(info))
             if self._owner is not None and getattr(self._engine, "iterative", False):
                 # a warm start for the next adjoint solve (direct solves need none)
                 # (normalized per column, like the solve itself, so that the
@@ -229,7 +267,12 @@ class Solution:
             ``on_failure="nan"``).
         ConvergenceError, SingularMatrixError
             The forward or the tangent solve failed (``on_failure="raise"``;
-            NaN under ``"nan"``).
+            NaN under ``"nan"``), e.g. A singular to working precision.
+
+        Warns
+        -----
+        IllConditionedWarning
+            After a direct solve, as the forward solve.
 
         Examples
         --------
@@ -276,6 +319,8 @@ class Solution:
                                                trans=self._trans, **self._tol)
                 sol = apply_policy(sol, info, self._on_failure,
                                    f"`{func}`: tangent solve", stacklevel=3)
+                if info.converged:
+                    warn_ill_conditioned(info, dtype, func, stacklevel=3)
                 dx[:, live] = sol * scale[live].astype(rhs.real.dtype)
         return dx[:, 0].copy() if self._is_1d else dx
 
@@ -295,16 +340,38 @@ class Solution:
         # runs on the normalized cotangent, so it is a starting guess there
         return np.ascontiguousarray(prev, dtype=g2.dtype)
 
-    def _with_estimate(self, info, lam, g2):
-        """Attach an a-posteriori relative error estimate of the gradient.
+    def _kappa(self, info):
+        """The larger of the forward and adjoint condition estimates (the
+        gradient of A depends on both ``x`` and ``λ``)."""
+        ks = [k for k in (self.info.condition_estimate, info.condition_estimate)
+              if k is not None]
+        return max(float(np.max(k)) for k in ks) if ks else None
 
-        First order: the relative error of ``x`` is at most ``κ·‖r_x‖/‖b‖`` and
-        of ``λ`` at most ``κ·‖r_λ‖/‖g‖``; the pattern gradient, bilinear in
-        ``(λ, x)``, inherits their sum. We report the sum of the relative
-        residuals (the backward errors), i.e. the bound divided by ``κ(A)``.
+    def _with_estimate(self, info):
+        """The adjoint report with the gradient's error bound and backward
+        error, squeezed to scalars for a 1-D cotangent.
+
+        ``error_estimate``: ``e_x + e_λ + e_x·e_λ`` from the forward error
+        bounds of the forward and adjoint direct solves (see :meth:`vjp`);
+        ``None`` when either solve has none (iterative). ``backward_error``:
+        the sum of the relative residuals of the two solves (the adjoint's is
+        already relative: it solves with unit-norm cotangents), a bound on the
+        error only after multiplication by a condition number.
         """
         fwd = np.max(np.atleast_1d(self.info.residual_norm)
                      / np.maximum(np.atleast_1d(self.info.rhs_norm), 1e-300),
                      initial=0.0)
         adj = np.max(np.atleast_1d(info.residual_norm), initial=0.0)  # unit-scale g
-        return dataclasses.replace(info, error_estimate=float(fwd + adj))
+        e_x, e_lam = self.info.error_estimate, info.error_estimate
+        bound = None
+        if e_x is not None and e_lam is not None:
+            bound = float(e_x + e_lam + e_x * e_lam)
+        info = dataclasses.replace(info, error_estimate=bound,
+                                   backward_error=float(fwd + adj))
+        if self._is_1d and np.ndim(info.residual_norm) != 0:
+            info = dataclasses.replace(
+                info,
+                residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
+                rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
+                column_converged=None, column_iterations=None)
+        return info
