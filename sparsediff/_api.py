@@ -19,7 +19,7 @@ from ._validation import (
     result_dtype,
 )
 from .backend import get_backend
-from .solvers import make_engine
+from .solvers import make_engine, update_engine
 from .solvers._common import apply_policy, column_norms, make_info
 from .solvers._conditioning import ILL_CONDITIONED_BOUND  # noqa: F401 (public name)
 from .solvers._conditioning import warn_ill_conditioned as _warn_ill_conditioned
@@ -165,8 +165,8 @@ class Solver:
             result_dtype(values.dtype, mat.dtype), copy=False))
         if not new.finite and self._on_failure != "nan":
             raise nonfinite_error(func, "data")
-        if new.finite and old_engine is not None and hasattr(old_engine, "update"):
-            engine = old_engine.update(new)
+        if new.finite and old_engine is not None:
+            engine = update_engine(old_engine, self._method, new, self._M)
         else:
             _, engine = self._build(new)
         state = (new, engine, result_dtype(a_dtype, values.dtype))
@@ -338,15 +338,17 @@ def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
     Warns
     -----
     IllConditionedWarning
-        Direct solves whose condition estimate (``info.condition_estimate``,
-        a lower bound) leaves fewer than about three correct digits.
+        Direct solves whose 1-norm condition estimate
+        (``info.condition_estimate``, from the factors, independent of ``b``)
+        leaves fewer than about three correct digits; the gradients of such a
+        solve (``vjp``, ``jvp``) warn as well.
     ConvergenceWarning
         A failed solve under ``on_failure="warn"``.
 
     Notes
     -----
     With ``λ = A⁻ᴴ g``: ``∂L/∂b = λ`` and ``∂L/∂A.data[k] = −λ[i_k]·conj(x[j_k])``
-    for every stored entry ``k = (i_k, j_k)`` (DESIGN.md). Unlike
+    for every stored entry ``k = (i_k, j_k)`` (docs/design.md). Unlike
     ``scipy.sparse.linalg.spsolve``, the caller's matrix is never canonicalized
     in place and a ``(n, 1)`` right-hand side gives a ``(n, 1)`` solution.
 
