@@ -219,7 +219,7 @@ def test_sparse_outer_rectangular_and_default_alpha(rng):
 
 
 def test_sparse_outer_is_the_gradient_kernel(rng):
-    """∂L/∂A.data = −sparse_outer(A, λ, conj(x)) (DESIGN.md)."""
+    """∂L/∂A.data = −sparse_outer(A, λ, conj(x)) (docs/design.md)."""
     A, b, D = make_problem(rng, "csr_dup", np.complex128, n=6, shape="nk")
     sol = sd.solve(A, b)
     g = randn(rng, b.shape, np.complex128)

@@ -1,4 +1,4 @@
-"""Forward solves: values, shapes, dtypes, edge cases (RELIABILITY.md §(a), §(b))."""
+"""Forward solves: values, shapes, dtypes, edge cases, hard direct-solver cases."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""Gradients, checked three ways (RELIABILITY.md §(d)).
+"""Gradients, checked three ways (docs/design.md, "Reliability principles").
 
 * D4: a dense autodiff oracle (``torch.linalg.solve`` + autograd), read at the
   caller's entries: masked by A's *pattern*, never by the gradient's nonzeros;
@@ -6,7 +6,7 @@
   ``(A.data, b)``, perturbing only stored values;
 * D3: the dot-product test ``⟨J u, v⟩ = Re⟨u, Jᴴ v⟩`` between ``jvp`` and ``vjp``.
 
-Convention (DESIGN.md): for a real loss ``L`` and cotangent ``g``,
+Convention (docs/design.md): for a real loss ``L`` and cotangent ``g``,
 ``δL = Re(gᴴ δx)``; a gradient ``G`` of a parameter ``p`` satisfies
 ``δL = Re(Σ conj(G) δp)``: PyTorch's ``.grad`` convention.
 """

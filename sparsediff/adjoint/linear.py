@@ -1,6 +1,6 @@
 """Reverse- and forward-mode rules of the linear solve ``op(A) x = b``.
 
-Derivation (DESIGN.md). Let ``op(A) x = b`` with ``op`` one of identity (N),
+Derivation (docs/design.md). Let ``op(A) x = b`` with ``op`` one of identity (N),
 transpose (T) or conjugate transpose (H), and a real loss with cotangent ``g``
 (``δL = Re(gᴴ δx)``). Differentiating, ``op(A) δx = δb − op(δA) x``, so with
 the adjoint ``λ = op(A)⁻ᴴ g``::

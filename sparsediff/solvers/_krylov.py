@@ -12,11 +12,14 @@ right-hand sides in lockstep with one scalar per column. The driver
 * the callback, called once per iteration with the current iterate.
 
 Inside the methods, a column whose recursive residual passes the test gets its
-true residual recomputed (C3 of the reliability catalogue: apparent
-convergence is never trusted); if that fails, the true residual replaces the
-recursive one and the column goes on, and after repeated replacements that do
-not reduce the true residual it stops with ``reason="stagnation"``. Columns
-that finish are dropped from the block (compaction), so they stop costing.
+true residual recomputed (apparent convergence is never trusted); if that
+fails, the true residual replaces the recursive one and the column goes on.
+Every ``STAGNATION_WINDOW`` iterations the true residual of the live columns is
+recomputed as well (:meth:`State.check_stagnation`): a column stuck at the
+rounding level whose best true residual stops halving stops with
+``reason="stagnation"``, and the failure message reports that best residual as
+the attainable accuracy. Columns that finish are dropped from the block
+(compaction), so they stop costing.
 """
 
 import numpy as np
