@@ -160,12 +160,13 @@ class Preconditioner:
 
 
 def diagonal(mat):
-    """The diagonal of a canonical CSR :class:`MatrixInput` (0 where not stored)."""
-    n = mat.shape[0]
-    d = np.zeros(n, dtype=mat.dtype)
-    on = mat.indices == mat.rows
-    d[mat.rows[on]] = mat.data[on]
-    return d
+    """The diagonal of a canonical CSR :class:`MatrixInput` (0 where not stored).
+
+    Read from the CSR arrays directly: no array of one row index per entry is
+    made (nor cached on ``mat``).
+    """
+    return sp.csr_array((mat.data, mat.indices, mat.indptr),
+                        shape=mat.shape).diagonal()
 
 
 def check_diagonal(d, func, what):
@@ -181,17 +182,28 @@ def check_diagonal(d, func, what):
         )
 
 
-def hermitian_part(A):
+def hermitian_part(A, dtype=None, known_inexact=False):
     """``(A + Aᴴ)/2`` of a SciPy CSR matrix (``A`` itself when exactly Hermitian).
 
     The returned matrix is exactly Hermitian in floating point: entry ``(i, j)``
-    is ``(a_ij + conj(a_ji))/2`` and IEEE addition commutes.
+    is ``(a_ij + conj(a_ji))/2`` and IEEE addition commutes. ``dtype``: the
+    values are converted first (the sum is computed in it). With
+    ``known_inexact`` the test for an exactly Hermitian ``A`` (an O(nnz)
+    difference matrix) is skipped and the sum always formed (its stored zeros
+    dropped). The result is a new matrix, halved in place: besides it only
+    ``Aᴴ`` is allocated meanwhile.
     """
+    if dtype is not None and A.dtype != dtype:
+        A = A.astype(dtype)
     AH = A.conj().T.tocsr()
-    diff = (A - AH).tocsr()
-    if diff.nnz == 0 or not np.any(diff.data):
-        return A
-    H = ((A + AH) * 0.5).tocsr()
+    if not known_inexact:
+        diff = (A - AH).tocsr()
+        if diff.nnz == 0 or not np.any(diff.data):
+            return A
+        del diff
+    H = (A + AH).tocsr()
+    del AH
+    H.data *= 0.5
     H.sort_indices()
     return H
 

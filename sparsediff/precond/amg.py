@@ -67,13 +67,21 @@ def _gs_sweep(A, x, b):
     amg_core.gauss_seidel(A.indptr, A.indices, A.data, x, b, n - 1, -1, -1)
 
 
-def _csr(M, dtype):
-    """A canonical CSR copy with int32 indices (pyamg's kernels need them)."""
-    M = sp.csr_array(M, dtype=dtype, copy=True)
+def _int32_ok(M):
+    return (M.shape[0] < np.iinfo(np.int32).max
+            and M.nnz < np.iinfo(np.int32).max)
+
+
+def _csr(M, dtype, copy=True):
+    """A canonical CSR matrix with int32 indices (pyamg's kernels need them).
+
+    ``copy=False`` reuses ``M``'s arrays where they already fit and may
+    canonicalize ``M`` in place: only for matrices this module owns.
+    """
+    M = sp.csr_array(M, dtype=dtype, copy=copy)
     M.sum_duplicates()
     M.sort_indices()
-    if M.indices.dtype != np.int32 and M.shape[0] < np.iinfo(np.int32).max \
-            and M.nnz < np.iinfo(np.int32).max:
+    if M.indices.dtype != np.int32 and _int32_ok(M):
         M.indices = M.indices.astype(np.int32)
         M.indptr = M.indptr.astype(np.int32)
     return M
@@ -81,6 +89,69 @@ def _csr(M, dtype):
 
 def _adjoint(M, dtype):
     return _csr(M.conj().T, dtype)
+
+
+def _readonly(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def _shared(mat, dtype):
+    """The validated matrix as a CSR array sharing its arrays, read-only.
+
+    ``None`` when its arrays cannot serve as they are (another dtype, 64-bit
+    indices that fit in 32 bits): then a converted copy is needed. The arrays
+    are read-only views, so neither pyamg nor the cycle can write into the
+    validated matrix, which the solver iterates with.
+    """
+    if mat.dtype != dtype:
+        return None
+    M = sp.csr_array((_readonly(mat.data), _readonly(mat.indices),
+                      _readonly(mat.indptr)), shape=mat.shape)
+    if M.indices.dtype != np.int32 and _int32_ok(M):
+        return None
+    # canonical already (sorted, no duplicates): record it so that nothing
+    # tries to sort the read-only arrays
+    M.has_sorted_indices = True
+    M.has_canonical_format = True
+    return M
+
+
+def _root(a):
+    """The array owning ``a``'s memory (``a`` itself when it owns it)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _bytes(arrays):
+    """Total bytes of the distinct buffers behind ``arrays``."""
+    roots = {id(_root(a)): _root(a) for a in arrays}
+    return sum(r.nbytes for r in roots.values())
+
+
+def _held_arrays(obj, seen=None):
+    """Every NumPy array reachable from ``obj`` through sparse matrices,
+    tuples, lists and dicts (used to account for what a hierarchy holds)."""
+    out = []
+    stack = [obj]
+    seen = set() if seen is None else seen
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, np.ndarray):
+            out.append(o)
+        elif sp.issparse(o):
+            stack.extend(getattr(o, name) for name in ("data", "indices", "indptr")
+                         if hasattr(o, name))
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+    return out
 
 
 class AMG(Preconditioner):
@@ -195,19 +266,29 @@ class AMG(Preconditioner):
             self.setup_time = time.perf_counter() - t0
             return
         check_diagonal(diagonal(mat), func, "'amg'")
-        A = _csr(sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape),
-                 self._work)
+        # Level 0 is the validated matrix itself when it can be (work dtype,
+        # int32 indices, exactly Hermitian or built non-symmetric): no copy.
+        # Otherwise one matrix is made, (A + Aᴴ)/2 or a converted copy, and
+        # serves both pyamg's setup and the level-0 smoother.
         if symmetry == "nonsymmetric":
-            H = None
+            herm, exact = False, False
         elif symmetry == "hermitian":
-            H = ((A + A.conj().T) * 0.5).tocsr()
+            herm, exact = True, False
         else:
             sym = mat.symmetry
             rtol = sym.tol if hermitian_rtol is None else hermitian_rtol
-            H = hermitian_part(A) if sym.asymmetry <= rtol else None
-        self.hermitian = H is not None
-        if H is not None:
-            A = _csr(H, self._work)
+            herm = sym.asymmetry <= rtol
+            exact = herm and sym.exact
+        self.hermitian = herm
+        A = _shared(mat, self._work)
+        if herm and not exact:
+            # "hermitian" takes the sum even for an exactly Hermitian A (it
+            # drops stored zeros, as it always has)
+            A = hermitian_part(mat.to_scipy() if A is None else A, dtype=self._work,
+                               known_inexact=True)
+            A = _csr(A, self._work, copy=False)
+        elif A is None:
+            A = _csr(mat.to_scipy(), self._work)
         self._build(A, aggregates)
         self.setup_time = time.perf_counter() - t0
 
@@ -226,33 +307,48 @@ class AMG(Preconditioner):
         if aggregates:
             kwargs["aggregate"] = [("predefined", {"AggOp": agg}) for agg in aggregates]
             kwargs["strength"] = None  # only the aggregation would use it
-        # pyamg keeps A by reference and may sort it in place: it gets a copy.
+        # pyamg keeps A by reference (as its level 0) and would sort it in
+        # place: it gets the level-0 matrix itself, canonical (nothing to sort)
+        # and, when it is the validated matrix, on read-only arrays.
         # Its spectral-radius estimates start from NumPy's *global* random
         # generator: seed it for a reproducible hierarchy (update() equals a
         # fresh build) and restore the caller's state afterwards.
         # The setup solves many tiny eigenvalue problems: multi-threaded BLAS
         # makes it 10-20x slower on a 2-core machine (thread start-up and
         # spinning dominate), so BLAS runs on one thread meanwhile.
+        # keep=True is for the aggregates (update() reuses them); the other
+        # extras (strength matrices, tentative prolongators, candidates,
+        # pyamg's smoother closures) are dropped below, level by level.
         with _GLOBAL_RANDOM_LOCK, warnings.catch_warnings(record=True) as caught, \
                 threadpool_limits(limits=1, user_api="blas"):
             warnings.simplefilter("always")
             state = np.random.get_state()  # noqa: NPY002 - pyamg uses it
             try:
                 np.random.seed(0)  # noqa: NPY002
-                ml = pyamg.smoothed_aggregation_solver(A.copy(), **kwargs)
+                ml = pyamg.smoothed_aggregation_solver(A, **kwargs)
             finally:
                 np.random.set_state(state)  # noqa: NPY002
         for w in caught:
             warnings.warn(f"`{self.func}`: pyamg setup: {w.message}", w.category,
                           stacklevel=4)
 
-        levels = []
-        for k, lev in enumerate(ml.levels[:-1]):
-            Ak = A if k == 0 else _csr(lev.A, self._work)
-            if self.hermitian and k > 0:
+        # Take over pyamg's output: every operator is converted (BSR to CSR,
+        # exactly Hermitian coarse levels) and pyamg's version released at
+        # once, so that at most one level is held twice meanwhile.
+        w = self._work
+        nlev = len(ml.levels)
+        levels, aggregates = [], []
+        for k in range(nlev - 1):
+            lev = ml.levels[k]
+            if k == 0:
+                Ak = A  # the matrix pyamg was given: shared, not copied
+            elif self.hermitian:
                 # the Galerkin product is Hermitian only to rounding; make the
                 # stored level exactly Hermitian so that M = Mᴴ holds
-                Ak = _csr((Ak + Ak.conj().T) * 0.5, self._work)
+                Ak = _csr(hermitian_part(lev.A, dtype=w, known_inexact=True), w,
+                          copy=False)
+            else:
+                Ak = _csr(lev.A, w, copy=False)
             d = Ak.diagonal()
             if k > 0 and np.any(d == 0):
                 raise SingularMatrixError(
@@ -260,10 +356,17 @@ class AMG(Preconditioner):
                     f"on level {k}; Gauss–Seidel smoothing is impossible there. "
                     f"Try M='ilu'."
                 )
-            P = _csr(lev.P, self._work)
-            R = _adjoint(P, self._work) if self.hermitian else _csr(lev.R, self._work)
+            P = _csr(lev.P, w, copy=False)
+            if self.hermitian:
+                # R = Pᴴ: the transposed view (CSC, no copy) for real values
+                R = P.T if not is_complex(w) else P.conj().T
+            else:
+                R = _csr(lev.R, w, copy=False)
+            aggregates.append(lev.AggOp)
+            ml.levels[k] = None  # release pyamg's A, P, R, C, T, B of this level
             levels.append((Ak, R, P))
         coarse = ml.levels[-1].A
+        del ml
         coarse = coarse.toarray() if sp.issparse(coarse) else np.asarray(coarse)
         cinv = sla.pinv(coarse.astype(self._work))
         if self.hermitian:
@@ -276,11 +379,29 @@ class AMG(Preconditioner):
                 f"`A` is not suitable for smoothed aggregation. Try M='ilu'."
             )
         self._ops["N"] = (levels, np.ascontiguousarray(cinv))
-        self._aggregates = [lev.AggOp for lev in ml.levels[:-1]]
-        self.levels = len(ml.levels)
+        self._aggregates = aggregates
+        self.levels = nlev
         self.operator_complexity = float(
             sum(lv[0].nnz for lv in levels) + np.count_nonzero(coarse)
         ) / max(A.nnz, 1)
+
+    @property
+    def nbytes(self):
+        """Bytes of the arrays this preconditioner holds (each buffer once).
+
+        Counts the hierarchy (level matrices, restrictions, prolongations,
+        the coarse pseudo-inverse), the adjoint hierarchy once built, and the
+        aggregates kept for :meth:`update`. Level 0 is counted although it
+        usually shares the validated matrix's arrays (see
+        :meth:`owned_nbytes`).
+        """
+        return _bytes(_held_arrays([self._ops, self._aggregates]))
+
+    def owned_nbytes(self, mat):
+        """:attr:`nbytes` less the buffers shared with ``mat`` (a MatrixInput)."""
+        shared = {id(_root(a)) for a in (mat.data, mat.indices, mat.indptr)}
+        held = _held_arrays([self._ops, self._aggregates])
+        return _bytes([a for a in held if id(_root(a)) not in shared])
 
     def _adjoint_ops(self):
         """The conjugate-transposed hierarchy (built on first use, then kept)."""
