@@ -260,8 +260,8 @@ def main(argv=None):
                 its = "/".join(map(str, mem["its"])) if "its" in mem else "–"
                 row = (f"| {k}² | {mem['n']} | {method} | {mem['peak']:.0f} | "
                        f"{mem['dpeak']:.0f} | {mem['setup_rss']:.0f} | "
-                       f"{_sec(tim, 'setup')} | {_sec(tim, 'solve')} | {_sec(tim, 'grad')} | "
-                       f"{its} |")
+                       f"{_sec(tim, 'setup')} | {_sec(tim, 'solve')} | "
+                       f"{_sec(tim, 'grad')} | {its} |")
                 if not mem["reset"]:
                     row += " (peak not reset: includes building A)"
             lines.append(row)
