@@ -82,8 +82,7 @@ class Solver:
                  _mat=None, _a_dtype=None):
         func = _func
         if _mat is None:
-            get_backend(A, func=func)
-            _mat = as_matrix(A, func, "A")
+            _mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
         check_on_failure(on_failure, func)
         self._tol = dict(zip(("rtol", "atol", "maxiter"),
                              check_tolerances(rtol, atol, maxiter, func)))
@@ -366,10 +365,10 @@ def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
     True
     """
     func = "sparsediff.solve"
-    get_backend(A, b, x0, func=func)
+    backend = get_backend(A, b, x0, func=func)
     check_on_failure(on_failure, func)
     check_callback(callback, func)
-    mat = as_matrix(A, func, "A")
+    mat = as_matrix(A, func, "A", backend=backend)
     rhs = as_rhs(b, mat.shape[0], func, "b")
     # factorize once, in the precision the right-hand side needs (a real
     # matrix stays real for a complex b: its parts are solved separately)
@@ -435,7 +434,7 @@ def sparse_outer(A, u, v, alpha=1.0):
     """
     func = "sparsediff.sparse_outer"
     backend = get_backend(A, u, v, func=func)
-    mat = as_matrix(A, func, "A", square=False)
+    mat = as_matrix(A, func, "A", square=False, backend=backend)
     u, v = as_vector_pair(u, v, mat.shape, func)
     if (np.ndim(alpha) != 0 or isinstance(alpha, (bool, np.bool_))
             or not isinstance(alpha, (numbers.Number, np.generic))

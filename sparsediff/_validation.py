@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from ._errors import NonFiniteInputError
 from ._symmetry import measure_symmetry
+from .backend import NUMBA
 
 __all__ = [
     "MatrixInput",
@@ -228,7 +229,12 @@ class MatrixInput:
         caller-ordered array: ``grad_A.data``, ``Solver.update(data)``...).
     finite : bool
         Whether every stored value is finite.
+    backend : Backend
+        The backend chosen at the public boundary; everything below the
+        public layer takes its array namespace and kernels from it.
     """
+
+    backend = NUMBA
 
     def __init__(self, shape, indptr, indices, data, perm, order, starts,
                  layout, finite):
@@ -384,8 +390,8 @@ def _not_a_matrix(A, func, name):
     )
 
 
-def as_matrix(A, func, name="A", square=True):
-    """Validate ``A`` and return its :class:`MatrixInput`.
+def as_matrix(A, func, name="A", square=True, backend=None):
+    """Validate ``A`` and return its :class:`MatrixInput`, carrying ``backend``.
 
     Raises
     ------
@@ -394,6 +400,13 @@ def as_matrix(A, func, name="A", square=True):
     ValueError
         Wrong shape, corrupt structure.
     """
+    mat = _as_matrix(A, func, name, square)
+    if backend is not None:
+        mat.backend = backend
+    return mat
+
+
+def _as_matrix(A, func, name, square):
     layout = {}
     if sp.issparse(A):
         fmt = A.format

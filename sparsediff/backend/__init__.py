@@ -1,29 +1,140 @@
-"""Backend selection: NumPy/SciPy on the CPU (CuPy on the GPU, planned).
+"""Backends: the one seam between the algorithms and the arrays they run on.
 
-The backend is chosen once, at the public boundary, from the argument types;
-no environment variable or global state decides it (docs/backends.md).
+The backend is chosen once, at the public boundary, from the argument types
+(:func:`get_backend`); no environment variable or global state decides it.
+The validated matrix carries it (``MatrixInput.backend``) to every engine,
+preconditioner, ``Solution``, adjoint rule and built-in step, which take their
+array namespace and kernels from it (docs/backends.md).
+
+A backend provides:
+
+``name``
+    ``"numba"`` (CPU), ``"reference"`` (tests), ``"cupy"`` (GPU, planned).
+``xp``, ``sparse``
+    The array namespace and the sparse-matrix module.
+``kernels``
+    One kernel set with the same names and arguments on every backend (the
+    names in :data:`KERNELS`): SpMV N/T/H, the pattern product, the fused
+    Krylov updates and reductions.
+``check_every``
+    How often a Krylov loop reads its convergence, breakdown and non-finite
+    flags to the host: 1 where reading is free (the CPU), more where each
+    read is a device synchronization.
+``to_host(x)`` / ``from_host(x)``
+    The transfer points (identities on the CPU).
+``methods``, ``preconditioners``
+    What the backend can do; :meth:`Backend.require` refuses the rest naming
+    what is available.
 """
 
 import numpy as np
 import scipy.sparse
 
-__all__ = ["NumpyBackend", "get_backend"]
+__all__ = ["KERNELS", "Backend", "NumbaBackend", "NumpyBackend", "ReferenceBackend",
+           "get_backend"]
+
+#: The kernel set every backend implements (same names, same arguments).
+KERNELS = (
+    "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_matvec",
+    "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "sparse_outer",
+    "sub_scaled", "xpby",
+)
 
 
-class NumpyBackend:
-    """CPU backend: NumPy arrays, SciPy sparse matrices, Numba kernels."""
+class _KernelSet:
+    """The kernels of one backend as attributes, gathered from its modules."""
 
-    name = "numpy"
+    def __init__(self, name, *modules):
+        self.name = name
+        for mod in modules:
+            for k in KERNELS:
+                if hasattr(mod, k) and not hasattr(self, k):
+                    setattr(self, k, getattr(mod, k))
+        missing = [k for k in KERNELS if not hasattr(self, k)]
+        if missing:  # pragma: no cover - a backend under construction
+            raise ImportError(f"backend {name!r} lacks the kernels {missing}")
+
+    def __repr__(self):
+        return f"<kernels of backend {self.name!r}>"
+
+
+class Backend:
+    """Base class of the backends (see the module docstring)."""
+
+    name = "base"
     xp = np
     sparse = scipy.sparse
+    check_every = 1
+    methods = ("auto", "direct", "cg", "minres", "gmres", "bicgstab")
+    preconditioners = ("jacobi", "ilu", "amg")
+
+    def __repr__(self):
+        return f"<sparsediff backend {self.name!r}>"
+
+    @property
+    def kernels(self):  # pragma: no cover - every backend overrides
+        raise NotImplementedError
+
+    def to_host(self, x):
+        """``x`` as a NumPy array (a copy only where the data is elsewhere)."""
+        return np.asarray(x)
+
+    def from_host(self, x):
+        """A NumPy array ``x`` as this backend's array."""
+        return self.xp.asarray(x)
+
+    def require(self, kind, what, func):
+        """Refuse a method or preconditioner this backend does not provide."""
+        available = self.methods if kind == "method" else self.preconditioners
+        if what not in available:
+            raise ValueError(
+                f"`{func}`: the {self.name} backend has no {kind} {what!r}; "
+                f"available: {', '.join(map(repr, available))}.")
+
+
+class NumbaBackend(Backend):
+    """The CPU backend: NumPy arrays, SciPy sparse matrices, Numba kernels."""
+
+    name = "numba"
+    _kernels = None
 
     @property
     def kernels(self):
-        from ..kernels import numba as kernels  # compiled lazily, not at import
-        return kernels
+        # imported on first use: nothing compiles (or imports numba) at import
+        if NumbaBackend._kernels is None:
+            from ..kernels import numba as csr
+            from ..kernels.numba import _krylov as fused
+
+            NumbaBackend._kernels = _KernelSet(self.name, csr, fused)
+        return NumbaBackend._kernels
 
 
-_NUMPY = NumpyBackend()
+class ReferenceBackend(NumbaBackend):
+    """The GPU-shaped code on the CPU, for tests: NumPy twins, ``check_every = 8``.
+
+    Runs every algorithm exactly as a device backend would (flags read to the
+    host every 8 iterations) with the pure-NumPy kernels of
+    ``kernels/_reference.py``, so that what the GPU will run is tested here.
+    """
+
+    name = "reference"
+    check_every = 8
+    _ref_kernels = None
+
+    @property
+    def kernels(self):
+        if ReferenceBackend._ref_kernels is None:
+            from ..kernels import _reference
+
+            ReferenceBackend._ref_kernels = _KernelSet(self.name, _reference)
+        return ReferenceBackend._ref_kernels
+
+
+#: Former name of the CPU backend class.
+NumpyBackend = NumbaBackend
+
+NUMBA = NumbaBackend()
+REFERENCE = ReferenceBackend()
 
 _GPU_MODULES = ("cupy", "cupyx")
 
@@ -35,8 +146,9 @@ def _library(obj):
 def get_backend(*args, func):
     """The backend for these arguments (``None`` entries are ignored).
 
-    Raises ``TypeError`` when NumPy and CuPy arguments are mixed, or for CuPy
-    arguments while the GPU backend is not available in this version.
+    Raises ``TypeError`` for CuPy arguments (alone or mixed with host ones),
+    while the GPU backend is not available in this version, saying what is
+    supported.
     """
     libs = {_library(a) for a in args if a is not None}
     gpu = libs & set(_GPU_MODULES)
@@ -51,4 +163,4 @@ def get_backend(*args, func):
             f"(`cupy.asnumpy(b)`, `A.get()` for a cupyx.scipy.sparse matrix) "
             f"and pass NumPy/SciPy objects."
         )
-    return _NUMPY
+    return NUMBA
