@@ -217,8 +217,10 @@ def check_matrix(path, *, seed=0, directions=3, repeat=3, method="auto", M=None,
         return _check(A, path, seed, directions, repeat, method, M, out)
     except sd.SingularMatrixError as exc:
         raise InputError(f"{path}: the matrix is singular ({exc})") from None
-    except (ValueError, TypeError, sd.ConvergenceError, np.linalg.LinAlgError) as exc:
-        # the library's own message names the argument and the requirement
+    except (ValueError, sd.ConvergenceError, np.linalg.LinAlgError) as exc:
+        # a method or preconditioner that does not apply to this matrix, or a
+        # solve that fails: the library's message names the requirement (a
+        # TypeError here would be a bug, not the user's input: not caught)
         raise InputError(f"{path}: {exc}") from None
 
 
