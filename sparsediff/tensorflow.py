@@ -2,9 +2,13 @@
 
 Thin layer over the core. The forward pass builds a :class:`sparsediff.Solver`
 (one factorization) on the stored entries, taken in the caller's order through
-a SciPy COO matrix (so unordered entries and duplicates keep their places);
-the backward pass is :meth:`Solution.vjp` on the same solution, so the adjoint
-solve reuses the forward factorization.
+a SciPy COO matrix (so unordered entries and duplicates keep their places).
+The gradient is written with differentiable pieces: the adjoint solve is the
+same registered solve with the adjoint operator on the same solver (it reuses
+the forward factorization), and the pattern gradient is a gather-multiply. So
+nested tapes (second and higher derivatives) and
+``tf.autodiff.ForwardAccumulator`` (which transposes the gradient) run
+further solves with the one factorization.
 
 >>> import tensorflow as tf, sparsediff.tensorflow as sdtf
 >>> indices = tf.constant([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=tf.int64)
@@ -21,10 +25,10 @@ TensorShape([4])
 
 Eagerly, the solves run directly on the tensors' NumPy values. Inside
 ``tf.function`` they run through ``tf.numpy_function`` (host callbacks): the
-forward callback returns a token under which its :class:`~sparsediff.Solution`
-is kept, and the backward callback finds it again (a bounded cache; when the
-entry is gone the backward refactorizes, with the same result). Only CPU
-tensors are supported; GPU tensors raise ``TypeError``.
+forward callback returns a token under which its :class:`~sparsediff.Solver`
+is kept, and the derivative callbacks find it again (a bounded cache; when the
+entry is gone they refactorize, with the same result). Only CPU tensors are
+supported; GPU tensors raise ``TypeError``.
 """
 
 try:
@@ -56,12 +60,13 @@ _DTYPES = (tf.float32, tf.float64, tf.complex64, tf.complex128)
 
 
 class _SolutionCache:
-    """The last few forward :class:`Solution` objects, keyed by a token.
+    """The last few forward :class:`Solver` objects, keyed by a token.
 
-    Inside a graph the forward and backward passes are separate host
-    callbacks; the forward returns a fresh token and the backward looks its
-    solution up. The cache is bounded (a factorization can be large); a
-    backward whose entry was evicted refactorizes instead.
+    Inside a graph the forward and derivative solves are separate host
+    callbacks; the forward returns a fresh token and the derivative solves
+    look its solver (and factorization) up. The cache is bounded (a
+    factorization can be large); a derivative solve whose entry was evicted
+    refactorizes instead.
     """
 
     def __init__(self, maxsize=8):
@@ -70,20 +75,20 @@ class _SolutionCache:
         self._items = collections.OrderedDict()
         self._tokens = itertools.count(1)
 
-    def put(self, sol):
+    def put(self, solver):
         token = next(self._tokens)
         with self._lock:
-            self._items[token] = sol
+            self._items[token] = solver
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
         return token
 
     def get(self, token):
         with self._lock:
-            sol = self._items.get(token)
-            if sol is not None:
+            solver = self._items.get(token)
+            if solver is not None:
                 self._items.move_to_end(token)
-            return sol
+            return solver
 
     def clear(self):
         with self._lock:
@@ -199,8 +204,8 @@ def _check_b(b, n, dtype, func):
 # ---------------------------------------------------------------------------
 
 
-def _host_forward(values, b, indices, dense_shape, options):
-    """Factorize ``A`` (caller's entry order, through COO) and solve."""
+def _host_solver(values, indices, dense_shape, options):
+    """Factorize ``A`` (caller's entry order, through COO): a core ``Solver``."""
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.shape[1] != 2:
         raise ValueError(
@@ -223,64 +228,134 @@ def _host_forward(values, b, indices, dense_shape, options):
             f"[{indices.min()}, {indices.max()}].")
     mat = sp.coo_array((values, (indices[:, 0], indices[:, 1])),
                        shape=shape)
-    solver = Solver(mat, _func=_FUNC, **options)
-    return solver.solve(np.asarray(b))
-
-
-def _host_backward(sol, g):
-    """``(∂L/∂values, ∂L/∂b)`` in the caller's entry order (COO ``grad_A.data``)."""
-    grad_A, grad_b = sol.vjp(np.asarray(g))
-    return np.asarray(grad_A.data), grad_b
+    return Solver(mat, _func=_FUNC, **options)
 
 
 # ---------------------------------------------------------------------------
 # the differentiable solve
 # ---------------------------------------------------------------------------
 
+# op(A)⁻ᴴ is the adjoint of op(A)⁻¹: N ↔ H (real data: H is T)
+_FLIP = {"N": "H", "H": "N"}
+
+
+class _System:
+    """One factorized system and the way to reach its solver from a solve.
+
+    Eagerly the solver is held here. Inside a graph the derivative solves are
+    host callbacks that find the forward's solver in :data:`_CACHE` by its
+    token (a tensor of the graph); an evicted entry is rebuilt from the
+    values, which are the forward's.
+    """
+
+    def __init__(self, options, solver=None):
+        self.options = options
+        self.solver = solver
+
+    def solve(self, values, b, trans, indices, dense_shape, token):
+        """``op(A)⁻¹ b`` as a tensor (no gradient: :func:`_attach` gives it)."""
+        if self.solver is not None and tf.executing_eagerly() and hasattr(b, "numpy"):
+            return tf.convert_to_tensor(self.solver.solve(b.numpy(), trans=trans).x)
+        solver, options = self.solver, self.options
+
+        def host(b, token, values, indices, dense_shape):
+            found = solver if solver is not None else _CACHE.get(int(token))
+            if found is None:  # evicted: refactorize (same numbers)
+                found = _host_solver(values, indices, dense_shape, options)
+            return found.solve(b, trans=trans).x
+
+        x = tf.numpy_function(host, [b, token, values, indices, dense_shape],
+                              b.dtype, stateful=True)
+        x.set_shape(b.shape)
+        return x
+
+
+def _pattern_gradient(indices, x, lam, trans):
+    """Differentiable ``∂L/∂values`` (``sparsediff.adjoint.linear``)."""
+    rows, cols = indices[:, 0], indices[:, 1]
+    if trans == "N":
+        prod = tf.gather(lam, rows) * tf.math.conj(tf.gather(x, cols))
+    else:  # "H"
+        prod = tf.gather(x, rows) * tf.math.conj(tf.gather(lam, cols))
+    if prod.shape.rank == 2:
+        prod = tf.reduce_sum(prod, axis=1)
+    return -prod
+
+
+def _forward_accumulator_watches(tensors):
+    """Whether a ``ForwardAccumulator`` follows any of ``tensors`` (in a graph).
+
+    TensorFlow has no public query; its own internal one is used, and if it
+    is missing (a future version), nothing is detected.
+    """
+    try:
+        from tensorflow.python.eager import forwardprop_util
+        return bool(forwardprop_util.pack_tangents(tensors).tangents)
+    except (ImportError, AttributeError):  # pragma: no cover - TF internals moved
+        return False
+
+
+def _op(values, b, system, trans, aux, x=None):
+    """``x = op(A)⁻¹ b``, differentiable to any order and in forward mode.
+
+    ``aux`` is ``(indices, dense_shape, token)``; ``x``, when given, is the
+    solve's known value (no solve is run). The gradient is written with
+    differentiable pieces: the adjoint solve is this function again with the
+    flipped ``trans`` on the same solver (one factorization for every
+    order), and the pattern gradient is a gather-multiply. TensorFlow's
+    forward mode (``tf.autodiff.ForwardAccumulator``) transposes this
+    differentiable gradient, so it needs no rule of its own.
+    """
+    if not tf.executing_eagerly() and _forward_accumulator_watches([values, b]):
+        raise NotImplementedError(
+            f"`{_FUNC}`: forward mode (tf.autodiff.ForwardAccumulator) is not "
+            f"supported with the accumulator inside tf.function: TensorFlow's "
+            f"forward mode does not see custom gradients in a graph and would "
+            f"return zero tangents. Create the accumulator outside tf.function "
+            f"(eagerly), or use reverse mode (tf.GradientTape).")
+    if x is None:
+        x = system.solve(values, b, trans, *aux)
+    return _attach(values, b, x, system, trans, aux)
+
+
+def _attach(values, b, x, system, trans, aux):
+    """``x`` (a computed solve) with the solve's gradient in ``values`` and ``b``.
+
+    Everything the gradient needs is an input of the custom-gradient function
+    (``x`` and the pattern tensors included), so that TensorFlow can also
+    differentiate and transpose it inside a graph.
+    """
+
+    @tf.custom_gradient
+    def _solve(values, b, x, *aux):
+        def grad(g):
+            g = tf.convert_to_tensor(g)  # a gather's cotangent is IndexedSlices
+            lam = _op(values, g, system, _FLIP[trans], aux)
+            x_attached = _attach(values, b, x, system, trans, aux)
+            grad_values = _pattern_gradient(aux[0], x_attached, lam, trans)
+            return (grad_values, lam, None) + (None,) * len(aux)
+
+        return tf.identity(x), grad
+
+    return _solve(values, b, x, *aux)
+
 
 def _solve_eager(values, b, indices, dense_shape, options):
-    @tf.custom_gradient
-    def _solve(values, b):
-        sol = _host_forward(values.numpy(), b.numpy(), indices.numpy(),
-                            dense_shape.numpy(), options)
-
-        def grad(g):
-            grad_values, grad_b = _host_backward(sol, g.numpy())
-            return tf.convert_to_tensor(grad_values), tf.convert_to_tensor(grad_b)
-
-        return tf.convert_to_tensor(sol.x), grad
-
-    return _solve(values, b)
+    solver = _host_solver(values.numpy(), indices.numpy(), dense_shape.numpy(), options)
+    x = tf.convert_to_tensor(solver.solve(b.numpy()).x)
+    aux = (indices, dense_shape, tf.constant(0, tf.int64))
+    return _op(values, b, _System(options, solver=solver), "N", aux, x=x)
 
 
 def _solve_graph(values, b, indices, dense_shape, options):
     def forward(values, b, indices, dense_shape):
-        sol = _host_forward(values, b, indices, dense_shape, options)
-        return sol.x, np.int64(_CACHE.put(sol))
+        solver = _host_solver(values, indices, dense_shape, options)
+        return solver.solve(b).x, np.int64(_CACHE.put(solver))
 
-    def backward(g, token, values, b, indices, dense_shape):
-        sol = _CACHE.get(int(token))
-        if sol is None:  # evicted: refactorize (same numbers, one more factorization)
-            sol = _host_forward(values, b, indices, dense_shape, options)
-        return _host_backward(sol, g)
-
-    @tf.custom_gradient
-    def _solve(values, b):
-        x, token = tf.numpy_function(forward, [values, b, indices, dense_shape],
-                                     [b.dtype, tf.int64], stateful=True)
-        x.set_shape(b.shape)
-
-        def grad(g):
-            grad_values, grad_b = tf.numpy_function(
-                backward, [g, token, values, b, indices, dense_shape],
-                [values.dtype, b.dtype], stateful=True)
-            grad_values.set_shape(values.shape)
-            grad_b.set_shape(b.shape)
-            return grad_values, grad_b
-
-        return x, grad
-
-    return _solve(values, b)
+    x, token = tf.numpy_function(forward, [values, b, indices, dense_shape],
+                                 [b.dtype, tf.int64], stateful=True)
+    x.set_shape(b.shape)
+    return _op(values, b, _System(options), "N", (indices, dense_shape, token), x=x)
 
 
 def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
@@ -313,8 +388,9 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     Returns
     -------
     x : tf.Tensor
-        Same shape and dtype as ``b``; differentiable (first order, reverse
-        mode: ``tf.GradientTape``) with respect to the values and ``b``.
+        Same shape and dtype as ``b``; differentiable with respect to the
+        values and ``b``: reverse mode (``tf.GradientTape``) of any order, and
+        forward mode (``tf.autodiff.ForwardAccumulator``) eagerly.
 
     Raises
     ------
@@ -325,6 +401,9 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
         Shapes that do not match, indices out of range, non-finite values.
     sparsediff.ConvergenceError, sparsediff.SingularMatrixError
         The forward or adjoint solve failed (``on_failure="raise"``).
+    NotImplementedError
+        A ``tf.autodiff.ForwardAccumulator`` created inside ``tf.function``
+        follows the values or ``b`` (see below).
 
     Inside ``tf.function``, checks that need the tensors' values (indices,
     non-finite values, the solve itself) run when the graph runs, in a host
@@ -338,17 +417,26 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     With ``λ = A⁻ᴴ g`` (``g`` the incoming gradient; TensorFlow's complex
     convention is PyTorch's, ``g = ∂L/∂Re(x) + i ∂L/∂Im(x)``):
     ``∂L/∂b = λ`` and ``∂L/∂values[k] = −λ[i_k]·conj(x[j_k])``, summed over
-    the columns of a 2-D ``b``. Both come from :meth:`sparsediff.Solution.vjp`,
-    whose adjoint solve reuses the forward factorization.
+    the columns of a 2-D ``b`` (the rule of :meth:`sparsediff.Solution.vjp`).
+    The adjoint solve is the core solver's ``trans="H"`` solve on the forward
+    factorization, itself differentiable, so derivatives of every order reuse
+    the one factorization.
 
     What works: eager execution under ``tf.GradientTape`` (also
-    ``persistent=True``), and ``tf.function`` (traced, not XLA-compiled) with
-    the tape inside or outside the function. Inside ``tf.function`` the solves
-    are ``tf.numpy_function`` callbacks, so such graphs do not compile with
-    ``jit_compile=True`` and cannot be serialized to a SavedModel. Not
-    supported: higher-order derivatives and forward mode
-    (``tf.autodiff.ForwardAccumulator``); use :meth:`sparsediff.Solution.jvp`
-    or the PyTorch or JAX glue for those.
+    ``persistent=True``) and nested tapes (second and higher derivatives);
+    ``tf.autodiff.ForwardAccumulator`` eagerly, also around a tape
+    (forward-over-reverse Hessian–vector products); ``tf.function`` (traced,
+    not XLA-compiled) with the tapes inside or outside the function. Inside
+    ``tf.function`` the solves are ``tf.numpy_function`` callbacks, so such
+    graphs do not compile with ``jit_compile=True`` and cannot be serialized
+    to a SavedModel. Not supported: a ``ForwardAccumulator`` created inside
+    ``tf.function`` (TensorFlow's graph-mode forward mode ignores custom
+    gradients and would give zero tangents, so it raises
+    ``NotImplementedError``), and an eager ``ForwardAccumulator`` around a
+    ``tf.function`` that calls the solve (TensorFlow fails while building the
+    function's forward mode when a custom gradient calls another one, which
+    second derivatives need; it raises, never returns zeros). Use the
+    accumulator eagerly, or :meth:`sparsediff.Solution.jvp`.
 
     See Also
     --------

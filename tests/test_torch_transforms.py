@@ -313,24 +313,26 @@ def test_solve_csr_vmap_works_and_grad_raises_clearly(rng):
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_torch_compile_value_and_gradient(rng, backend):
+    """Same value and gradients as eager, also when a new size recompiles
+    (dynamic shapes: Dynamo used to crash tracing into the solve)."""
     torch._dynamo.reset()
-    p = _problem(rng)
 
-    def f(values, b):
-        x = sdt.solve_values(values * 1.0, torch.sin(b), indptr=p["indptr"],
-                             indices=p["indices"])
+    def f(values, b, indptr, indices):
+        x = sdt.solve_values(values * 1.0, torch.sin(b), indptr=indptr, indices=indices)
         return (x ** 2).sum() + x.cos().sum()
 
     compiled = torch.compile(f, backend=backend)
-    results = []
-    for fn in (compiled, f):
-        v = p["values"].clone().requires_grad_()
-        b = p["b"].clone().requires_grad_()
-        y = fn(v, b)
-        y.backward()
-        results.append((y.detach(), v.grad, b.grad))
-    for a, c in zip(*results):
-        _close(a, c, rtol=1e-12, atol=1e-13)
+    for n in (4, 5, 6):
+        p = _problem(rng, n=n)
+        results = []
+        for fn in (compiled, f):
+            v = p["values"].clone().requires_grad_()
+            b = p["b"].clone().requires_grad_()
+            y = fn(v, b, p["indptr"], p["indices"])
+            y.backward()
+            results.append((y.detach(), v.grad, b.grad))
+        for a, c in zip(*results):
+            _close(a, c, rtol=1e-12, atol=1e-13)
 
 
 def test_torch_compile_sparse_csr_captured(rng):

@@ -422,7 +422,8 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     ------
     TypeError
         CUDA tensors (not supported yet), unsupported layouts, float index
-        arrays, or ``A`` and ``b`` of different dtypes.
+        arrays, ``A`` and ``b`` of different dtypes, or a sparse CSR ``A``
+        inside ``torch.func.grad``/``jvp`` (and what is built on them).
     ValueError
         Shapes that do not match, corrupt sparse structure, non-finite values.
 
@@ -432,6 +433,14 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     convention): ``∂L/∂b = λ`` and ``∂L/∂A.values[k] = −λ[i_k]·conj(x[j_k])``.
     The adjoint solve reuses the forward factorization. Second derivatives
     (``create_graph=True``) run further solves with the same factorization.
+
+    ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, ``jacrev``,
+    ``jacfwd``, ``hessian``) apply. ``vmap`` over ``b`` is one multi-column
+    solve; ``vmap`` over the values loops, one factorization per batch
+    element (until batched systems exist). A sparse CSR ``A`` cannot be read
+    inside ``grad``/``jvp``-based transforms (``TypeError``; pass the tuple
+    form or a COO tensor). Under ``torch.compile`` the solve is an opaque
+    eager call (a graph break).
 
     See Also
     --------
