@@ -20,6 +20,22 @@ rounding level whose best true residual stops halving stops with
 ``reason="stagnation"``, and the failure message reports that best residual as
 the attainable accuracy. Columns that finish are dropped from the block
 (compaction), so they stop costing.
+
+How often the loop may read per-column flags to the host is the backend's
+``check_every``. With ``check_every = 1`` (the CPU, where reading is free)
+every decision above is taken where it arises, and a finished column leaves
+the block at once. With ``check_every > 1`` (a device, where each read is a
+synchronization) the iterations take no Python decision on array values: a
+column that converges, breaks down, turns indefinite or non-finite is
+*retired* by a mask (:meth:`State.stop`) — its step sizes are zero and every
+piece of its state is kept as it was, so its ``x`` is the iterate of the
+iteration that retired it — and its own iteration clock stops. Every
+``check_every`` iterations (and when a column reaches ``maxiter``) a
+checkpoint (:meth:`State.checkpoint`) reads the flags: columns retired for
+apparent convergence get their true residual checked, and those that fail it
+resume exactly where they stopped (with the true residual), so that
+iterates, iteration counts and reasons are those of ``check_every = 1``; the
+others are finished with their reason and their own iteration count.
 """
 
 import numpy as np
@@ -36,6 +52,11 @@ STAGNATION_CHECKS = 3
 #: BiCGSTAB (one extra product per window: about 2 % of the work)
 STAGNATION_WINDOW = 50
 
+#: why a column was retired inside a check window (``State.code``; 0: active)
+_CODES = ("", "apparent", "nonfinite", "indefinite", "breakdown", "singular",
+          "stagnation")
+_APPARENT = 1
+
 
 # ---------------------------------------------------------------------------
 # per-solve bookkeeping
@@ -43,9 +64,19 @@ STAGNATION_WINDOW = 50
 
 
 class _Run:
-    """Results of one solve, filled in column by column as they finish."""
+    """Results of one solve, filled in column by column as they finish.
 
-    def __init__(self, x, callback):
+    ``kernels`` and ``check_every`` are those of the backend (see the module
+    docstring).
+    """
+
+    def __init__(self, x, callback, kernels=None, check_every=1):
+        if kernels is None:
+            from ..backend import NUMBA
+
+            kernels = NUMBA.kernels
+        self.kernels = kernels
+        self.check_every = max(1, int(check_every))
         self.x = x
         m = x.shape[1]
         self.iterations = np.zeros(m, dtype=np.int64)
@@ -92,8 +123,13 @@ class State:
     never taken for stagnation.
     """
 
-    def __init__(self, run, cols, blocks, scalars, **values):
+    def __init__(self, run, cols, blocks, scalars, maxiter=None, **values):
         self._run = run
+        self.kernels = run.kernels
+        self.check_every = run.check_every
+        #: flags are read every ``check_every`` iterations: retire by masks
+        self.masked = self.check_every > 1
+        self.maxiter = maxiter
         self._blocks = ("b", "x", "r") + tuple(blocks)
         self._scalars = ("rnorm", "tol", "cols", "stalls", "best",
                          "floor") + tuple(scalars)
@@ -103,6 +139,14 @@ class State:
         self.stalls = np.zeros(k, dtype=np.int64)
         self.best = np.full(k, np.inf)
         self.floor = np.zeros(k, dtype=bool)
+        if self.masked:
+            self._scalars += ("active", "code", "clock", "lag")
+            self.active = np.ones(k, dtype=bool)   # not retired
+            self.code = np.zeros(k, dtype=np.int8)  # why retired (_CODES)
+            self.clock = np.zeros(k, dtype=np.int64)  # iterations of the column
+            self.lag = np.zeros(k, dtype=np.int64)  # it − clock (host, exact
+            self._last = 0                          # after a checkpoint)
+            self._next_max = np.inf if maxiter is None else maxiter
         for key, val in values.items():
             setattr(self, key, val)
 
@@ -115,6 +159,8 @@ class State:
         if not mask.any():
             return
         colits = getattr(self, "colits", None)
+        if colits is None and self.masked:
+            colits = self.clock
         its = self.it if colits is None else colits[mask]
         self._run.finish(self.cols[mask], self.x[:, mask], its, reason,
                          self.best[mask])
@@ -177,6 +223,8 @@ class State:
         the iterations of a converging column are those without the check.
         """
         window = min(STAGNATION_WINDOW, max(self.b.shape[0], 1))
+        if self.masked:
+            return self._stagnation_masked(matvec, window)
         if not self.k or self.it % window:
             return
         rt = self.b - matvec(self.x)
@@ -186,9 +234,131 @@ class State:
         self.check_nonfinite(tn)
         self.finish(self.stalls >= STAGNATION_CHECKS, "stagnation")
 
+    # -- retirement by masks (check_every > 1) ------------------------------
+
+    def commit(self, new, old):
+        """``new`` where the column is active, ``old`` where it is retired."""
+        if not self.masked:
+            return new
+        return np.where(self.active, new, old)
+
+    def step_size(self, value):
+        """A per-column step size, zero for retired columns."""
+        if not self.masked:
+            return value
+        return np.where(self.active, value, 0)
+
+    def safe(self, d):
+        """A denominator, 1 for retired columns (no 0/0 nor x/0 there)."""
+        if not self.masked:
+            return d
+        return np.where(self.active, d, 1)
+
+    def live(self, block):
+        """``block`` with the columns of retired ones zeroed (``0·Inf`` guard)."""
+        if not self.masked:
+            return block
+        return np.where(self.active, block, 0)
+
+    def stop(self, mask, reason):
+        """Stop columns ``mask`` with ``reason``: at once, or retire them."""
+        if not self.masked:
+            self.finish(mask, reason)
+            return
+        newly = self.active & mask
+        self.code = np.where(newly, _CODES.index(reason), self.code).astype(np.int8)
+        self.active = self.active & ~mask
+
+    def tick(self):
+        """One iteration done (the clocks of active columns advance)."""
+        self.it += 1
+        if self.masked:
+            self.clock = self.clock + self.active
+
+    def after_step(self, matvec, *values, replace_residual=True):
+        """Non-finite ``values`` and apparent convergence, after an iteration."""
+        if not self.masked:
+            self.check_nonfinite(*values)
+            self.check_converged(matvec, replace_residual)
+            return
+        for v in values:
+            self.stop(~np.isfinite(v), "nonfinite")
+        self.stop(self.rnorm <= self.tol, "apparent")
+        if self.it - self._last >= self.check_every or self.it >= self._next_max:
+            self.checkpoint(matvec, replace_residual)
+
+    def at_limit(self, matvec):
+        """Finish the columns at ``maxiter``; True when none is left."""
+        if not self.masked:
+            if self.it >= self.maxiter:
+                self.finish(np.ones(self.k, dtype=bool), "maxiter")
+            return not self.k
+        if self.it >= self._next_max:
+            self.checkpoint(matvec)
+            self.finish(self.it - self.lag >= self.maxiter, "maxiter")
+        return not self.k
+
+    def checkpoint(self, matvec, replace_residual=True):
+        """Read the flags to the host and settle the retired columns.
+
+        Apparent convergence is confirmed on the true residual; a column that
+        fails resumes with it (as :meth:`check_converged` does). The other
+        retired columns are finished with their reason.
+        """
+        self._last = self.it
+        code = self.code  # the host read (a device backend transfers here)
+        apparent = code == _APPARENT
+        done = np.zeros(self.k, dtype=bool)
+        if apparent.any():
+            sel = np.flatnonzero(apparent)
+            rt = self.b[:, sel] - matvec(np.ascontiguousarray(self.x[:, sel]))
+            tn = column_norms(rt)
+            ok = tn <= self.tol[sel]
+            bad = ~ok
+            if bad.any():
+                fail = sel[bad]
+                if replace_residual:
+                    self.r[:, fail] = rt[:, bad]
+                self.rnorm[fail] = tn[bad]
+                self._judge(fail, tn[bad], True)
+                self.active[fail] = True
+                self.code[fail] = 0
+            done[sel[ok]] = True
+        stalled = (self.stalls >= STAGNATION_CHECKS) & self.active
+        self.finish(done, "converged")
+        self.finish(stalled[~done], "stagnation")
+        for c, reason in enumerate(_CODES):
+            if c > _APPARENT:
+                self.finish(self.code == c, reason)
+        self.lag = self.it - self.clock
+        if self.maxiter is not None and self.k:
+            self._next_max = self.maxiter + int(self.lag.min())
+
+    def _stagnation_masked(self, matvec, window):
+        """:meth:`check_stagnation` on the columns whose own clock is due."""
+        if not self.k:
+            return
+        since = self.it - self.lag  # clocks of the columns active since the
+        due = (since % window == 0) & (since > 0)  # last checkpoint (host)
+        if not due.any():
+            return
+        due = due & self.active
+        rt = self.b - matvec(self.x)
+        tn = column_norms(rt)
+        gap = column_norms(rt - self.r)
+        with np.errstate(invalid="ignore"):
+            self.floor = self.floor | (due & (gap >= 0.5 * tn))
+            progress = tn < 0.5 * self.best
+            self.stalls = np.where(due, np.where(progress | ~self.floor, 0,
+                                                 self.stalls + 1), self.stalls)
+            self.best = np.where(due, np.minimum(self.best, tn), self.best)
+        self.stop(due & ~np.isfinite(tn), "nonfinite")
+        self.stop(due & (self.stalls >= STAGNATION_CHECKS), "stagnation")
+
 
 def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
-               maxiter=None, callback=None, refuse=None, **options):
+               maxiter=None, callback=None, refuse=None, kernels=None,
+               check_every=1, **options):
     """Solve ``op(A) x = b`` (2-D ``b``) with one Krylov ``algorithm``.
 
     Returns ``(x, converged, iterations, residual, rhs_norm, reasons,
@@ -197,7 +367,8 @@ def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
     ``atol``, the per-column ``target`` ``max(rtol·‖b‖, atol)`` and
     ``attainable``, the smallest true residual seen. ``refuse`` (a reason)
     stops every column that needs iterations at once (CG on a matrix known
-    not to be positive definite).
+    not to be positive definite). ``kernels`` (default: the Numba backend's)
+    and ``check_every`` are the backend's (see the module docstring).
     """
     n, m = b.shape
     dtype = b.dtype if x0 is None else np.result_type(b.dtype, x0.dtype)
@@ -210,7 +381,7 @@ def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
         x = np.zeros((n, m), dtype=dtype)
     else:
         x = np.array(x0, dtype=dtype, order="C", copy=True)
-    run = _Run(x, callback)
+    run = _Run(x, callback, kernels, check_every)
     details = {"rtol": float(rtol), "atol": float(atol), "target": tol}
     zero = bnorm == 0
     # x = 0 exactly for b = 0, whatever x0 (it is the only x that passes
@@ -337,6 +508,9 @@ class KrylovEngine:
         # Aᴴ/Aᵀ apply the matrix as given unless it is Hermitian bit for bit
         self.exact_hermitian = self.hermitian and mat.symmetry.exact
         self.method = self.name + (f"+{precond.name}" if precond is not None else "")
+        # the fused kernels and the host-read period of the matrix's backend
+        self.kernels = mat.backend.kernels
+        self.check_every = mat.backend.check_every
         self._check(func)
         self._positive_diagonal = None
 
@@ -435,7 +609,8 @@ class KrylovEngine:
         x, converged, its, residual, bnorm, reasons, details = krylov_run(
             type(self).algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol,
             maxiter=maxiter, callback=callback, refuse=self._refuse(),
-            **self.options, **self._options(trans, conj))
+            kernels=self.kernels, check_every=self.check_every, **self.options,
+            **self._options(trans, conj))
         if conj:
             x = np.conj(x)
         return x, make_info(converged, its, residual, bnorm, self.method, reasons,

@@ -14,17 +14,16 @@ stops with ``reason="stagnation"``.
 
 import numpy as np
 
-from ..kernels.numba import _krylov as fused
 from ._common import column_norms
 from ._krylov import KrylovEngine, State
 
 __all__ = ["BiCGSTABEngine", "bicgstab"]
 
 
-def _dot(a, b):
+def _dot(kernels, a, b):
     out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
                    np.iscomplexobj(b) else np.float64)
-    return fused.col_dot(a, b, out)
+    return kernels.col_dot(a, b, out)
 
 
 def _scalar(v, dtype):
@@ -38,7 +37,8 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     eps = np.finfo(dtype).eps
     s = State(run, cols, ("rhat", "p", "v"),
               ("rho_old", "alpha", "omega", "rhat_norm", "omega_zero"),
-              b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+              maxiter, b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+    fused = s.kernels
     s.rhat = r.copy()
     s.rhat_norm = rnorm.copy()
     s.p = np.zeros_like(r)
@@ -46,11 +46,16 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     one = np.ones(s.k, dtype=np.complex128 if dtype.kind == "c" else np.float64)
     s.rho_old, s.alpha, s.omega = one.copy(), one.copy(), one.copy()
     identity = psolve is None
+    if s.masked:
+        s.omega_zero = np.zeros(s.k, dtype=bool)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            _bicgstab_masked(s, matvec, psolve, eps, dtype)
+        return
     while s.k:
         if s.it >= maxiter:
             s.finish(np.ones(s.k, dtype=bool), "maxiter")
             break
-        rho = _dot(s.rhat, s.r)
+        rho = _dot(fused, s.rhat, s.r)
         s.check_nonfinite(rho)
         rho = rho[np.isfinite(rho)]
         small = np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm
@@ -62,7 +67,7 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         fused.bicgstab_p(s.p, s.r, s.v, _scalar(beta, dtype), _scalar(s.omega, dtype))
         phat = s.p if identity else psolve(s.p)
         s.v = matvec(phat)
-        rv = _dot(s.rhat, s.v)
+        rv = _dot(fused, s.rhat, s.v)
         bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
         if bad.any():
             keep = ~bad
@@ -77,8 +82,8 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         fused.sub_scaled(sv, s.r, _scalar(alpha, dtype), s.v, snorm2)
         shat = sv if identity else psolve(sv)
         t = matvec(shat)
-        tt = _dot(t, t).real
-        ts = _dot(t, sv)
+        tt = _dot(fused, t, t).real
+        ts = _dot(fused, t, sv)
         with np.errstate(divide="ignore", invalid="ignore"):
             omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
         # s = 0 exactly means x + α p̂ solves the system: ω = 0 is then harmless
@@ -94,6 +99,60 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         s.check_nonfinite(s.rnorm, omega)
         s.check_converged(matvec)
         s.finish(s.omega_zero, "breakdown")
+        s.check_stagnation(matvec)
+
+
+def _bicgstab_masked(s, matvec, psolve, eps, dtype):
+    """The BiCGSTAB loop for ``check_every > 1``: no decision on array values.
+
+    The arithmetic of :func:`bicgstab_algorithm` on active columns; a
+    retired column has ``α = ω = 0`` (``x`` and ``r`` unchanged, its
+    ``v``, ``p̂``, ``ŝ``, ``t`` zeroed in the updates against ``0·Inf``) and
+    keeps ``p``, ``v`` and its scalars, to resume where it stopped.
+    """
+    fused = s.kernels
+    identity = psolve is None
+    while s.k:
+        if s.at_limit(matvec):
+            break
+        rho = _dot(fused, s.rhat, s.r)
+        s.stop(~np.isfinite(rho), "nonfinite")
+        s.stop(np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm, "breakdown")
+        beta = (rho / s.safe(s.rho_old)) * (s.alpha / s.safe(s.omega))
+        p = s.p.copy()
+        fused.bicgstab_p(p, s.r, s.v, _scalar(beta, dtype), _scalar(s.omega, dtype))
+        s.p = s.commit(p, s.p)
+        phat = s.p if identity else psolve(s.p)
+        s.v = s.commit(matvec(phat), s.v)
+        rv = _dot(fused, s.rhat, s.v)
+        bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
+        s.stop(bad & ~np.isfinite(rv), "nonfinite")
+        s.stop(bad, "breakdown")
+        alpha = rho / s.safe(rv)
+        a_step = s.step_size(alpha)
+        snorm2 = np.empty(s.k)
+        sv = np.empty_like(s.r)
+        fused.sub_scaled(sv, s.r, _scalar(a_step, dtype), s.live(s.v), snorm2)
+        shat = sv if identity else psolve(sv)
+        t = matvec(shat)
+        tt = _dot(fused, t, t).real
+        ts = _dot(fused, t, sv)
+        omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
+        omega_ok = (omega != 0) | (snorm2 == 0)
+        w_step = s.step_size(omega)
+        fused.bicgstab_x(s.x, _scalar(a_step, dtype), s.live(phat),
+                         _scalar(w_step, dtype), s.live(shat))
+        fused.sub_scaled(s.r, sv, _scalar(w_step, dtype), s.live(t), snorm2)
+        s.tick()
+        s.report()
+        s.rnorm = s.commit(np.sqrt(snorm2), s.rnorm)
+        s.rho_old = s.commit(rho, s.rho_old)
+        s.alpha = s.commit(alpha, s.alpha)
+        s.omega_zero = s.commit(~omega_ok, s.omega_zero)
+        omega = s.commit(omega, s.omega)
+        s.omega = s.commit(np.where(omega_ok, omega, 1.0), s.omega)
+        s.after_step(matvec, s.rnorm, omega)
+        s.stop(s.omega_zero, "breakdown")
         s.check_stagnation(matvec)
 
 

@@ -18,7 +18,6 @@ Differences from :func:`scipy.sparse.linalg.cg`, deliberate:
 
 import numpy as np
 
-from ..kernels.numba import _krylov as fused
 from ._info import SolveInfo  # noqa: F401  (documented return type)
 from ._krylov import KrylovEngine, State, krylov_run
 from ._operator import CSROperator, aslinearoperator
@@ -26,10 +25,10 @@ from ._operator import CSROperator, aslinearoperator
 __all__ = ["CGEngine", "cg"]
 
 
-def _dot(a, b):
+def _dot(kernels, a, b):
     out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
                    np.iscomplexobj(b) else np.float64)
-    return fused.col_dot(a, b, out).real
+    return kernels.col_dot(a, b, out).real
 
 
 def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
@@ -39,20 +38,26 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
     ``matvec_dot(P) -> (A P, Re diag(Pᴴ A P))`` fuses the product with the
     curvature, when the operator offers it.
     """
-    s = State(run, cols, ("p", "z"), ("rho",), b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+    s = State(run, cols, ("p", "z"), ("rho",), maxiter, b=b, x=x, r=r,
+              rnorm=rnorm, tol=tol)
+    fused = s.kernels
     s.z = r if psolve is None else psolve(r)
-    s.rho = rnorm ** 2 if psolve is None else _dot(s.r, s.z)
+    s.rho = rnorm ** 2 if psolve is None else _dot(fused, s.r, s.z)
     if psolve is not None:
         s.check_nonfinite(s.rho)
         s.finish(~(s.rho > 0), "indefinite")
     s.p = s.z.copy()
+    if s.masked:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            _cg_masked(s, matvec, psolve, matvec_dot)
+        return
     while s.k:
         if s.it >= maxiter:
             s.finish(np.ones(s.k, dtype=bool), "maxiter")
             break
         if matvec_dot is None:
             q = matvec(s.p)
-            pq = _dot(s.p, q)
+            pq = _dot(fused, s.p, q)
         else:
             q, pq = matvec_dot(s.p)
         if not (pq > 0).all():
@@ -82,7 +87,7 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
             rho = s.rnorm ** 2
         else:
             s.z = psolve(s.r)
-            rho = _dot(s.r, s.z)
+            rho = _dot(fused, s.r, s.z)
             if not (rho > 0).all():
                 keep = rho > 0
                 s.check_nonfinite(rho)
@@ -92,6 +97,51 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
                     break
         fused.xpby(s.z, rho / s.rho, s.p)
         s.rho = rho
+
+
+def _cg_masked(s, matvec, psolve, matvec_dot):
+    """The CG loop for ``check_every > 1``: no decision on array values.
+
+    The same arithmetic as the loop of :func:`cg_algorithm` on active
+    columns; a retired column has ``α = 0`` (``x``, ``r`` unchanged, its
+    ``p``/``q`` zeroed in the step so that ``0·Inf`` cannot reach ``x``),
+    ``p ← 0 + 1·p`` and ``ρ`` kept, so that it can resume where it stopped
+    when its convergence is not confirmed.
+    """
+    fused = s.kernels
+    while s.k:
+        if s.at_limit(matvec):
+            break
+        if matvec_dot is None:
+            q = matvec(s.p)
+            pq = _dot(fused, s.p, q)
+        else:
+            q, pq = matvec_dot(s.p)
+        # as the loop above: +Inf passes the curvature test (α = 0)
+        s.stop(~(pq > 0) & ~np.isfinite(pq), "nonfinite")
+        s.stop(~(pq > 0), "indefinite")
+        alpha = s.step_size(s.rho / s.safe(pq))
+        rr = np.empty(s.k)
+        fused.cg_step(s.x, s.r, s.live(s.p), s.live(q), alpha, rr)
+        s.tick()
+        s.report()
+        s.rnorm = s.commit(np.sqrt(rr), s.rnorm)
+        s.after_step(matvec, s.rnorm)
+        if not s.k:
+            break
+        s.check_stagnation(matvec)
+        if not s.k:
+            break
+        if psolve is None:
+            s.z = s.r
+            rho = s.rnorm ** 2
+        else:
+            s.z = psolve(s.r)
+            rho = _dot(fused, s.r, s.z)
+            s.stop(~(rho > 0) & ~np.isfinite(rho), "nonfinite")
+            s.stop(~(rho > 0), "indefinite")
+        fused.xpby(s.live(s.z), s.commit(rho / s.rho, 1.0), s.p)
+        s.rho = s.commit(rho, s.rho)
 
 
 class CGEngine(KrylovEngine):
@@ -149,9 +199,12 @@ def _matrix_free(algorithm, name, op, b, x0, rtol, atol, maxiter, M, callback,
         def psolve(X):
             return np.ascontiguousarray(Mop.matvec(X), dtype=dtype)
 
+    from ..backend import NUMBA
+
     x, converged, its, residual, bnorm, reasons, details = krylov_run(
         algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol, maxiter=maxiter,
-        callback=callback, **options)
+        callback=callback, kernels=NUMBA.kernels, check_every=NUMBA.check_every,
+        **options)
     label = name + ("+user" if M is not None else "")
     return x, make_info(converged, its, residual, bnorm, label, reasons, False,
                         extra=details)

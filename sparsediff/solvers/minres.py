@@ -29,24 +29,29 @@ Deliberate differences from :func:`scipy.sparse.linalg.minres`:
 
 import numpy as np
 
-from ..kernels.numba import _krylov as fused
 from ._krylov import KrylovEngine, State
 
 __all__ = ["MINRESEngine", "minres"]
 
 
-def _dot(a, b):
+def _dot(kernels, a, b):
     out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
                    np.iscomplexobj(b) else np.float64)
-    return fused.col_dot(a, b, out).real
+    return kernels.col_dot(a, b, out).real
 
 
-def _sqnorm(a):
-    return fused.col_sqnorm(a, np.empty(a.shape[1]))
+def _sqnorm(kernels, a):
+    return kernels.col_sqnorm(a, np.empty(a.shape[1]))
 
 
 def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
-    """MINRES iterations on the live columns."""
+    """MINRES iterations on the live columns.
+
+    With ``check_every > 1`` every updated block and scalar goes through
+    :meth:`State.commit` (a retired column keeps its state, and ``x``, ``r``
+    theirs) and retired columns divide by 1; with ``check_every = 1``
+    ``commit`` is the identity and ``safe`` returns its argument.
+    """
     dtype = x.dtype
     eps = np.finfo(dtype).eps
     # rounding of rᴴ M r relative to ‖r‖‖M r‖ (the indefiniteness test)
@@ -54,9 +59,10 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     s = State(run, cols, ("r1", "r2", "y", "w", "w2", "aw", "aw2"),
               ("beta", "oldb", "dbar", "epsln", "phibar", "cs", "sn", "tnorm2",
                "gmax", "gmin", "beta1", "test2", "indefinite", "tnorm"),
-              b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+              maxiter, b=b, x=x, r=r, rnorm=rnorm, tol=tol)
+    fused = s.kernels
     s.y = r if psolve is None else psolve(r)
-    beta1 = rnorm ** 2 if psolve is None else _dot(r, s.y)
+    beta1 = rnorm ** 2 if psolve is None else _dot(fused, r, s.y)
     s.beta1 = beta1
     s.check_nonfinite(s.beta1)
     s.finish(~(s.beta1 > 0), "indefinite")
@@ -76,80 +82,99 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     s.tnorm2 = np.zeros(k)
     s.gmax = np.zeros(k)
     s.gmin = np.full(k, np.inf)
+    s.test2 = np.zeros(k)
+    s.indefinite = np.zeros(k, dtype=bool)
+    s.tnorm = np.zeros(k)
     s.w = np.zeros_like(s.r)
     s.w2 = np.zeros_like(s.r)
     s.aw = np.zeros_like(s.r)
     s.aw2 = np.zeros_like(s.r)
     rdt = np.finfo(dtype).dtype
-    while s.k:
-        if s.it >= maxiter:
-            s.finish(np.ones(s.k, dtype=bool), "maxiter")
-            break
-        v = s.y * (1.0 / s.beta).astype(rdt)
-        av = matvec(v)
-        y = av - (s.beta / s.oldb).astype(rdt) * s.r1 if s.it else av.copy()
-        alfa = _dot(v, y)
-        y -= (alfa / s.beta).astype(rdt) * s.r2
-        s.r1 = s.r2
-        s.r2 = y
-        s.y = y if psolve is None else psolve(y)
-        oldb = s.beta
-        beta2 = _dot(s.r2, s.y)
-        beta = np.sqrt(np.maximum(beta2, 0.0))
-        # ‖T_k‖_F² (β_k enters T from the second step on: β₁ = ‖b‖_M is the
-        # scale of the right-hand side, not of A)
-        s.tnorm2 = s.tnorm2 + alfa ** 2 + beta ** 2
-        if s.it:
-            s.tnorm2 += oldb ** 2
-        tnorm = np.sqrt(s.tnorm2)
-        oldeps = s.epsln
-        delta = s.cs * s.dbar + s.sn * alfa
-        gbar = s.sn * s.dbar - s.cs * alfa
-        s.epsln = s.sn * beta
-        s.dbar = -s.cs * beta
-        root = np.hypot(gbar, s.dbar)
-        # γ below rounding of ‖T_k‖ is floored there (SciPy: at ε); γ = 0
-        # (T_k = 0: A v = 0) leaves x alone and ends as "singular" below
-        gamma = np.maximum(np.hypot(gbar, beta), eps * tnorm)
-        gamma = np.where(gamma > 0, gamma, np.inf)
-        s.cs = gbar / gamma
-        s.sn = beta / gamma
-        phi = s.cs * s.phibar
-        s.phibar = s.sn * s.phibar
-        inv = (1.0 / gamma).astype(rdt)
-        w1, s.w2 = s.w2, s.w
-        s.w = (v - oldeps.astype(rdt) * w1 - delta.astype(rdt) * s.w2) * inv
-        aw1, s.aw2 = s.aw2, s.aw
-        s.aw = (av - oldeps.astype(rdt) * aw1 - delta.astype(rdt) * s.aw2) * inv
-        s.x += phi.astype(rdt) * s.w
-        s.r -= phi.astype(rdt) * s.aw
-        s.oldb = oldb
-        s.beta = beta
-        s.gmax = np.maximum(s.gmax, gamma)
-        s.gmin = np.minimum(s.gmin, gamma)
-        # ‖A r‖ / (‖A‖ ‖r‖) (SciPy's test2) and the sign of rᴴ M r, kept per
-        # column so that they follow the compactions below
-        s.test2 = np.divide(root, tnorm, out=np.zeros_like(root),
-                            where=tnorm > 0)
-        if psolve is None:
-            s.indefinite = np.zeros(s.k, dtype=bool)
-        else:
-            s.indefinite = beta2 < -dot_eps * np.sqrt(_sqnorm(s.r2) * _sqnorm(s.y))
-        s.tnorm = tnorm
-        s.it += 1
-        s.report()
-        s.rnorm = np.sqrt(_sqnorm(s.r))
-        s.check_nonfinite(s.rnorm, s.beta)
-        s.check_converged(matvec)
-        # the preconditioned Lanczos "norm" rᴴ M r must stay positive
-        s.finish(s.indefinite, "indefinite")
-        # ‖A r‖ ≈ 0 with r above the tolerance: a least-squares solution of a
-        # singular, inconsistent system, not a solution
-        s.finish(s.test2 <= 10 * eps, "singular")
-        # an invariant Krylov subspace without convergence (β_{k+1} at the
-        # rounding level of ‖T_k‖)
-        s.finish(s.beta <= eps * s.tnorm, "breakdown")
-        s.check_stagnation(matvec)
+    c = s.commit
+    with np.errstate(**({"divide": "ignore", "invalid": "ignore", "over": "ignore"}
+                        if s.masked else {})):
+        while s.k:
+            if s.at_limit(matvec):
+                break
+            v = s.y * (1.0 / s.safe(s.beta)).astype(rdt)
+            av = matvec(v)
+            y = (av - (s.beta / s.safe(s.oldb)).astype(rdt) * s.r1 if s.it
+                 else av.copy())
+            alfa = _dot(fused, v, y)
+            y -= (alfa / s.safe(s.beta)).astype(rdt) * s.r2
+            s.r1 = c(s.r2, s.r1)
+            s.r2 = c(y, s.r2)
+            s.y = c(y if psolve is None else psolve(y), s.y)
+            oldb = s.beta
+            beta2 = _dot(fused, s.r2, s.y)
+            beta = np.sqrt(np.maximum(beta2, 0.0))
+            # ‖T_k‖_F² (β_k enters T from the second step on: β₁ = ‖b‖_M is
+            # the scale of the right-hand side, not of A)
+            tnorm2 = s.tnorm2 + alfa ** 2 + beta ** 2
+            if s.it:
+                tnorm2 += oldb ** 2
+            tnorm = np.sqrt(tnorm2)
+            oldeps = s.epsln
+            delta = s.cs * s.dbar + s.sn * alfa
+            gbar = s.sn * s.dbar - s.cs * alfa
+            epsln = s.sn * beta
+            dbar = -s.cs * beta
+            root = np.hypot(gbar, dbar)
+            # γ below rounding of ‖T_k‖ is floored there (SciPy: at ε); γ = 0
+            # (T_k = 0: A v = 0) leaves x alone and ends as "singular" below
+            gamma = np.maximum(np.hypot(gbar, beta), eps * tnorm)
+            gamma = np.where(gamma > 0, gamma, np.inf)
+            cs = gbar / gamma
+            sn = beta / gamma
+            phi = cs * s.phibar
+            phibar = sn * s.phibar
+            inv = (1.0 / gamma).astype(rdt)
+            w = (v - oldeps.astype(rdt) * s.w2 - delta.astype(rdt) * s.w) * inv
+            s.w2 = c(s.w, s.w2)
+            s.w = c(w, s.w)
+            aw = (av - oldeps.astype(rdt) * s.aw2 - delta.astype(rdt) * s.aw) * inv
+            s.aw2 = c(s.aw, s.aw2)
+            s.aw = c(aw, s.aw)
+            if s.masked:
+                s.x = c(s.x + phi.astype(rdt) * s.w, s.x)
+                s.r = c(s.r - phi.astype(rdt) * s.aw, s.r)
+            else:
+                s.x += phi.astype(rdt) * s.w
+                s.r -= phi.astype(rdt) * s.aw
+            s.epsln = c(epsln, s.epsln)
+            s.dbar = c(dbar, s.dbar)
+            s.cs = c(cs, s.cs)
+            s.sn = c(sn, s.sn)
+            s.phibar = c(phibar, s.phibar)
+            s.tnorm2 = c(tnorm2, s.tnorm2)
+            s.oldb = c(oldb, s.oldb)
+            s.beta = c(beta, s.beta)
+            s.gmax = c(np.maximum(s.gmax, gamma), s.gmax)
+            s.gmin = c(np.minimum(s.gmin, gamma), s.gmin)
+            # ‖A r‖ / (‖A‖ ‖r‖) (SciPy's test2) and the sign of rᴴ M r, kept
+            # per column so that they follow the compactions below
+            s.test2 = c(np.divide(root, tnorm, out=np.zeros_like(root),
+                                  where=tnorm > 0), s.test2)
+            if psolve is None:
+                indefinite = np.zeros(s.k, dtype=bool)
+            else:
+                indefinite = beta2 < -dot_eps * np.sqrt(
+                    _sqnorm(fused, s.r2) * _sqnorm(fused, s.y))
+            s.indefinite = c(indefinite, s.indefinite)
+            s.tnorm = c(tnorm, s.tnorm)
+            s.tick()
+            s.report()
+            s.rnorm = c(np.sqrt(_sqnorm(fused, s.r)), s.rnorm)
+            s.after_step(matvec, s.rnorm, s.beta)
+            # the preconditioned Lanczos "norm" rᴴ M r must stay positive
+            s.stop(s.indefinite, "indefinite")
+            # ‖A r‖ ≈ 0 with r above the tolerance: a least-squares solution
+            # of a singular, inconsistent system, not a solution
+            s.stop(s.test2 <= 10 * eps, "singular")
+            # an invariant Krylov subspace without convergence (β_{k+1} at the
+            # rounding level of ‖T_k‖)
+            s.stop(s.beta <= eps * s.tnorm, "breakdown")
+            s.check_stagnation(matvec)
 
 
 class MINRESEngine(KrylovEngine):
