@@ -14,24 +14,26 @@ import pytest
 import sparsediff
 from sparsediff.kernels.numba import _cache
 
-# compiles one kernel of ``kernels.numba`` and one of the fixed-point SOR step
-# (a second module with its own ``cache=True`` kernels), reports where they went
+# compiles one fused Krylov kernel and the SOR sweep (a second module with its
+# own ``cache=True`` kernels), reports where they went
 _SCRIPT = textwrap.dedent("""
     import json
     import numpy as np
     import scipy.sparse as sp
     import sparsediff
     from sparsediff.kernels.numba import _cache, _krylov
-    from sparsediff.fixed_point.steps import _sor
+    try:
+        from sparsediff.kernels.numba._sor import sor_sweep
+    except ImportError:  # the SOR kernels still beside the fixed-point step
+        from sparsediff.fixed_point.steps._sor import _sor_sweep as sor_sweep
 
     a = np.arange(6.0).reshape(3, 2)
     out = np.zeros(2)
     _krylov.col_sqnorm(a, out)
     A = sp.csr_array(np.array([[4.0, 1.0], [1.0, 3.0]]))
     x = np.zeros((2, 1))
-    _sor._sor_sweep(A.indptr, A.indices, A.data, A.diagonal(), np.ones((2, 1)),
-                    1.0, True, x)
-    stats = [f.stats for f in (_krylov.col_sqnorm, _sor._sor_sweep)]
+    sor_sweep(A.indptr, A.indices, A.data, A.diagonal(), np.ones((2, 1)), 1.0, True, x)
+    stats = [f.stats for f in (_krylov.col_sqnorm, sor_sweep)]
     print(json.dumps(dict(
         package=sparsediff.__file__, cache_dir=_cache.cache_dir(),
         installed=_cache.install(), out=out.tolist(), x=x[:, 0].tolist(),
@@ -84,7 +86,7 @@ def test_kernels_cache_outside_the_package_and_hit_in_a_new_process(tmp_path):
         assert path.startswith(cache_dir + os.sep)
     files = _cache_files(cache_dir)
     assert any("col_sqnorm" in f and f.endswith(".nbi") for f in files)
-    assert any("_sor_sweep" in f and f.endswith(".nbc") for f in files)
+    assert any("sor_sweep" in f and f.endswith(".nbc") for f in files)
     # a second process loads both kernels from that cache instead of compiling
     second = _run(site, tmp_path)
     assert second["hits"] == [1, 1] and second["misses"] == [0, 0]
@@ -139,7 +141,8 @@ def test_unexpected_numba_falls_back_silently(monkeypatch, capsys):
 
 @pytest.mark.parametrize("path, inside", [
     ("kernels/numba/_csr.py", True),
-    ("fixed_point/steps/_sor.py", True),
+    ("kernels/numba/_sor.py", True),
+    ("fixed_point/steps/_common.py", True),
     ("../elsewhere.py", False),
 ])
 def test_inside_package(path, inside):
