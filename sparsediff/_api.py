@@ -18,7 +18,7 @@ from ._validation import (
     nonfinite_error,
     result_dtype,
 )
-from .backend import get_backend
+from .backend import _csr, get_backend
 from .solvers import make_engine, update_engine
 from .solvers._common import apply_policy, column_norms, make_info
 from .solvers._conditioning import ILL_CONDITIONED_BOUND  # noqa: F401 (public name)
@@ -445,9 +445,6 @@ def sparse_outer(A, u, v, alpha=1.0):
     if np.iscomplexobj(alpha):
         dtype = result_dtype(dtype, np.complex64)
     # (p,) -> (p, 1) also for p = 0 (reshape(0, -1) is ambiguous)
-    u2 = np.ascontiguousarray(u[:, None] if u.ndim == 1 else u, dtype=dtype)
-    v2 = np.ascontiguousarray(v[:, None] if v.ndim == 1 else v, dtype=dtype)
-    out = np.empty(mat.nnz, dtype=dtype)
-    backend.kernels.sparse_outer(mat.indptr, mat.indices, u2, v2, dtype.type(alpha),
-                                 out)
-    return mat.wrap(out)
+    u2 = u[:, None] if u.ndim == 1 else u
+    v2 = v[:, None] if v.ndim == 1 else v
+    return mat.wrap(_csr.pattern_product(mat, u2, v2, alpha, dtype))

@@ -30,6 +30,36 @@ def rng():
     return np.random.default_rng(20240611)
 
 
+#: Public entry points that choose a backend (module paths holding ``get_backend``).
+BACKEND_CHOOSERS = ("sparsediff._api", "sparsediff.fixed_point.steps._common",
+                    "sparsediff.fixed_point.steps._vcycle")
+
+
+@pytest.fixture(params=["numba", "reference"])
+def backend(request, monkeypatch):
+    """Run the test on the CPU backend and on the reference backend.
+
+    For ``"reference"`` every public entry point's ``get_backend`` returns
+    ``sparsediff.backend.REFERENCE`` (after the usual argument checks), so the
+    validated matrix carries it and every kernel below runs the NumPy twins,
+    with ``check_every = 8`` in the Krylov loops. Returns the backend object.
+    """
+    import importlib
+
+    from sparsediff import backend as be
+
+    if request.param == "numba":
+        return be.NUMBA
+
+    def reference(*args, func):
+        be.get_backend(*args, func=func)  # same refusals (GPU arrays, mixing)
+        return be.REFERENCE
+
+    for name in BACKEND_CHOOSERS:
+        monkeypatch.setattr(importlib.import_module(name), "get_backend", reference)
+    return be.REFERENCE
+
+
 # ---------------------------------------------------------------------------
 # values
 # ---------------------------------------------------------------------------

@@ -10,6 +10,10 @@ import sparsediff as sd
 from sparsediff import ConvergenceError, ConvergenceWarning
 from sparsediff.fixed_point import fixed_point, iterate, steps
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 SOLVERS = ["gmres", "fixed_point"]
 
 

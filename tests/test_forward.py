@@ -24,6 +24,10 @@ from conftest import (
 import sparsediff as sd
 from sparsediff._errors import IllConditionedWarning
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def check_residual(D, x, b, trans, dtype):
     """‖b − op(A) x‖ ≤ c·n·eps·‖A‖·‖x‖ (backward stability of LU)."""

@@ -34,6 +34,10 @@ from conftest import (
 
 import sparsediff as sd
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 torch = pytest.importorskip("torch")
 
 DT_IDS = lambda d: np.dtype(d).name  # noqa: E731

@@ -6,6 +6,10 @@ import scipy.sparse as sp
 
 import sparsediff as sd
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 METHODS = ("cg", "minres", "gmres", "bicgstab")
 TOL = dict(rtol=1e-12, maxiter=2000)
 

@@ -23,7 +23,7 @@ Forward mode: ``δx = op(A)⁻¹ (δb − op(δA) x)``.
 
 import numpy as np
 
-from ..kernels import numba as kernels
+from ..backend import _csr
 from ..solvers._common import column_norms, op_matvec
 
 __all__ = ["adjoint_solve", "pattern_gradient", "tangent_rhs"]
@@ -62,18 +62,17 @@ def adjoint_solve(engine, g, trans, x0=None, **tolerances):
 
 
 def pattern_gradient(mat, x, lam, trans):
-    """Canonical-order ``∂L/∂data`` from the primal ``x`` and adjoint ``λ``."""
+    """Canonical-order ``∂L/∂data`` from the primal ``x`` and adjoint ``λ``.
+
+    Runs the pattern kernel of ``mat.backend``.
+    """
     if trans == "N":
         u, v = lam, np.conj(x)
     elif trans == "T":
         u, v = np.conj(x), lam
     else:
         u, v = x, np.conj(lam)
-    dtype = np.result_type(u.dtype, v.dtype)
-    u = np.ascontiguousarray(u, dtype=dtype)
-    v = np.ascontiguousarray(v, dtype=dtype)
-    out = np.empty(mat.nnz, dtype=dtype)
-    return kernels.sparse_outer(mat.indptr, mat.indices, u, v, dtype.type(-1), out)
+    return _csr.pattern_product(mat, u, v, -1)
 
 
 def tangent_rhs(mat, x, dA_data, db, trans):

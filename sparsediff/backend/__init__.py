@@ -27,17 +27,19 @@ A backend provides:
     what is available.
 """
 
+import functools
+
 import numpy as np
 import scipy.sparse
 
 __all__ = ["KERNELS", "Backend", "NumbaBackend", "NumpyBackend", "ReferenceBackend",
-           "get_backend"]
+           "array_namespace", "get_backend"]
 
 #: The kernel set every backend implements (same names, same arguments).
 KERNELS = (
     "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_matvec",
-    "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "sparse_outer",
-    "sub_scaled", "xpby",
+    "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "sor_grads", "sor_rt",
+    "sor_sweep", "sor_transpose_solve", "sparse_outer", "sub_scaled", "xpby",
 )
 
 
@@ -96,17 +98,16 @@ class NumbaBackend(Backend):
     """The CPU backend: NumPy arrays, SciPy sparse matrices, Numba kernels."""
 
     name = "numba"
-    _kernels = None
 
-    @property
+    @functools.cached_property
     def kernels(self):
-        # imported on first use: nothing compiles (or imports numba) at import
-        if NumbaBackend._kernels is None:
-            from ..kernels import numba as csr
-            from ..kernels.numba import _krylov as fused
+        # imported on first use: nothing compiles (or imports numba) at import;
+        # then an instance attribute (no per-call cost in the Krylov loops)
+        from ..kernels import numba as csr
+        from ..kernels.numba import _krylov as fused
+        from ..kernels.numba import _sor as sor
 
-            NumbaBackend._kernels = _KernelSet(self.name, csr, fused)
-        return NumbaBackend._kernels
+        return _KernelSet(self.name, csr, fused, sor)
 
 
 class ReferenceBackend(NumbaBackend):
@@ -119,15 +120,12 @@ class ReferenceBackend(NumbaBackend):
 
     name = "reference"
     check_every = 8
-    _ref_kernels = None
 
-    @property
+    @functools.cached_property
     def kernels(self):
-        if ReferenceBackend._ref_kernels is None:
-            from ..kernels import _reference
+        from ..kernels import _reference
 
-            ReferenceBackend._ref_kernels = _KernelSet(self.name, _reference)
-        return ReferenceBackend._ref_kernels
+        return _KernelSet(self.name, _reference)
 
 
 #: Former name of the CPU backend class.
@@ -141,6 +139,20 @@ _GPU_MODULES = ("cupy", "cupyx")
 
 def _library(obj):
     return type(obj).__module__.split(".")[0]
+
+
+def array_namespace(x):
+    """The array namespace of ``x``: NumPy for host values, CuPy for CuPy arrays.
+
+    For the routines that only need NumPy's array API (``fixed_point``,
+    ``iterate`` with a user map), not a kernel set: they accept device arrays
+    even where no device backend is available.
+    """
+    if _library(x) == "cupy":  # pragma: no cover - no GPU in the test suite
+        import cupy
+
+        return cupy
+    return np
 
 
 def get_backend(*args, func):

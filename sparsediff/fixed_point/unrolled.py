@@ -43,6 +43,7 @@ import numpy as np
 
 from .._errors import ConvergenceError, ConvergenceWarning, NonFiniteInputError
 from .._validation import check_on_failure, data_dtype
+from ..backend import array_namespace
 from ._checkpoint import Reverser, forward_chain, repetitions
 from ._params import flatten
 from ._reconstruct import WORKSPACE, Reconstruct, ReconstructStats, rebuild
@@ -60,12 +61,8 @@ _FUNC = "sparsediff.iterate"
 
 
 def namespace(x):
-    """Array namespace of ``x`` (NumPy here; CuPy arrays bring their own)."""
-    if type(x).__module__.split(".")[0] == "cupy":  # pragma: no cover - no GPU here
-        import cupy
-
-        return cupy
-    return np
+    """Array namespace of ``x`` (``backend.array_namespace``: NumPy, or CuPy)."""
+    return array_namespace(x)
 
 
 def norm(xp, a):

@@ -16,6 +16,10 @@ __all__ = [
     "csr_matvec_dot",
     "csr_matvec_dot1",
     "csr_rmatvec",
+    "sor_grads",
+    "sor_rt",
+    "sor_sweep",
+    "sor_transpose_solve",
     "sparse_outer",
     "sub_scaled",
     "xpby",
@@ -115,3 +119,59 @@ def csr_matvec_dot1(indptr, indices, data, x, out, dots):
     """:func:`csr_matvec_dot` for one right-hand side on 1-D ``x`` and ``out``."""
     csr_matvec_dot(indptr, indices, data, x[:, None], out[:, None], dots[:1])
     return out
+
+
+# ---------------------------------------------------------------------------
+# SOR sweeps (twins of kernels/numba/_sor.py): sequential over the rows, each
+# row vectorized over its stored entries and the columns. Real values only.
+# ---------------------------------------------------------------------------
+
+
+def _order(n, forward):
+    return range(n) if forward else range(n - 1, -1, -1)
+
+
+def sor_sweep(indptr, indices, data, diag, b, omega, forward, out):
+    """In place on ``out`` (holding x on entry): one SOR sweep."""
+    for i in _order(out.shape[0], forward):
+        lo, hi = indptr[i], indptr[i + 1]
+        j = indices[lo:hi]
+        a = np.where(j != i, data[lo:hi], 0.0)
+        s = a @ out[j]
+        out[i] = (1.0 - omega) * out[i] + omega * (b[i] - s) / diag[i]
+    return out
+
+
+def sor_transpose_solve(indptr, indices, data, diag, omega, forward, z):
+    """In place on ``z`` (holding v on entry): solve ``Nᵀ z = v``."""
+    for i in _order(z.shape[0], not forward):
+        z[i] /= diag[i]
+        lo, hi = indptr[i], indptr[i + 1]
+        j = indices[lo:hi]
+        keep = j < i if forward else j > i
+        z[j[keep]] -= omega * data[lo:hi][keep][:, None] * z[i]
+    return z
+
+
+def sor_rt(indptr, indices, data, diag, z, omega, forward, out):
+    """``out = Rᵀ z`` with ``R = (1 − ω) D − ω U`` (forward) or ``− ω L``."""
+    rows = _rows(indptr)
+    keep = indices > rows if forward else indices < rows
+    out[...] = (1.0 - omega) * diag[:, None] * z
+    np.add.at(out, indices[keep], -omega * data[keep][:, None] * z[rows[keep]])
+    return out
+
+
+def sor_grads(indptr, indices, data, x, y, z, b, omega, forward, gdata):
+    """Gradients w.r.t. the canonical values (into ``gdata``) and ω (returned)."""
+    rows = _rows(indptr)
+    diag = indices == rows
+    newest = indices < rows if forward else indices > rows  # the N part: y
+    src = np.where(newest[:, None], y[indices], x[indices])
+    zr = z[rows]
+    gdata[...] = -omega * np.sum(zr * src, axis=1)
+    gdata[diag] = np.sum(zr[diag] * (-y[rows[diag]] + (1.0 - omega) * x[rows[diag]]),
+                         axis=1)
+    g_omega = np.sum(z * b) - np.sum(data * np.sum(zr * np.where(
+        diag[:, None], x[rows], src), axis=1))
+    return float(g_omega)

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from .._errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
-from ..kernels import numba as kernels
+from ..backend import _csr
 from ._info import SolveInfo
 
 __all__ = [
@@ -20,17 +20,10 @@ __all__ = [
 def op_matvec(mat, x, trans="N", data=None):
     """``op(A) @ x`` for a :class:`MatrixInput` and 2-D ``x`` (a new array).
 
-    ``data`` replaces the canonical values (used for tangents ``Ȧ x``).
+    ``data`` replaces the canonical values (used for tangents ``Ȧ x``). The
+    kernels are those of ``mat.backend``.
     """
-    data = mat.data if data is None else data
-    dtype = np.result_type(data.dtype, x.dtype)
-    x = np.ascontiguousarray(x, dtype=dtype)
-    data = data.astype(dtype, copy=False)
-    if trans == "N":
-        out = np.empty((mat.shape[0], x.shape[1]), dtype=dtype)
-        return kernels.csr_matvec(mat.indptr, mat.indices, data, x, out)
-    out = np.empty((mat.shape[1], x.shape[1]), dtype=dtype)
-    return kernels.csr_rmatvec(mat.indptr, mat.indices, data, x, out, trans == "H")
+    return _csr.matvec(mat, x, trans, data)
 
 
 def column_norms(a):

@@ -13,15 +13,22 @@ An operator is any object with
 its ``matmat`` is used) or any object that already follows the protocol.
 """
 
+import functools
+
 import numpy as np
 
-from ..kernels import numba as kernels
+from ..backend import _csr
 
 __all__ = ["CSROperator", "aslinearoperator", "transposed"]
 
 
 class CSROperator:
     """``A``, ``Aᵀ`` or ``Aᴴ`` of a canonical CSR matrix, applied to blocks.
+
+    The products run the kernels of ``mat.backend`` (``backend/_csr.py``):
+    ``matvec(X)`` is ``op(A) X`` for a 2-D ``X`` (a new array);
+    ``matvec_dot(X)`` is ``(A X, Re diag(Xᴴ A X))`` in one pass (the CG product
+    fused with ``pᴴ q``, for ``trans="N"``); ``rmatvec(X)`` is ``op(A)ᴴ X``.
 
     Parameters
     ----------
@@ -36,45 +43,13 @@ class CSROperator:
         self.trans = trans
         self.shape = mat.shape
         self.dtype = mat.dtype
+        # bound once: the Krylov loops call these every iteration
+        self.matvec = (functools.partial(_csr.matvec, mat) if trans == "N"
+                       else functools.partial(_csr.matvec, mat, trans=trans))
+        self.matvec_dot = functools.partial(_csr.matvec_dot, mat)
 
     def _apply(self, X, trans):
-        mat = self.mat
-        X = np.ascontiguousarray(X)
-        dtype = np.result_type(mat.dtype, X.dtype)
-        if X.dtype != dtype:
-            X = X.astype(dtype)
-        # the kernels mix a real matrix with a complex block: no complex copy of A
-        if trans == "N":
-            out = np.empty((mat.shape[0], X.shape[1]), dtype=dtype)
-            return kernels.csr_matvec(mat.indptr, mat.indices, mat.data, X, out)
-        out = np.empty((mat.shape[1], X.shape[1]), dtype=dtype)
-        conj = trans == "H" and mat.dtype.kind == "c"
-        return kernels.csr_rmatvec(mat.indptr, mat.indices, mat.data, X, out, conj)
-
-    def matvec(self, X):
-        """``op(A) X`` for a 2-D ``X`` (a new array)."""
-        return self._apply(X, self.trans)
-
-    def matvec_dot(self, X):
-        """``(A X, real(diag(Xᴴ A X)))`` in one serial pass (``trans="N"`` only).
-
-        The CG product ``q = A p`` fused with ``pᴴ q``; real parts, as CG
-        needs them for a Hermitian A.
-        """
-        from ..kernels.numba._krylov import csr_matvec_dot, csr_matvec_dot1
-
-        mat = self.mat
-        dtype = np.result_type(mat.dtype, X.dtype)
-        X = np.ascontiguousarray(X, dtype=dtype)
-        out = np.empty((mat.shape[0], X.shape[1]), dtype=dtype)
-        dots = np.empty(X.shape[1], dtype=np.complex128 if dtype.kind == "c"
-                        else np.float64)
-        if X.shape[1] == 1:
-            csr_matvec_dot1(mat.indptr, mat.indices, mat.data, X.reshape(-1),
-                            out.reshape(-1), dots)
-        else:
-            csr_matvec_dot(mat.indptr, mat.indices, mat.data, X, out, dots)
-        return out, dots.real
+        return _csr.matvec(self.mat, X, trans)
 
     def rmatvec(self, X):
         """``op(A)ᴴ X`` for a 2-D ``X`` (a new array)."""

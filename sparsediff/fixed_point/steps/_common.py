@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..._validation import as_matrix
-from ...kernels import numba as kernels
+from ...backend import _csr, get_backend
 
 # ---------------------------------------------------------------------------
 # array plumbing
@@ -15,34 +15,11 @@ def _two_d(x):
     return x.reshape(x.shape[0], -1)
 
 
-def _matvec(indptr, indices, data, x2):
-    dtype = np.result_type(data.dtype, x2.dtype)
-    out = np.empty((indptr.shape[0] - 1, x2.shape[1]), dtype=dtype)
-    return kernels.csr_matvec(indptr, indices, data.astype(dtype, copy=False),
-                              np.ascontiguousarray(x2, dtype=dtype), out)
-
-
-def _rmatvec(indptr, indices, data, x2, ncols):
-    dtype = np.result_type(data.dtype, x2.dtype)
-    out = np.empty((ncols, x2.shape[1]), dtype=dtype)
-    return kernels.csr_rmatvec(indptr, indices, data.astype(dtype, copy=False),
-                               np.ascontiguousarray(x2, dtype=dtype), out, False)
-
-
-def _outer(indptr, indices, u2, v2, alpha):
-    """``out[k] = alpha Σ_c u[i_k, c] v[j_k, c]`` (the pattern gradient kernel)."""
-    dtype = np.result_type(u2.dtype, v2.dtype)
-    out = np.empty(indices.shape[0], dtype=dtype)
-    return kernels.sparse_outer(indptr, indices, np.ascontiguousarray(u2, dtype=dtype),
-                                np.ascontiguousarray(v2, dtype=dtype),
-                                dtype.type(alpha), out)
-
-
 class _Csr:
     """A fixed pattern with caller-ordered values supplied per call."""
 
     def __init__(self, A, func, need_diag):
-        mat = as_matrix(A, func, "A")
+        mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
         if mat.dtype.kind == "c":
             raise TypeError(f"`{func}`: `A` must be real; got {mat.dtype}.")
         self.mat = mat
@@ -79,17 +56,19 @@ class _Csr:
             raise ValueError(f"`{self.func}`: the diagonal of `A` has zero entries.")
         return d
 
+    @property
+    def backend(self):
+        return self.mat.backend
+
     def matvec(self, data, x2):
-        m = self.mat
-        return _matvec(m.indptr, m.indices, data, x2)
+        return _csr.matvec(self.mat, x2, "N", data)
 
     def rmatvec(self, data, x2):
-        m = self.mat
-        return _rmatvec(m.indptr, m.indices, data, x2, self.n)
+        return _csr.matvec(self.mat, x2, "T", data)
 
     def outer(self, u2, v2, alpha=1.0):
-        m = self.mat
-        return _outer(m.indptr, m.indices, u2, v2, alpha)
+        """``out[k] = alpha Σ_c u[i_k, c] v[j_k, c]`` (the pattern gradient kernel)."""
+        return _csr.pattern_product(self.mat, u2, v2, alpha)
 
     def caller(self, g):
         return self.mat.from_canonical(g)
@@ -146,10 +125,10 @@ class _Factorized:
     weakly dominant) needs.
     """
 
-    def __init__(self, M):
+    def __init__(self, M, backend):
         from ...solvers.direct import DirectEngine
 
-        self._engine = DirectEngine(as_matrix(M, "f_inverse", "M"))
+        self._engine = DirectEngine(as_matrix(M, "f_inverse", "M", backend=backend))
 
     def solve(self, rhs2):
         from ..._errors import SingularMatrixError
@@ -162,13 +141,13 @@ class _Factorized:
         return x
 
 
-def _solver(cache, key, build):
+def _solver(cache, key, build, backend):
     """One factorization per parameter value (the inverse runs k times)."""
     hit = cache.get("key")
     if hit is not None and len(hit) == len(key) and all(
             np.array_equal(a, b) for a, b in zip(hit, key)):
         return cache["solver"]
-    solver = _Factorized(build())
+    solver = _Factorized(build(), backend)
     cache["key"] = tuple(np.array(k, copy=True) for k in key)
     cache["solver"] = solver
     return solver

@@ -113,7 +113,7 @@ class Jacobi:
                 md = -omega * data / d[A.mat.rows]
                 md[A.diag_pos] += 1.0
                 return A.scipy(md)
-        solver = _solver(self._cache, (np.array(omega), data), build)
+        solver = _solver(self._cache, (np.array(omega), data), build, A.backend)
         return _solve(solver, rhs, x_next.shape)
 
 

@@ -1,9 +1,7 @@
-"""Gauss–Seidel / SOR sweeps (Numba) and their adjoints."""
+"""Gauss–Seidel / SOR sweeps and their adjoints (kernels of the matrix's backend)."""
 
-import numba as nb
 import numpy as np
 
-from ...kernels.numba import _cache  # noqa: F401  (cache outside the package)
 from ._common import _Csr, _grad_b, _rhs, _scalar, _solve, _solver, _two_d
 
 # ---------------------------------------------------------------------------
@@ -27,86 +25,6 @@ from ._common import _Csr, _grad_b, _rhs, _scalar, _solve, _solver, _two_d
 # Inverse: x = R⁻¹ (N y − ω b), a triangular solve; R is singular for ω = 1
 # (plain Gauss–Seidel forgets x_i entirely), so that step has no inverse.
 
-_jit = dict(cache=True, nogil=True)
-
-
-@nb.njit(**_jit)
-def _sor_sweep(indptr, indices, data, diag, b, omega, forward, out):
-    """In place on ``out`` (holding x on entry): one SOR sweep."""
-    n, m = out.shape
-    for ii in range(n):
-        i = ii if forward else n - 1 - ii
-        for c in range(m):
-            s = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                if j != i:
-                    s += data[k] * out[j, c]
-            out[i, c] = (1.0 - omega) * out[i, c] + omega * (b[i, c] - s) / diag[i]
-    return out
-
-
-@nb.njit(**_jit)
-def _sor_transpose_solve(indptr, indices, data, diag, omega, forward, z):
-    """In place on ``z`` (holding v on entry): solve ``Nᵀ z = v``."""
-    n, m = z.shape
-    for ii in range(n):
-        i = n - 1 - ii if forward else ii
-        for c in range(m):
-            z[i, c] /= diag[i]
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            if (forward and j < i) or ((not forward) and j > i):
-                a = omega * data[k]
-                for c in range(m):
-                    z[j, c] -= a * z[i, c]
-    return z
-
-
-@nb.njit(**_jit)
-def _sor_rt(indptr, indices, data, diag, z, omega, forward, out):
-    """``out = Rᵀ z`` with ``R = (1 − ω) D − ω U`` (forward) or ``− ω L``."""
-    n, m = z.shape
-    for i in range(n):
-        for c in range(m):
-            out[i, c] = (1.0 - omega) * diag[i] * z[i, c]
-    for i in range(n):
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            if (forward and j > i) or ((not forward) and j < i):
-                a = omega * data[k]
-                for c in range(m):
-                    out[j, c] -= a * z[i, c]
-    return out
-
-
-@nb.njit(**_jit)
-def _sor_grads(indptr, indices, data, x, y, z, b, omega, forward, gdata):
-    """Gradients w.r.t. the canonical values (into ``gdata``) and ω (returned)."""
-    n, m = z.shape
-    g_omega = 0.0
-    for i in range(n):
-        for c in range(m):
-            g_omega += z[i, c] * b[i, c]
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            a = data[k]
-            acc = 0.0
-            if j == i:
-                for c in range(m):
-                    acc += z[i, c] * (-y[i, c] + (1.0 - omega) * x[i, c])
-                    g_omega -= a * z[i, c] * x[i, c]
-            elif (forward and j < i) or ((not forward) and j > i):
-                for c in range(m):
-                    acc -= omega * z[i, c] * y[j, c]
-                    g_omega -= a * z[i, c] * y[j, c]
-            else:
-                for c in range(m):
-                    acc -= omega * z[i, c] * x[j, c]
-                    g_omega -= a * z[i, c] * x[j, c]
-            gdata[k] = acc
-    return g_omega
-
 
 class SOR:
     """Successive over-relaxation sweeps (Gauss–Seidel for ``ω = 1``).
@@ -121,9 +39,9 @@ class SOR:
 
     Notes
     -----
-    The sweeps are sequential (Numba). See the comment block above this class
-    in the source for the derivation of the VJP: one transposed triangular
-    solve per sweep. ``f_inverse`` is a triangular solve with
+    The sweeps are sequential (the backend's ``sor_*`` kernels). See the
+    comment block above this class in the source for the derivation of the
+    VJP: one transposed triangular solve per sweep. ``f_inverse`` is a triangular solve with
     ``R = (1 − ω) D − ωU`` and does not exist for ``ω = 1``.
     """
 
@@ -156,7 +74,8 @@ class SOR:
 
     def _sweep(self, A, data, d, b2, omega, fwd, x2):
         m = A.mat
-        return _sor_sweep(m.indptr, m.indices, data, d, b2, omega, fwd, x2.copy())
+        return m.backend.kernels.sor_sweep(m.indptr, m.indices, data, d, b2, omega, fwd,
+                                           x2.copy())
 
     def f(self, x, params):
         A, data, d, omega, x2, b2, _ = self._setup(x, params)
@@ -167,6 +86,7 @@ class SOR:
     def f_vjp(self, x, params, v):
         A, data, d, omega, x2, b2, kind = self._setup(x, params)
         m = A.mat
+        kern = m.backend.kernels
         xs = [x2]
         for fwd in self._sweeps[:-1]:
             xs.append(self._sweep(A, data, d, b2, omega, fwd, xs[-1]))
@@ -175,13 +95,13 @@ class SOR:
         gd = np.empty_like(data)
         for fwd, x_in in zip(reversed(self._sweeps), reversed(xs)):
             y = self._sweep(A, data, d, b2, omega, fwd, x_in)
-            z = _sor_transpose_solve(m.indptr, m.indices, data, d, omega, fwd, v2)
-            g_omega += _sor_grads(m.indptr, m.indices, data, x_in, y, z, b2, omega,
-                                  fwd, gd)
+            z = kern.sor_transpose_solve(m.indptr, m.indices, data, d, omega, fwd, v2)
+            g_omega += kern.sor_grads(m.indptr, m.indices, data, x_in, y, z, b2,
+                                      omega, fwd, gd)
             g_data += gd
             g_b += omega * z
-            v2 = _sor_rt(m.indptr, m.indices, data, d, z, omega, fwd,
-                         np.empty_like(z))
+            v2 = kern.sor_rt(m.indptr, m.indices, data, d, z, omega, fwd,
+                             np.empty_like(z))
         out = {"omega": g_omega, "data": A.caller(g_data),
                "b": _grad_b(g_b, kind, x.shape)}
         return v2.reshape(x.shape), {k: out[k] if k in out else None for k in params}
@@ -205,6 +125,6 @@ class SOR:
                 return A.scipy(rd)
 
             cache = self._cache.setdefault(fwd, {})
-            y2 = _two_d(_solve(_solver(cache, (np.array(omega), data), build), rhs,
-                               rhs.shape))
+            solver = _solver(cache, (np.array(omega), data), build, A.backend)
+            y2 = _two_d(_solve(solver, rhs, rhs.shape))
         return y2.reshape(x_next.shape)

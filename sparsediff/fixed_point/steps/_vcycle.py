@@ -4,7 +4,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..._validation import as_matrix
-from ._common import _grad_b, _matvec, _rhs, _rmatvec, _scalar, _two_d
+from ...backend import _csr, get_backend
+from ._common import _grad_b, _rhs, _scalar, _two_d
 
 # ---------------------------------------------------------------------------
 # AMG V-cycle
@@ -39,7 +40,7 @@ class AMGVCycle:
         import scipy.linalg as sla
 
         func = "sparsediff.fixed_point.steps.AMGVCycle"
-        mat = as_matrix(A, func, "A")
+        mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
         kwargs.setdefault("max_coarse", 10)
         ml = pyamg.smoothed_aggregation_solver(mat.to_scipy().copy(), **kwargs)
         self.func = func
@@ -49,7 +50,8 @@ class AMGVCycle:
             Al = sp.csr_array(lev.A)
             Al.sort_indices()
             self.levels.append(dict(
-                A=(Al.indptr, Al.indices, Al.data), n=Al.shape[0],
+                A=_csr.CSR(Al.indptr, Al.indices, Al.data, Al.shape, mat.backend),
+                n=Al.shape[0],
                 d=Al.diagonal()[:, None], P=sp.csr_array(lev.P), R=sp.csr_array(lev.R)))
         self._coarse = sla.lu_factor(np.asarray(ml.levels[-1].A.toarray()))
         self.presmooth = int(presmooth)
@@ -60,7 +62,7 @@ class AMGVCycle:
         return {"omega": float(omega), "b": b}
 
     def _jacobi(self, lev, x, b, omega):
-        return x + omega * (b - _matvec(*lev["A"], x)) / lev["d"]
+        return x + omega * (b - _csr.matvec(lev["A"], x)) / lev["d"]
 
     def _cycle(self, level, x, b, omega, tape):
         import scipy.linalg as sla
@@ -73,7 +75,7 @@ class AMGVCycle:
             if rec is not None:
                 rec["pre"].append(x)
             x = self._jacobi(lev, x, b, omega)
-        bc = lev["R"] @ (b - _matvec(*lev["A"], x))
+        bc = lev["R"] @ (b - _csr.matvec(lev["A"], x))
         sub = [] if tape is not None else None
         ec = self._cycle(level + 1, np.zeros_like(bc), bc, omega, sub)
         x = x + lev["P"] @ ec
@@ -89,9 +91,9 @@ class AMGVCycle:
 
     def _jacobi_vjp(self, lev, x, b, omega, v, acc):
         u = v / lev["d"]
-        acc["omega"] += float(np.sum(u * (b - _matvec(*lev["A"], x))))
+        acc["omega"] += float(np.sum(u * (b - _csr.matvec(lev["A"], x))))
         acc["b"] += omega * u
-        return v - omega * _rmatvec(*lev["A"], u, lev["n"])
+        return v - omega * _csr.matvec(lev["A"], u, "T")
 
     def _cycle_vjp(self, level, b, omega, v, tape):
         """Returns (v_x, v_b, g_omega) of the cycle at ``level`` (tape of its run)."""
@@ -110,7 +112,7 @@ class AMGVCycle:
         acc["omega"] += g
         t = lev["R"].T @ v_bc
         acc["b"] += t
-        v = v - _rmatvec(*lev["A"], t, lev["n"])
+        v = v - _csr.matvec(lev["A"], t, "T")
         for x_s in reversed(rec["pre"]):
             v = self._jacobi_vjp(lev, x_s, b, omega, v, acc)
         return v, acc["b"], acc["omega"]
