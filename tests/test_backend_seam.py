@@ -182,3 +182,41 @@ def test_csr_operations_keep_the_caller_arrays(rng):
     _csr.matvec(mat, X, "T")
     _csr.pattern_product(mat, X, X, 1.0)
     np.testing.assert_array_equal(X, keep)
+
+
+@pytest.mark.parametrize("forward", [True, False])
+@pytest.mark.parametrize("m", [1, 3])
+def test_sor_kernels_match_their_twins(rng, forward, m):
+    """The SOR sweep, its transposed solve, ``Rᵀ z`` and gradients: Numba
+    kernels against the NumPy twins (and the sweep against a dense oracle)."""
+    from sparsediff._validation import as_matrix
+
+    A, _ = _system(rng, n=13)
+    mat = as_matrix(A, "test")
+    ip, ix, data = mat.indptr, mat.indices, mat.data
+    d = A.diagonal()
+    x, y, z, b = (rng.standard_normal((13, m)) for _ in range(4))
+    nb_k, ref_k = be.NUMBA.kernels, be.REFERENCE.kernels
+    omega = 0.7
+    out = [k.sor_sweep(ip, ix, data, d, b, omega, forward, x.copy())
+           for k in (nb_k, ref_k)]
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-13, atol=1e-13)
+    D = A.toarray()
+    L, U = np.tril(D, -1), np.triu(D, 1)
+    N, R = ((np.diag(d) + omega * L, (1 - omega) * np.diag(d) - omega * U) if forward
+            else (np.diag(d) + omega * U, (1 - omega) * np.diag(d) - omega * L))
+    np.testing.assert_allclose(out[0], np.linalg.solve(N, omega * b + R @ x),
+                               rtol=1e-12, atol=1e-12)
+    zs = [k.sor_transpose_solve(ip, ix, data, d, omega, forward, z.copy())
+          for k in (nb_k, ref_k)]
+    np.testing.assert_allclose(zs[1], zs[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(zs[0], np.linalg.solve(N.T, z), rtol=1e-12, atol=1e-12)
+    rts = [k.sor_rt(ip, ix, data, d, z, omega, forward, np.empty_like(z))
+           for k in (nb_k, ref_k)]
+    np.testing.assert_allclose(rts[1], rts[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(rts[0], R.T @ z, rtol=1e-12, atol=1e-12)
+    gd = [np.empty_like(data), np.empty_like(data)]
+    go = [k.sor_grads(ip, ix, data, x, y, z, b, omega, forward, g)
+          for k, g in zip((nb_k, ref_k), gd)]
+    np.testing.assert_allclose(gd[1], gd[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(go[1], go[0], rtol=1e-12)
