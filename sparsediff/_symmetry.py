@@ -39,7 +39,7 @@ import dataclasses
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["HERMITIAN_RTOL_ULPS", "Symmetry", "measure_symmetry"]
+__all__ = ["HERMITIAN_RTOL_ULPS", "Symmetry", "is_exactly_hermitian", "measure_symmetry"]
 
 #: Tolerance of the Hermitian test in units of the dtype's machine epsilon:
 #: float64 2.2e-14, float32 1.2e-5. Assembly rounding is a few ulps; 100
@@ -98,8 +98,7 @@ def measure_symmetry(indptr, indices, data, shape):
         return Symmetry(float("inf"), None, tol)
     if n == 0 or indices.shape[0] == 0:
         return Symmetry(0.0, None, tol)
-    A = sp.csr_array((data, indices, indptr), shape=shape)
-    diff = (A - A.conj().T).tocoo()
+    diff = _defect(sp.csr_array((data, indices, indptr), shape=shape))
     nonzero = diff.data != 0
     if not nonzero.any():
         return Symmetry(0.0, None, tol)
@@ -112,6 +111,25 @@ def measure_symmetry(indptr, indices, data, shape):
         ratio = np.where(scale > 0, absdiff / np.where(scale > 0, scale, 1.0), np.inf)
     k = int(np.argmax(ratio))
     return Symmetry(float(ratio[k]), (int(rows[k]), int(cols[k])), tol)
+
+
+def is_exactly_hermitian(A):
+    """Whether a SciPy sparse or dense matrix equals its conjugate transpose bit for bit.
+
+    The test for operators applied as they are given, whose ``Mᴴ`` is taken to
+    be ``M`` once they are declared Hermitian (a caller's preconditioner
+    matrix, the levels of an AMG hierarchy); matrices ``A`` are judged to
+    rounding (:func:`measure_symmetry`). Explicit zeros do not count.
+    """
+    if sp.issparse(A):
+        return not np.any(_defect(A).data)
+    A = np.asarray(A)
+    return bool(np.array_equal(A, A.conj().T))
+
+
+def _defect(A):
+    """``A − Aᴴ`` of a SciPy sparse matrix, in COO format."""
+    return (A - A.conj().T).tocoo()
 
 
 def _row_max_abs(indptr, data, n):

@@ -15,8 +15,9 @@ lower precision than the block are promoted.
 """
 
 import numpy as np
+import scipy.sparse as sp
 
-__all__ = ["CSR", "matvec", "matvec_dot", "pattern_product"]
+__all__ = ["CSR", "diagonal", "matvec", "matvec_dot", "pattern_product"]
 
 
 class CSR:
@@ -108,3 +109,14 @@ def pattern_product(mat, u, v, alpha, dtype=None):
     out = xp.empty(mat.indices.shape[0], dtype=dtype)
     return backend.kernels.sparse_outer(mat.indptr, mat.indices, u, v,
                                         dtype.type(alpha), out)
+
+
+def diagonal(mat):
+    """The diagonal of a square canonical CSR matrix (0 where not stored).
+
+    Read from the CSR arrays directly: no array of one row index per entry is
+    made (nor cached on ``mat``: ``MatrixInput.rows`` stays unbuilt, which
+    the preconditioners' memory depends on). Host arrays (SciPy).
+    """
+    return sp.csr_array((mat.data, mat.indices, mat.indptr),
+                        shape=mat.shape).diagonal()

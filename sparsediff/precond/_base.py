@@ -8,22 +8,14 @@ preconditioner instead of building a second one.
 """
 
 import numpy as np
-import scipy.sparse as sp
 
+from .._dtypes import is_complex
 from .._errors import SingularMatrixError
+from .._symmetry import is_exactly_hermitian
 
 __all__ = ["Preconditioner"]
 
 TRANS = ("N", "T", "H")
-
-
-def real_dtype(dtype):
-    """The real dtype of the same precision as ``dtype``."""
-    return np.dtype(np.finfo(dtype).dtype)
-
-
-def is_complex(dtype):
-    return np.dtype(dtype).kind == "c"
 
 
 class Preconditioner:
@@ -159,16 +151,6 @@ class Preconditioner:
 # ---------------------------------------------------------------------------
 
 
-def diagonal(mat):
-    """The diagonal of a canonical CSR :class:`MatrixInput` (0 where not stored).
-
-    Read from the CSR arrays directly: no array of one row index per entry is
-    made (nor cached on ``mat``).
-    """
-    return sp.csr_array((mat.data, mat.indices, mat.indptr),
-                        shape=mat.shape).diagonal()
-
-
 def check_diagonal(d, func, what):
     """Raise ``SingularMatrixError`` naming the first zero diagonal entry."""
     zero = np.flatnonzero(d == 0)
@@ -195,24 +177,11 @@ def hermitian_part(A, dtype=None, known_inexact=False):
     """
     if dtype is not None and A.dtype != dtype:
         A = A.astype(dtype)
+    if not known_inexact and is_exactly_hermitian(A):
+        return A
     AH = A.conj().T.tocsr()
-    if not known_inexact:
-        diff = (A - AH).tocsr()
-        if diff.nnz == 0 or not np.any(diff.data):
-            return A
-        del diff
     H = (A + AH).tocsr()
     del AH
     H.data *= 0.5
     H.sort_indices()
     return H
-
-
-def is_exactly_hermitian(A):
-    """Whether a SciPy sparse or dense matrix equals its conjugate transpose."""
-    if sp.issparse(A):
-        diff = (A - A.conj().T)
-        diff = diff.tocsr() if hasattr(diff, "tocsr") else diff
-        return diff.nnz == 0 or not np.any(diff.data)
-    A = np.asarray(A)
-    return bool(np.array_equal(A, A.conj().T))

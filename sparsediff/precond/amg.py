@@ -48,8 +48,10 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from .._dtypes import is_complex
 from .._errors import SingularMatrixError
-from ._base import Preconditioner, check_diagonal, diagonal, hermitian_part, is_complex
+from ..backend._csr import diagonal
+from ._base import Preconditioner, check_diagonal, hermitian_part
 
 __all__ = ["AMG"]
 

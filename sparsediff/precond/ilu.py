@@ -7,8 +7,9 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._dtypes import is_complex, real_dtype
 from .._errors import SingularMatrixError
-from ._base import Preconditioner, is_complex, real_dtype
+from ._base import Preconditioner
 
 __all__ = ["ILU"]
 

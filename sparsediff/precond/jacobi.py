@@ -4,7 +4,8 @@ import time
 
 import numpy as np
 
-from ._base import Preconditioner, check_diagonal, diagonal
+from ..backend._csr import diagonal
+from ._base import Preconditioner, check_diagonal
 
 __all__ = ["Jacobi"]
 

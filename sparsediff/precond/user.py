@@ -6,9 +6,11 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._dtypes import is_complex, real_dtype
 from .._errors import NonFiniteInputError
+from .._symmetry import is_exactly_hermitian
 from .._validation import data_dtype
-from ._base import Preconditioner, is_complex, is_exactly_hermitian, real_dtype
+from ._base import Preconditioner
 
 __all__ = ["UserPreconditioner"]
 
@@ -125,6 +127,10 @@ class UserPreconditioner(Preconditioner):
         self._mat_h = None
         self.dtype = dtype
         self.has_adjoint = True
+        # bit for bit, not to rounding (the test on A, see sparsediff._symmetry):
+        # a Hermitian M is applied as M for Mᴴ, so anything short of M = Mᴴ
+        # exactly would make the adjoint solves use an operator other than the
+        # adjoint of the caller's M
         self.hermitian = M.shape == (n, n) and is_exactly_hermitian(mat)
 
     def _init_superlu(self, lu):

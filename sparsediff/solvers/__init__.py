@@ -14,7 +14,8 @@ returns an engine for new values on the same pattern. ``engine.method`` names
 the method, ``engine.iterative`` says whether ``x0`` is used.
 """
 
-from ._krylov import diagonal, is_hermitian, parse_options, resolve_preconditioner
+from ..backend._csr import diagonal
+from ._krylov import is_hermitian, parse_options, resolve_preconditioner
 from .bicgstab import BiCGSTABEngine
 from .cg import CGEngine
 from .direct import DirectEngine

@@ -40,10 +40,11 @@ others are finished with their reason and their own iteration count.
 
 import numpy as np
 
+from ..backend._csr import diagonal as csr_diagonal
 from ._common import column_norms, make_info
-from ._operator import CSROperator
+from ._operator import CSROperator, aslinearoperator
 
-__all__ = ["KrylovEngine", "is_hermitian", "krylov_run"]
+__all__ = ["KrylovEngine", "is_hermitian", "krylov_run", "matrix_free"]
 
 #: failed true-residual checks without progress before "stagnation"
 STAGNATION_CHECKS = 3
@@ -197,24 +198,41 @@ class State:
         apparent = self.rnorm <= self.tol
         if not apparent.any():
             return
-        sel = np.flatnonzero(apparent)
+        ok, _ = self._confirm(np.flatnonzero(apparent), matvec, replace_residual)
+        self._settle(ok, self.stalls >= STAGNATION_CHECKS)
+
+    def _confirm(self, sel, matvec, replace_residual):
+        """The true residuals of the apparently converged columns ``sel``.
+
+        Returns ``(ok, fail)``, the columns that pass and those that do not;
+        these take the true residual (and ``r`` it, with ``replace_residual``).
+        """
         rt = self.b[:, sel] - matvec(np.ascontiguousarray(self.x[:, sel]))
         tn = column_norms(rt)
         ok = tn <= self.tol[sel]
         bad = ~ok
+        fail = sel[bad]
         if bad.any():
-            fail = sel[bad]
             if replace_residual:
                 self.r[:, fail] = rt[:, bad]
             self.rnorm[fail] = tn[bad]
             # the recursive residual passed the test, the true one did not:
             # rounding dominates the residual
             self._judge(fail, tn[bad], True)
+        return sel[ok], fail
+
+    def _settle(self, ok, stalled):
+        """Finish the confirmed columns ``ok``, then the ``stalled`` others."""
         done = np.zeros(self.k, dtype=bool)
-        done[sel[ok]] = True
-        stalled = self.stalls >= STAGNATION_CHECKS
+        done[ok] = True
         self.finish(done, "converged")
         self.finish(stalled[~done], "stagnation")
+
+    def _true_gap(self, matvec):
+        """``(‖b − A x‖, ‖(b − A x) − r‖)`` per column: the true residual and
+        its distance from the recursive one."""
+        rt = self.b - matvec(self.x)
+        return column_norms(rt), column_norms(rt - self.r)
 
     def check_stagnation(self, matvec):
         """Every :data:`STAGNATION_WINDOW` iterations, judge the true residual.
@@ -227,9 +245,7 @@ class State:
             return self._stagnation_masked(matvec, window)
         if not self.k or self.it % window:
             return
-        rt = self.b - matvec(self.x)
-        tn = column_norms(rt)
-        gap = column_norms(rt - self.r)
+        tn, gap = self._true_gap(matvec)
         self._judge(np.arange(self.k), tn, gap >= 0.5 * tn)
         self.check_nonfinite(tn)
         self.finish(self.stalls >= STAGNATION_CHECKS, "stagnation")
@@ -308,25 +324,13 @@ class State:
         self._last = self.it
         code = self.code  # the host read (a device backend transfers here)
         apparent = code == _APPARENT
-        done = np.zeros(self.k, dtype=bool)
+        ok = np.zeros(0, dtype=np.int64)
         if apparent.any():
-            sel = np.flatnonzero(apparent)
-            rt = self.b[:, sel] - matvec(np.ascontiguousarray(self.x[:, sel]))
-            tn = column_norms(rt)
-            ok = tn <= self.tol[sel]
-            bad = ~ok
-            if bad.any():
-                fail = sel[bad]
-                if replace_residual:
-                    self.r[:, fail] = rt[:, bad]
-                self.rnorm[fail] = tn[bad]
-                self._judge(fail, tn[bad], True)
-                self.active[fail] = True
-                self.code[fail] = 0
-            done[sel[ok]] = True
-        stalled = (self.stalls >= STAGNATION_CHECKS) & self.active
-        self.finish(done, "converged")
-        self.finish(stalled[~done], "stagnation")
+            ok, fail = self._confirm(np.flatnonzero(apparent), matvec,
+                                     replace_residual)
+            self.active[fail] = True  # resume where they stopped
+            self.code[fail] = 0
+        self._settle(ok, (self.stalls >= STAGNATION_CHECKS) & self.active)
         for c, reason in enumerate(_CODES):
             if c > _APPARENT:
                 self.finish(self.code == c, reason)
@@ -343,9 +347,7 @@ class State:
         if not due.any():
             return
         due = due & self.active
-        rt = self.b - matvec(self.x)
-        tn = column_norms(rt)
-        gap = column_norms(rt - self.r)
+        tn, gap = self._true_gap(matvec)
         with np.errstate(invalid="ignore"):
             self.floor = self.floor | (due & (gap >= 0.5 * tn))
             progress = tn < 0.5 * self.best
@@ -445,12 +447,16 @@ def is_hermitian(mat):
     return mat.symmetry.hermitian
 
 
-def diagonal(mat):
-    """The diagonal of a canonical CSR matrix (0 where not stored)."""
-    d = np.zeros(mat.shape[0], dtype=mat.dtype)
-    on = mat.indices == mat.rows
-    d[mat.rows[on]] = mat.data[on]
-    return d
+def col_dot(kernels, a, b):
+    """``diag(aᴴ b)``, one inner product per column (complex for complex blocks)."""
+    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
+                   np.iscomplexobj(b) else np.float64)
+    return kernels.col_dot(a, b, out)
+
+
+def col_sqnorm(kernels, a):
+    """``‖a_c‖²`` for every column ``c`` (float64)."""
+    return kernels.col_sqnorm(a, np.empty(a.shape[1]))
 
 
 def resolve_preconditioner(M, mat, func):
@@ -532,9 +538,9 @@ class KrylovEngine:
         if self.requires_hermitian and not self.hermitian:
             advice = None
             if func == "Solver.update":
-                advice = (f"The new values are not; build a new Solver with "
-                          f"method='gmres' or method='bicgstab' (method='auto' "
-                          f"re-chooses on update).")
+                advice = ("The new values are not; build a new Solver with "
+                          "method='gmres' or method='bicgstab' (method='auto' "
+                          "re-chooses on update).")
             self._refuse_nonhermitian(self.mat, func, advice)
         if (self.requires_hermitian and self.precond is not None
                 and not self.precond.hermitian):
@@ -547,7 +553,7 @@ class KrylovEngine:
     def positive_diagonal(self):
         """Whether every diagonal entry has a positive real part."""
         if self._positive_diagonal is None:
-            d = diagonal(self.mat)
+            d = csr_diagonal(self.mat)
             self._positive_diagonal = bool(np.all(d.real > 0))
         return self._positive_diagonal
 
@@ -636,3 +642,51 @@ def parse_options(cls, options, func):
             f"`{func}`: method={cls.name!r} has options {cls.option_names}; got "
             f"unknown {unknown}.")
     return dict(options)
+
+
+# ---------------------------------------------------------------------------
+# the matrix-free entry points (``cg``, ``minres``, ``gmres``, ``bicgstab``)
+# ---------------------------------------------------------------------------
+
+
+def matrix_free(algorithm, name, op, b, x0, rtol, atol, maxiter, M, callback,
+                **options):
+    """Shared body of the matrix-free entry points: check, wrap, run.
+
+    ``op`` and ``M`` are anything :func:`._operator.aslinearoperator` accepts,
+    applied to 2-D blocks on the host (the Numba backend's kernels).
+    """
+    op = aslinearoperator(op)
+    b = np.asarray(b)
+    if b.ndim != 2 or b.shape[0] != op.shape[0]:
+        raise ValueError(
+            f"`{name}`: `b` must have shape (n, m) with n = {op.shape[0]}; got "
+            f"{b.shape}.")
+    if rtol < 0 or atol < 0:
+        raise ValueError(f"`{name}`: `rtol` and `atol` must be >= 0; got "
+                         f"rtol={rtol}, atol={atol}.")
+    dtype = np.result_type(op.dtype, b.dtype, np.float32)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    if x0 is not None:
+        x0 = np.asarray(x0)
+        if x0.shape != b.shape:
+            raise ValueError(f"`{name}`: `x0` must have the shape of `b`, {b.shape}; "
+                             f"got {x0.shape}.")
+    matvec = _cast(op.matvec, dtype)
+    psolve = None
+    if M is not None:
+        Mop = aslinearoperator(M)
+        if tuple(Mop.shape) != tuple(op.shape):
+            raise ValueError(f"`{name}`: `M` must have the shape of the operator, "
+                             f"{tuple(op.shape)}; got {tuple(Mop.shape)}.")
+        psolve = _cast(Mop.matvec, dtype)
+
+    from ..backend import NUMBA
+
+    x, converged, its, residual, bnorm, reasons, details = krylov_run(
+        algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol, maxiter=maxiter,
+        callback=callback, kernels=NUMBA.kernels, check_every=NUMBA.check_every,
+        **options)
+    label = name + ("+user" if M is not None else "")
+    return x, make_info(converged, its, residual, bnorm, label, reasons, False,
+                        extra=details)

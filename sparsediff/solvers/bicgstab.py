@@ -15,20 +15,26 @@ stops with ``reason="stagnation"``.
 import numpy as np
 
 from ._common import column_norms
-from ._krylov import KrylovEngine, State
+from ._krylov import KrylovEngine, State, col_dot, matrix_free
 
 __all__ = ["BiCGSTABEngine", "bicgstab"]
-
-
-def _dot(kernels, a, b):
-    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
-                   np.iscomplexobj(b) else np.float64)
-    return kernels.col_dot(a, b, out)
 
 
 def _scalar(v, dtype):
     """Per-column scalars in the precision the fused kernels accept for ``dtype``."""
     return v if np.dtype(dtype).kind == "c" else v.real
+
+
+def _stabilize(s, matvec, psolve, sv):
+    """``(ŝ, t, ω)``: ``ŝ = M s``, ``t = A ŝ`` and the step ``ω = tᴴs / tᴴt``
+    (0 where ``t = 0``)."""
+    shat = sv if psolve is None else psolve(sv)
+    t = matvec(shat)
+    tt = col_dot(s.kernels, t, t).real
+    ts = col_dot(s.kernels, t, sv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
+    return shat, t, omega
 
 
 def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
@@ -52,10 +58,9 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
             _bicgstab_masked(s, matvec, psolve, eps, dtype)
         return
     while s.k:
-        if s.it >= maxiter:
-            s.finish(np.ones(s.k, dtype=bool), "maxiter")
+        if s.at_limit(matvec):
             break
-        rho = _dot(fused, s.rhat, s.r)
+        rho = col_dot(fused, s.rhat, s.r)
         s.check_nonfinite(rho)
         rho = rho[np.isfinite(rho)]
         small = np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm
@@ -67,7 +72,7 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         fused.bicgstab_p(s.p, s.r, s.v, _scalar(beta, dtype), _scalar(s.omega, dtype))
         phat = s.p if identity else psolve(s.p)
         s.v = matvec(phat)
-        rv = _dot(fused, s.rhat, s.v)
+        rv = col_dot(fused, s.rhat, s.v)
         bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
         if bad.any():
             keep = ~bad
@@ -80,12 +85,7 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         snorm2 = np.empty(s.k)
         sv = np.empty_like(s.r)
         fused.sub_scaled(sv, s.r, _scalar(alpha, dtype), s.v, snorm2)
-        shat = sv if identity else psolve(sv)
-        t = matvec(shat)
-        tt = _dot(fused, t, t).real
-        ts = _dot(fused, t, sv)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
+        shat, t, omega = _stabilize(s, matvec, psolve, sv)
         # s = 0 exactly means x + α p̂ solves the system: ω = 0 is then harmless
         omega_ok = (omega != 0) | (snorm2 == 0)
         fused.bicgstab_x(s.x, _scalar(alpha, dtype), phat, _scalar(omega, dtype), shat)
@@ -115,7 +115,7 @@ def _bicgstab_masked(s, matvec, psolve, eps, dtype):
     while s.k:
         if s.at_limit(matvec):
             break
-        rho = _dot(fused, s.rhat, s.r)
+        rho = col_dot(fused, s.rhat, s.r)
         s.stop(~np.isfinite(rho), "nonfinite")
         s.stop(np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm, "breakdown")
         beta = (rho / s.safe(s.rho_old)) * (s.alpha / s.safe(s.omega))
@@ -124,7 +124,7 @@ def _bicgstab_masked(s, matvec, psolve, eps, dtype):
         s.p = s.commit(p, s.p)
         phat = s.p if identity else psolve(s.p)
         s.v = s.commit(matvec(phat), s.v)
-        rv = _dot(fused, s.rhat, s.v)
+        rv = col_dot(fused, s.rhat, s.v)
         bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
         s.stop(bad & ~np.isfinite(rv), "nonfinite")
         s.stop(bad, "breakdown")
@@ -133,11 +133,7 @@ def _bicgstab_masked(s, matvec, psolve, eps, dtype):
         snorm2 = np.empty(s.k)
         sv = np.empty_like(s.r)
         fused.sub_scaled(sv, s.r, _scalar(a_step, dtype), s.live(s.v), snorm2)
-        shat = sv if identity else psolve(sv)
-        t = matvec(shat)
-        tt = _dot(fused, t, t).real
-        ts = _dot(fused, t, sv)
-        omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
+        shat, t, omega = _stabilize(s, matvec, psolve, sv)
         omega_ok = (omega != 0) | (snorm2 == 0)
         w_step = s.step_size(omega)
         fused.bicgstab_x(s.x, _scalar(a_step, dtype), s.live(phat),
@@ -171,7 +167,5 @@ def bicgstab(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,
     --------
     scipy.sparse.linalg.bicgstab
     """
-    from .cg import _matrix_free
-
-    return _matrix_free(bicgstab_algorithm, "bicgstab", op, b, x0, rtol, atol,
-                        maxiter, M, callback)
+    return matrix_free(bicgstab_algorithm, "bicgstab", op, b, x0, rtol, atol,
+                       maxiter, M, callback)

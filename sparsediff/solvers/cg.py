@@ -19,16 +19,27 @@ Differences from :func:`scipy.sparse.linalg.cg`, deliberate:
 import numpy as np
 
 from ._info import SolveInfo  # noqa: F401  (documented return type)
-from ._krylov import KrylovEngine, State, krylov_run
-from ._operator import CSROperator, aslinearoperator
+from ._krylov import KrylovEngine, State, col_dot, matrix_free
+from ._operator import CSROperator
 
 __all__ = ["CGEngine", "cg"]
 
 
-def _dot(kernels, a, b):
-    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
-                   np.iscomplexobj(b) else np.float64)
-    return kernels.col_dot(a, b, out).real
+def _curvature(s, matvec, matvec_dot):
+    """``(q, pᴴq)`` with ``q = A p``, per column (fused when offered)."""
+    if matvec_dot is not None:
+        return matvec_dot(s.p)
+    q = matvec(s.p)
+    return q, col_dot(s.kernels, s.p, q).real
+
+
+def _precondition(s, psolve):
+    """``z = M r`` into ``s.z``; returns ``ρ = rᴴz`` per column."""
+    if psolve is None:
+        s.z = s.r
+        return s.rnorm ** 2
+    s.z = psolve(s.r)
+    return col_dot(s.kernels, s.r, s.z).real
 
 
 def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
@@ -41,8 +52,7 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
     s = State(run, cols, ("p", "z"), ("rho",), maxiter, b=b, x=x, r=r,
               rnorm=rnorm, tol=tol)
     fused = s.kernels
-    s.z = r if psolve is None else psolve(r)
-    s.rho = rnorm ** 2 if psolve is None else _dot(fused, s.r, s.z)
+    s.rho = _precondition(s, psolve)
     if psolve is not None:
         s.check_nonfinite(s.rho)
         s.finish(~(s.rho > 0), "indefinite")
@@ -52,14 +62,9 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
             _cg_masked(s, matvec, psolve, matvec_dot)
         return
     while s.k:
-        if s.it >= maxiter:
-            s.finish(np.ones(s.k, dtype=bool), "maxiter")
+        if s.at_limit(matvec):
             break
-        if matvec_dot is None:
-            q = matvec(s.p)
-            pq = _dot(fused, s.p, q)
-        else:
-            q, pq = matvec_dot(s.p)
+        q, pq = _curvature(s, matvec, matvec_dot)
         if not (pq > 0).all():
             keep = pq > 0
             s.check_nonfinite(pq)
@@ -82,19 +87,14 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
         s.check_stagnation(matvec)
         if not s.k:
             break
-        if psolve is None:
-            s.z = s.r
-            rho = s.rnorm ** 2
-        else:
-            s.z = psolve(s.r)
-            rho = _dot(fused, s.r, s.z)
-            if not (rho > 0).all():
-                keep = rho > 0
-                s.check_nonfinite(rho)
-                s.finish(~(rho[np.isfinite(rho)] > 0), "indefinite")
-                rho = rho[keep]
-                if not s.k:
-                    break
+        rho = _precondition(s, psolve)
+        if psolve is not None and not (rho > 0).all():
+            keep = rho > 0
+            s.check_nonfinite(rho)
+            s.finish(~(rho[np.isfinite(rho)] > 0), "indefinite")
+            rho = rho[keep]
+            if not s.k:
+                break
         fused.xpby(s.z, rho / s.rho, s.p)
         s.rho = rho
 
@@ -112,11 +112,7 @@ def _cg_masked(s, matvec, psolve, matvec_dot):
     while s.k:
         if s.at_limit(matvec):
             break
-        if matvec_dot is None:
-            q = matvec(s.p)
-            pq = _dot(fused, s.p, q)
-        else:
-            q, pq = matvec_dot(s.p)
+        q, pq = _curvature(s, matvec, matvec_dot)
         # as the loop above: +Inf passes the curvature test (α = 0)
         s.stop(~(pq > 0) & ~np.isfinite(pq), "nonfinite")
         s.stop(~(pq > 0), "indefinite")
@@ -132,12 +128,8 @@ def _cg_masked(s, matvec, psolve, matvec_dot):
         s.check_stagnation(matvec)
         if not s.k:
             break
-        if psolve is None:
-            s.z = s.r
-            rho = s.rnorm ** 2
-        else:
-            s.z = psolve(s.r)
-            rho = _dot(fused, s.r, s.z)
+        rho = _precondition(s, psolve)
+        if psolve is not None:
             s.stop(~(rho > 0) & ~np.isfinite(rho), "nonfinite")
             s.stop(~(rho > 0), "indefinite")
         fused.xpby(s.live(s.z), s.commit(rho / s.rho, 1.0), s.p)
@@ -162,52 +154,6 @@ class CGEngine(KrylovEngine):
         # a non-positive diagonal entry of a Hermitian A certifies that A is
         # not positive definite: CG would divide by pᴴAp ≤ 0 sooner or later
         return None if self.positive_diagonal else "indefinite"
-
-
-def _matrix_free(algorithm, name, op, b, x0, rtol, atol, maxiter, M, callback,
-                 **options):
-    """Shared body of the matrix-free entry points (``cg``, ``gmres``, ...)."""
-    from ._common import make_info
-
-    op = aslinearoperator(op)
-    b = np.asarray(b)
-    if b.ndim != 2 or b.shape[0] != op.shape[0]:
-        raise ValueError(
-            f"`{name}`: `b` must have shape (n, m) with n = {op.shape[0]}; got "
-            f"{b.shape}.")
-    if rtol < 0 or atol < 0:
-        raise ValueError(f"`{name}`: `rtol` and `atol` must be >= 0; got "
-                         f"rtol={rtol}, atol={atol}.")
-    dtype = np.result_type(op.dtype, b.dtype, np.float32)
-    b = np.ascontiguousarray(b, dtype=dtype)
-    if x0 is not None:
-        x0 = np.asarray(x0)
-        if x0.shape != b.shape:
-            raise ValueError(f"`{name}`: `x0` must have the shape of `b`, {b.shape}; "
-                             f"got {x0.shape}.")
-
-    def matvec(X):
-        return np.ascontiguousarray(op.matvec(X), dtype=dtype)
-
-    psolve = None
-    if M is not None:
-        Mop = aslinearoperator(M)
-        if tuple(Mop.shape) != tuple(op.shape):
-            raise ValueError(f"`{name}`: `M` must have the shape of the operator, "
-                             f"{tuple(op.shape)}; got {tuple(Mop.shape)}.")
-
-        def psolve(X):
-            return np.ascontiguousarray(Mop.matvec(X), dtype=dtype)
-
-    from ..backend import NUMBA
-
-    x, converged, its, residual, bnorm, reasons, details = krylov_run(
-        algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol, maxiter=maxiter,
-        callback=callback, kernels=NUMBA.kernels, check_every=NUMBA.check_every,
-        **options)
-    label = name + ("+user" if M is not None else "")
-    return x, make_info(converged, its, residual, bnorm, label, reasons, False,
-                        extra=details)
 
 
 def cg(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,
@@ -244,5 +190,5 @@ def cg(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,
     --------
     scipy.sparse.linalg.cg
     """
-    return _matrix_free(cg_algorithm, "cg", op, b, x0, rtol, atol, maxiter, M,
-                        callback)
+    return matrix_free(cg_algorithm, "cg", op, b, x0, rtol, atol, maxiter, M,
+                       callback)

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
 from ._conditioning import SINGULAR_BOUND, inverse_norm1
 
@@ -65,10 +66,6 @@ def _structurally_symmetric(mat):
     t.sort_indices()
     return (np.array_equal(t.indptr, mat.indptr)
             and np.array_equal(t.indices, mat.indices))
-
-
-def _real_dtype(dtype):
-    return np.dtype(np.finfo(dtype).dtype)
 
 
 class DirectEngine:
@@ -203,7 +200,7 @@ class DirectEngine:
         """
         n, m = b.shape
         is_1d = False
-        factor_dtype = np.result_type(self.dtype, _real_dtype(b.dtype))
+        factor_dtype = np.result_type(self.dtype, real_dtype(b.dtype))
         lu = self._factor(factor_dtype)
         rhs_norm = column_norms(b)
         if n == 0:

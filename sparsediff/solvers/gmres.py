@@ -35,7 +35,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ._common import column_norms
-from ._krylov import KrylovEngine, State
+from ._krylov import KrylovEngine, State, matrix_free
 
 __all__ = ["GMRESEngine", "gmres"]
 
@@ -57,110 +57,147 @@ def _least_squares(H, g, m):
     return solve_triangular(R[:m, :m], g[:m], check_finite=False), ok
 
 
+class _Cycle:
+    """One restart cycle of ``k`` columns: bases, Hessenbergs, rotations.
+
+    ``V[c]`` holds the Arnoldi basis of column ``c`` (one vector a row),
+    ``H[c]`` its Hessenberg matrix, rotated in place into the triangle of the
+    least-squares problem, ``cs``/``sn`` the Givens rotations and ``g`` the
+    rotated right-hand side ``‖r‖ e₁``. ``steps[c]`` is the step at which
+    column ``c`` stopped extending its basis (−1 while it goes on); ``happy``
+    marks a happy breakdown (``h_{j+1,j} = 0``).
+    """
+
+    def __init__(self, r, rnorm, restart, dtype):
+        n, k = r.shape
+        self.cplx = dtype.kind == "c"
+        hdt = np.complex128 if self.cplx else np.float64
+        self.V = np.empty((k, restart + 1, n), dtype=dtype)
+        self.V[:, 0, :] = (r / rnorm.astype(r.real.dtype)).T
+        self.H = np.zeros((k, restart + 1, restart), dtype=hdt)
+        self.cs = np.ones((k, restart), dtype=hdt)
+        self.sn = np.zeros((k, restart), dtype=np.float64)
+        self.g = np.zeros((k, restart + 1), dtype=hdt)
+        self.g[:, 0] = rnorm
+        self.steps = np.full(k, -1, dtype=np.int64)
+        self.happy = np.zeros(k, dtype=bool)
+
+    def arnoldi(self, w, j, active):
+        """Orthogonalize ``w[:, c]`` against ``V[c, :j+1]`` (CGS2) for the active
+        columns: column ``j`` of ``H`` and basis vector ``j + 1``."""
+        V, H, cplx = self.V, self.H, self.cplx
+        for c in np.flatnonzero(active):
+            Vc = V[c, : j + 1]
+            wc = w[:, c].copy()
+            # Vᴴ w as conj(V conj(w)): conjugates a vector, not the basis
+            h = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
+            wc -= Vc.T @ h
+            h2 = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
+            wc -= Vc.T @ h2
+            h += h2
+            hn = np.linalg.norm(wc)
+            H[c, : j + 1, j] = h
+            H[c, j + 1, j] = hn
+            if hn > 0:
+                V[c, j + 1] = wc / hn
+            else:
+                V[c, j + 1] = 0
+                self.happy[c] = True
+
+    def rotate(self, j):
+        """Givens rotations on column ``j`` of ``H`` and on ``g``, all columns at
+        once; returns the residual estimates ``|g_{j+1}|``."""
+        H, cs, sn, g = self.H, self.cs, self.sn, self.g
+        # the previous rotations on the new column
+        for i in range(j):
+            hi = H[:, i, j].copy()
+            hi1 = H[:, i + 1, j]
+            H[:, i, j] = np.conj(cs[:, i]) * hi + sn[:, i] * hi1
+            H[:, i + 1, j] = -sn[:, i] * hi + cs[:, i] * hi1
+        # the new rotation, zeroing h_{j+1,j}
+        a = H[:, j, j]
+        bb = H[:, j + 1, j].real
+        d = np.hypot(np.abs(a), bb)
+        safe = d > 0
+        dd = np.where(safe, d, 1.0)
+        cs[:, j] = np.where(safe, a / dd, 1.0)
+        sn[:, j] = np.where(safe, bb / dd, 0.0)
+        H[:, j, j] = np.where(safe, d, a)
+        H[:, j + 1, j] = 0
+        g[:, j + 1] = -sn[:, j] * g[:, j]
+        g[:, j] = np.conj(cs[:, j]) * g[:, j]
+        return np.abs(g[:, j + 1])
+
+    def correction(self, steps, psolve):
+        """``M (V y)`` for every column after ``steps[c]`` steps (the update of
+        the cycle), and which columns solved their triangle without breakdown."""
+        k, _, n = self.V.shape
+        dtype = self.V.dtype
+        U = np.zeros((n, k), dtype=dtype)
+        ok = np.ones(k, dtype=bool)
+        for c in range(k):
+            y, ok[c] = _least_squares(self.H[c], self.g[c], steps[c])
+            if y.size:
+                U[:, c] = self.V[c, : y.size].T @ y.astype(dtype, copy=False)
+        return (U if psolve is None else psolve(U)), ok
+
+
+def _iterate(run, s, cyc, matvec, psolve, nsteps):
+    """Up to ``nsteps`` Arnoldi steps of one cycle; sets ``cyc.steps`` of every
+    column (where it stopped, or the last step)."""
+    j_done = 0
+    for j in range(nsteps):
+        Z = np.ascontiguousarray(cyc.V[:, j, :].T)
+        w = matvec(Z if psolve is None else psolve(Z))
+        active = cyc.steps < 0
+        cyc.arnoldi(w, j, active)
+        est = cyc.rotate(j)
+        s.it += 1
+        s.colits[active] += 1
+        j_done = j + 1
+        stop = active & ((est <= s.tol) | cyc.happy | ~np.isfinite(est))
+        cyc.steps[stop] = j + 1
+        if run.callback is not None:
+            now = np.where(cyc.steps < 0, j + 1, cyc.steps)
+            U, _ = cyc.correction(now, psolve)
+            run.report(s.x + U, s.cols)
+        if (cyc.steps >= 0).all():
+            break
+    cyc.steps[cyc.steps < 0] = j_done
+
+
+def _end_cycle(s, cyc, matvec, psolve):
+    """Update ``x`` with the cycle, recompute the true residual, settle columns."""
+    U, ok = cyc.correction(cyc.steps, psolve)
+    s.x += U
+    old = s.rnorm
+    s.r = s.b - matvec(s.x)
+    s.rnorm = column_norms(s.r)
+    s.noprogress = np.where(s.rnorm < old, 0, s.noprogress + 1)
+    s.best = np.minimum(s.best, s.rnorm)
+    s.happy = cyc.happy | ~ok
+    s.check_nonfinite(s.rnorm)
+    done = s.rnorm <= s.tol
+    s.finish(done, "converged")
+    s.finish(s.happy, "breakdown")
+    s.finish(s.noprogress >= 3, "stagnation")
+
+
 def gmres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
                     restart=20):
     """Restarted GMRES cycles on the live columns."""
-    n = b.shape[0]
-    dtype = x.dtype
-    restart = max(1, min(restart, n))
-    cplx = dtype.kind == "c"
-    hdt = np.complex128 if cplx else np.float64
-    identity = psolve is None
+    restart = max(1, min(restart, b.shape[0]))
     s = State(run, cols, (), ("colits", "noprogress", "happy"),
               b=b, x=x, r=r, rnorm=rnorm, tol=tol)
     s.colits = np.zeros(s.k, dtype=np.int64)
     s.noprogress = np.zeros(s.k, dtype=np.int64)
-
-    def correction(V, H, g, steps):
-        """``M (V y)`` for every column (the update of a cycle), and breakdowns."""
-        k = V.shape[0]
-        U = np.zeros((n, k), dtype=dtype)
-        ok = np.ones(k, dtype=bool)
-        for c in range(k):
-            y, ok[c] = _least_squares(H[c], g[c], steps[c])
-            if y.size:
-                U[:, c] = V[c, : y.size].T @ y.astype(dtype, copy=False)
-        return (U if identity else psolve(U)), ok
-
     while s.k:
         if s.it >= maxiter:
             s.finish(np.ones(s.k, dtype=bool), "maxiter")
             break
-        k = s.k
-        V = np.empty((k, restart + 1, n), dtype=dtype)
-        V[:, 0, :] = (s.r / s.rnorm.astype(s.r.real.dtype)).T
-        H = np.zeros((k, restart + 1, restart), dtype=hdt)
-        cs = np.ones((k, restart), dtype=hdt)
-        sn = np.zeros((k, restart), dtype=np.float64)
-        g = np.zeros((k, restart + 1), dtype=hdt)
-        g[:, 0] = s.rnorm
-        steps = np.full(k, -1, dtype=np.int64)
-        happy = np.zeros(k, dtype=bool)
-        j_done = 0
-        for j in range(min(restart, maxiter - s.it)):
-            Z = np.ascontiguousarray(V[:, j, :].T)
-            w = matvec(Z if identity else psolve(Z))
-            active = steps < 0
-            for c in np.flatnonzero(active):
-                Vc = V[c, : j + 1]
-                wc = w[:, c].copy()
-                # Vᴴ w as conj(V conj(w)): conjugates a vector, not the basis
-                h = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
-                wc -= Vc.T @ h
-                h2 = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
-                wc -= Vc.T @ h2
-                h += h2
-                hn = np.linalg.norm(wc)
-                H[c, : j + 1, j] = h
-                H[c, j + 1, j] = hn
-                if hn > 0:
-                    V[c, j + 1] = wc / hn
-                else:
-                    V[c, j + 1] = 0
-                    happy[c] = True
-            # previous rotations on the new column of H, all columns at once
-            for i in range(j):
-                hi = H[:, i, j].copy()
-                hi1 = H[:, i + 1, j]
-                H[:, i, j] = np.conj(cs[:, i]) * hi + sn[:, i] * hi1
-                H[:, i + 1, j] = -sn[:, i] * hi + cs[:, i] * hi1
-            a = H[:, j, j]
-            bb = H[:, j + 1, j].real
-            d = np.hypot(np.abs(a), bb)
-            safe = d > 0
-            dd = np.where(safe, d, 1.0)
-            cs[:, j] = np.where(safe, a / dd, 1.0)
-            sn[:, j] = np.where(safe, bb / dd, 0.0)
-            H[:, j, j] = np.where(safe, d, a)
-            H[:, j + 1, j] = 0
-            g[:, j + 1] = -sn[:, j] * g[:, j]
-            g[:, j] = np.conj(cs[:, j]) * g[:, j]
-            est = np.abs(g[:, j + 1])
-            s.it += 1
-            s.colits[active] += 1
-            j_done = j + 1
-            stop = active & ((est <= s.tol) | happy | ~np.isfinite(est))
-            steps[stop] = j + 1
-            if run.callback is not None:
-                now = np.where(steps < 0, j + 1, steps)
-                U, _ = correction(V, H, g, now)
-                run.report(s.x + U, s.cols)
-            if (steps >= 0).all():
-                break
-        steps[steps < 0] = j_done
-        U, ok = correction(V, H, g, steps)
-        s.x += U
-        old = s.rnorm
-        s.r = s.b - matvec(s.x)
-        s.rnorm = column_norms(s.r)
-        s.noprogress = np.where(s.rnorm < old, 0, s.noprogress + 1)
-        s.best = np.minimum(s.best, s.rnorm)
-        s.happy = happy | ~ok
-        s.check_nonfinite(s.rnorm)
-        done = s.rnorm <= s.tol
-        s.finish(done, "converged")
-        s.finish(s.happy, "breakdown")
-        s.finish(s.noprogress >= 3, "stagnation")
+        cyc = _Cycle(s.r, s.rnorm, restart, s.x.dtype)
+        _iterate(run, s, cyc, matvec, psolve, min(restart, maxiter - s.it))
+        _end_cycle(s, cyc, matvec, psolve)
 
 
 class GMRESEngine(KrylovEngine):
@@ -237,8 +274,6 @@ def gmres(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, restart=20, M=No
     >>> np.allclose(x[:, 0], [1.0, 1.0]), info.converged
     (True, True)
     """
-    from .cg import _matrix_free
-
     restart = check_restart(restart, "gmres")
-    return _matrix_free(gmres_algorithm, "gmres", op, b, x0, rtol, atol, maxiter,
-                        M, callback, restart=restart)
+    return matrix_free(gmres_algorithm, "gmres", op, b, x0, rtol, atol, maxiter,
+                       M, callback, restart=restart)

@@ -29,19 +29,10 @@ Deliberate differences from :func:`scipy.sparse.linalg.minres`:
 
 import numpy as np
 
-from ._krylov import KrylovEngine, State
+from .._dtypes import real_dtype
+from ._krylov import KrylovEngine, State, col_dot, col_sqnorm, matrix_free
 
 __all__ = ["MINRESEngine", "minres"]
-
-
-def _dot(kernels, a, b):
-    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
-                   np.iscomplexobj(b) else np.float64)
-    return kernels.col_dot(a, b, out).real
-
-
-def _sqnorm(kernels, a):
-    return kernels.col_sqnorm(a, np.empty(a.shape[1]))
 
 
 def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
@@ -60,14 +51,48 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
               ("beta", "oldb", "dbar", "epsln", "phibar", "cs", "sn", "tnorm2",
                "gmax", "gmin", "beta1", "test2", "indefinite", "tnorm"),
               maxiter, b=b, x=x, r=r, rnorm=rnorm, tol=tol)
-    fused = s.kernels
+    if not _start(s, psolve):
+        return
+    rdt = real_dtype(dtype)
+    with np.errstate(**({"divide": "ignore", "invalid": "ignore", "over": "ignore"}
+                        if s.masked else {})):
+        while s.k:
+            if s.at_limit(matvec):
+                break
+            v, av, alfa, beta, beta2, oldb = _lanczos(s, matvec, psolve, rdt)
+            oldeps, delta, gamma, phi = _rotate(s, alfa, beta, oldb, eps)
+            _update(s, v, av, oldeps, delta, gamma, phi, rdt)
+            if psolve is None:
+                indefinite = np.zeros(s.k, dtype=bool)
+            else:
+                indefinite = beta2 < -dot_eps * np.sqrt(
+                    col_sqnorm(s.kernels, s.r2) * col_sqnorm(s.kernels, s.y))
+            s.indefinite = s.commit(indefinite, s.indefinite)
+            s.tick()
+            s.report()
+            s.rnorm = s.commit(np.sqrt(col_sqnorm(s.kernels, s.r)), s.rnorm)
+            s.after_step(matvec, s.rnorm, s.beta)
+            # the preconditioned Lanczos "norm" rᴴ M r must stay positive
+            s.stop(s.indefinite, "indefinite")
+            # ‖A r‖ ≈ 0 with r above the tolerance: a least-squares solution
+            # of a singular, inconsistent system, not a solution
+            s.stop(s.test2 <= 10 * eps, "singular")
+            # an invariant Krylov subspace without convergence (β_{k+1} at the
+            # rounding level of ‖T_k‖)
+            s.stop(s.beta <= eps * s.tnorm, "breakdown")
+            s.check_stagnation(matvec)
+
+
+def _start(s, psolve):
+    """``β₁ = ‖r‖_M`` and the initial recurrence state; False when no column
+    is left (an indefinite or non-finite ``rᴴ M r``)."""
+    r = s.r
     s.y = r if psolve is None else psolve(r)
-    beta1 = rnorm ** 2 if psolve is None else _dot(fused, r, s.y)
-    s.beta1 = beta1
+    s.beta1 = s.rnorm ** 2 if psolve is None else col_dot(s.kernels, r, s.y).real
     s.check_nonfinite(s.beta1)
     s.finish(~(s.beta1 > 0), "indefinite")
     if not s.k:
-        return
+        return False
     k = s.k
     s.beta1 = np.sqrt(s.beta1)
     s.r1 = s.r.copy()
@@ -89,92 +114,86 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     s.w2 = np.zeros_like(s.r)
     s.aw = np.zeros_like(s.r)
     s.aw2 = np.zeros_like(s.r)
-    rdt = np.finfo(dtype).dtype
+    return True
+
+
+def _lanczos(s, matvec, psolve, rdt):
+    """One preconditioned Lanczos step: ``v``, ``A v``, ``α``, ``β``, ``β²`` (the
+    unclipped ``rᴴ M r``) and the previous ``β``; advances ``r1``, ``r2``, ``y``."""
     c = s.commit
-    with np.errstate(**({"divide": "ignore", "invalid": "ignore", "over": "ignore"}
-                        if s.masked else {})):
-        while s.k:
-            if s.at_limit(matvec):
-                break
-            v = s.y * (1.0 / s.safe(s.beta)).astype(rdt)
-            av = matvec(v)
-            y = (av - (s.beta / s.safe(s.oldb)).astype(rdt) * s.r1 if s.it
-                 else av.copy())
-            alfa = _dot(fused, v, y)
-            y -= (alfa / s.safe(s.beta)).astype(rdt) * s.r2
-            s.r1 = c(s.r2, s.r1)
-            s.r2 = c(y, s.r2)
-            s.y = c(y if psolve is None else psolve(y), s.y)
-            oldb = s.beta
-            beta2 = _dot(fused, s.r2, s.y)
-            beta = np.sqrt(np.maximum(beta2, 0.0))
-            # ‖T_k‖_F² (β_k enters T from the second step on: β₁ = ‖b‖_M is
-            # the scale of the right-hand side, not of A)
-            tnorm2 = s.tnorm2 + alfa ** 2 + beta ** 2
-            if s.it:
-                tnorm2 += oldb ** 2
-            tnorm = np.sqrt(tnorm2)
-            oldeps = s.epsln
-            delta = s.cs * s.dbar + s.sn * alfa
-            gbar = s.sn * s.dbar - s.cs * alfa
-            epsln = s.sn * beta
-            dbar = -s.cs * beta
-            root = np.hypot(gbar, dbar)
-            # γ below rounding of ‖T_k‖ is floored there (SciPy: at ε); γ = 0
-            # (T_k = 0: A v = 0) leaves x alone and ends as "singular" below
-            gamma = np.maximum(np.hypot(gbar, beta), eps * tnorm)
-            gamma = np.where(gamma > 0, gamma, np.inf)
-            cs = gbar / gamma
-            sn = beta / gamma
-            phi = cs * s.phibar
-            phibar = sn * s.phibar
-            inv = (1.0 / gamma).astype(rdt)
-            w = (v - oldeps.astype(rdt) * s.w2 - delta.astype(rdt) * s.w) * inv
-            s.w2 = c(s.w, s.w2)
-            s.w = c(w, s.w)
-            aw = (av - oldeps.astype(rdt) * s.aw2 - delta.astype(rdt) * s.aw) * inv
-            s.aw2 = c(s.aw, s.aw2)
-            s.aw = c(aw, s.aw)
-            if s.masked:
-                s.x = c(s.x + phi.astype(rdt) * s.w, s.x)
-                s.r = c(s.r - phi.astype(rdt) * s.aw, s.r)
-            else:
-                s.x += phi.astype(rdt) * s.w
-                s.r -= phi.astype(rdt) * s.aw
-            s.epsln = c(epsln, s.epsln)
-            s.dbar = c(dbar, s.dbar)
-            s.cs = c(cs, s.cs)
-            s.sn = c(sn, s.sn)
-            s.phibar = c(phibar, s.phibar)
-            s.tnorm2 = c(tnorm2, s.tnorm2)
-            s.oldb = c(oldb, s.oldb)
-            s.beta = c(beta, s.beta)
-            s.gmax = c(np.maximum(s.gmax, gamma), s.gmax)
-            s.gmin = c(np.minimum(s.gmin, gamma), s.gmin)
-            # ‖A r‖ / (‖A‖ ‖r‖) (SciPy's test2) and the sign of rᴴ M r, kept
-            # per column so that they follow the compactions below
-            s.test2 = c(np.divide(root, tnorm, out=np.zeros_like(root),
-                                  where=tnorm > 0), s.test2)
-            if psolve is None:
-                indefinite = np.zeros(s.k, dtype=bool)
-            else:
-                indefinite = beta2 < -dot_eps * np.sqrt(
-                    _sqnorm(fused, s.r2) * _sqnorm(fused, s.y))
-            s.indefinite = c(indefinite, s.indefinite)
-            s.tnorm = c(tnorm, s.tnorm)
-            s.tick()
-            s.report()
-            s.rnorm = c(np.sqrt(_sqnorm(fused, s.r)), s.rnorm)
-            s.after_step(matvec, s.rnorm, s.beta)
-            # the preconditioned Lanczos "norm" rᴴ M r must stay positive
-            s.stop(s.indefinite, "indefinite")
-            # ‖A r‖ ≈ 0 with r above the tolerance: a least-squares solution
-            # of a singular, inconsistent system, not a solution
-            s.stop(s.test2 <= 10 * eps, "singular")
-            # an invariant Krylov subspace without convergence (β_{k+1} at the
-            # rounding level of ‖T_k‖)
-            s.stop(s.beta <= eps * s.tnorm, "breakdown")
-            s.check_stagnation(matvec)
+    v = s.y * (1.0 / s.safe(s.beta)).astype(rdt)
+    av = matvec(v)
+    y = (av - (s.beta / s.safe(s.oldb)).astype(rdt) * s.r1 if s.it
+         else av.copy())
+    alfa = col_dot(s.kernels, v, y).real
+    y -= (alfa / s.safe(s.beta)).astype(rdt) * s.r2
+    s.r1 = c(s.r2, s.r1)
+    s.r2 = c(y, s.r2)
+    s.y = c(y if psolve is None else psolve(y), s.y)
+    oldb = s.beta
+    beta2 = col_dot(s.kernels, s.r2, s.y).real
+    beta = np.sqrt(np.maximum(beta2, 0.0))
+    return v, av, alfa, beta, beta2, oldb
+
+
+def _rotate(s, alfa, beta, oldb, eps):
+    """The next Givens rotation of the QR of ``T_k``; commits the rotation and
+    norm scalars and returns ``(ε_k, δ_k, γ_k, φ_k)`` for the direction update."""
+    c = s.commit
+    # ‖T_k‖_F² (β_k enters T from the second step on: β₁ = ‖b‖_M is
+    # the scale of the right-hand side, not of A)
+    tnorm2 = s.tnorm2 + alfa ** 2 + beta ** 2
+    if s.it:
+        tnorm2 += oldb ** 2
+    tnorm = np.sqrt(tnorm2)
+    oldeps = s.epsln
+    delta = s.cs * s.dbar + s.sn * alfa
+    gbar = s.sn * s.dbar - s.cs * alfa
+    epsln = s.sn * beta
+    dbar = -s.cs * beta
+    root = np.hypot(gbar, dbar)
+    # γ below rounding of ‖T_k‖ is floored there (SciPy: at ε); γ = 0
+    # (T_k = 0: A v = 0) leaves x alone and ends as "singular" below
+    gamma = np.maximum(np.hypot(gbar, beta), eps * tnorm)
+    gamma = np.where(gamma > 0, gamma, np.inf)
+    cs = gbar / gamma
+    sn = beta / gamma
+    phi = cs * s.phibar
+    phibar = sn * s.phibar
+    s.epsln = c(epsln, s.epsln)
+    s.dbar = c(dbar, s.dbar)
+    s.cs = c(cs, s.cs)
+    s.sn = c(sn, s.sn)
+    s.phibar = c(phibar, s.phibar)
+    s.tnorm2 = c(tnorm2, s.tnorm2)
+    s.oldb = c(oldb, s.oldb)
+    s.beta = c(beta, s.beta)
+    s.gmax = c(np.maximum(s.gmax, gamma), s.gmax)
+    s.gmin = c(np.minimum(s.gmin, gamma), s.gmin)
+    # ‖A r‖ / (‖A‖ ‖r‖) (SciPy's test2), kept per column so that it follows
+    # the compactions
+    s.test2 = c(np.divide(root, tnorm, out=np.zeros_like(root),
+                          where=tnorm > 0), s.test2)
+    s.tnorm = c(tnorm, s.tnorm)
+    return oldeps, delta, gamma, phi
+
+
+def _update(s, v, av, oldeps, delta, gamma, phi, rdt):
+    """The directions ``w`` and ``A w`` and the updates of ``x`` and ``r``."""
+    c = s.commit
+    inv = (1.0 / gamma).astype(rdt)
+    w = (v - oldeps.astype(rdt) * s.w2 - delta.astype(rdt) * s.w) * inv
+    s.w2 = c(s.w, s.w2)
+    s.w = c(w, s.w)
+    aw = (av - oldeps.astype(rdt) * s.aw2 - delta.astype(rdt) * s.aw) * inv
+    s.aw2 = c(s.aw, s.aw2)
+    s.aw = c(aw, s.aw)
+    if s.masked:
+        s.x = c(s.x + phi.astype(rdt) * s.w, s.x)
+        s.r = c(s.r - phi.astype(rdt) * s.aw, s.r)
+    else:
+        s.x += phi.astype(rdt) * s.w
+        s.r -= phi.astype(rdt) * s.aw
 
 
 class MINRESEngine(KrylovEngine):
@@ -195,7 +214,5 @@ def minres(op, b, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None, M=None,
     --------
     scipy.sparse.linalg.minres
     """
-    from .cg import _matrix_free
-
-    return _matrix_free(minres_algorithm, "minres", op, b, x0, rtol, atol,
-                        maxiter, M, callback)
+    return matrix_free(minres_algorithm, "minres", op, b, x0, rtol, atol,
+                       maxiter, M, callback)
