@@ -118,8 +118,9 @@ def is_exactly_hermitian(A):
 
     The test for operators applied as they are given, whose ``Mᴴ`` is taken to
     be ``M`` once they are declared Hermitian (a caller's preconditioner
-    matrix, the levels of an AMG hierarchy); matrices ``A`` are judged to
-    rounding (:func:`measure_symmetry`). Explicit zeros do not count.
+    matrix), and for :func:`sparsediff.precond._base.hermitian_part`'s shortcut;
+    matrices ``A`` are judged to rounding (:func:`measure_symmetry`). Explicit
+    zeros do not count.
     """
     if sp.issparse(A):
         return not np.any(_defect(A).data)

@@ -42,6 +42,16 @@ class CSR:
         return self.indices.shape[0]
 
 
+def _promote(xp, data, X):
+    """``(data, X, dtype)`` for a product: ``X`` contiguous in the result dtype;
+    complex values promoted to it, real values left real (the kernels mix them)."""
+    dtype = np.result_type(data.dtype, X.dtype)
+    X = xp.ascontiguousarray(X, dtype=dtype)
+    if data.dtype.kind == "c" and data.dtype != dtype:
+        data = data.astype(dtype)
+    return data, X, dtype
+
+
 def matvec(mat, X, trans="N", data=None):
     """``op(A) @ X`` for a 2-D block ``X`` (a new array).
 
@@ -57,10 +67,7 @@ def matvec(mat, X, trans="N", data=None):
         data = mat.data
     backend = mat.backend
     xp = backend.xp
-    dtype = np.result_type(data.dtype, X.dtype)
-    X = xp.ascontiguousarray(X, dtype=dtype)
-    if data.dtype.kind == "c" and data.dtype != dtype:
-        data = data.astype(dtype)  # real values stay real (the kernels mix them)
+    data, X, dtype = _promote(xp, data, X)
     if trans == "N":
         out = xp.empty((mat.shape[0], X.shape[1]), dtype=dtype)
         return backend.kernels.csr_matvec(mat.indptr, mat.indices, data, X, out)
@@ -76,11 +83,7 @@ def matvec_dot(mat, X):
     """
     backend = mat.backend
     xp = backend.xp
-    data = mat.data
-    dtype = np.result_type(data.dtype, X.dtype)
-    X = xp.ascontiguousarray(X, dtype=dtype)
-    if data.dtype.kind == "c" and data.dtype != dtype:
-        data = data.astype(dtype)
+    data, X, dtype = _promote(xp, mat.data, X)
     m = X.shape[1]
     out = xp.empty((mat.shape[0], m), dtype=dtype)
     dots = xp.empty(m, dtype=np.complex128 if dtype.kind == "c" else np.float64)

@@ -297,6 +297,12 @@ class AMG(Preconditioner):
     # -- setup --------------------------------------------------------------
 
     def _build(self, A, aggregates):
+        """The hierarchy of the level-0 matrix ``A``: pyamg's setup, taken over."""
+        # no name here holds pyamg's solver: _take_over releases it as it goes
+        self._take_over(self._setup(A, aggregates), A)
+
+    def _setup(self, A, aggregates):
+        """pyamg's smoothed-aggregation setup, reproducible (returns its solver)."""
         import pyamg
 
         opts = self.options
@@ -332,11 +338,16 @@ class AMG(Preconditioner):
                 np.random.set_state(state)  # noqa: NPY002
         for w in caught:
             warnings.warn(f"`{self.func}`: pyamg setup: {w.message}", w.category,
-                          stacklevel=4)
+                          stacklevel=5)
+        return ml
 
-        # Take over pyamg's output: every operator is converted (BSR to CSR,
-        # exactly Hermitian coarse levels) and pyamg's version released at
-        # once, so that at most one level is held twice meanwhile.
+    def _take_over(self, ml, A):
+        """Take over pyamg's output (``A``: the level-0 matrix it was given).
+
+        Every operator is converted (BSR to CSR, exactly Hermitian coarse
+        levels) and pyamg's version released at once, so that at most one
+        level is held twice meanwhile.
+        """
         w = self._work
         nlev = len(ml.levels)
         levels, aggregates = [], []

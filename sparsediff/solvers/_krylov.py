@@ -260,21 +260,15 @@ class State:
 
     def step_size(self, value):
         """A per-column step size, zero for retired columns."""
-        if not self.masked:
-            return value
-        return np.where(self.active, value, 0)
+        return self.commit(value, 0)
 
     def safe(self, d):
         """A denominator, 1 for retired columns (no 0/0 nor x/0 there)."""
-        if not self.masked:
-            return d
-        return np.where(self.active, d, 1)
+        return self.commit(d, 1)
 
     def live(self, block):
         """``block`` with the columns of retired ones zeroed (``0·Inf`` guard)."""
-        if not self.masked:
-            return block
-        return np.where(self.active, block, 0)
+        return self.commit(block, 0)
 
     def stop(self, mask, reason):
         """Stop columns ``mask`` with ``reason``: at once, or retire them."""
