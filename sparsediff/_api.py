@@ -1,10 +1,12 @@
 """Public entry points: `solve`, `Solver`, `sparse_outer`."""
 
+import dataclasses
 import numbers
 import threading
 
 import numpy as np
 
+from ._dtypes import real_dtype
 from ._validation import (
     as_matrix,
     as_rhs,
@@ -28,8 +30,22 @@ from .solvers._solution import Solution
 __all__ = ["Solver", "solve", "sparse_outer"]
 
 
-def _real(dtype):
-    return np.dtype(np.finfo(dtype).dtype)
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """What :meth:`Solver.update` swaps as one: the validated matrix, its
+    engine (``None`` for a non-finite matrix under ``on_failure="nan"``) and
+    the caller's dtype of ``A``."""
+
+    mat: object
+    engine: object
+    a_dtype: np.dtype
+
+
+def _solver_for(A, func, **options):
+    """A :class:`Solver` for a matrix built by a glue module; ``func`` names
+    that module's entry point in messages."""
+    mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
+    return Solver._from_validated(mat, func=func, a_dtype=mat.dtype, **options)
 
 
 class Solver:
@@ -78,11 +94,27 @@ class Solver:
     """
 
     def __init__(self, A, *, method="auto", M=None, rtol=1e-8, atol=0.0,
-                 maxiter=None, on_failure="raise", _func="sparsediff.Solver",
-                 _mat=None, _a_dtype=None):
-        func = _func
-        if _mat is None:
-            _mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
+                 maxiter=None, on_failure="raise"):
+        func = "sparsediff.Solver"
+        mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
+        self._setup(mat, func=func, a_dtype=mat.dtype, method=method, M=M,
+                    rtol=rtol, atol=atol, maxiter=maxiter, on_failure=on_failure)
+
+    @classmethod
+    def _from_validated(cls, mat, *, func, a_dtype, method="auto", M=None,
+                        rtol=1e-8, atol=0.0, maxiter=None, on_failure="raise"):
+        """A solver for an already validated matrix (``as_matrix``'s output).
+
+        ``func`` names the public entry point in messages; ``a_dtype`` is the
+        caller's dtype of ``A`` (``mat`` may have been promoted for ``b``).
+        """
+        self = cls.__new__(cls)
+        self._setup(mat, func=func, a_dtype=a_dtype, method=method, M=M,
+                    rtol=rtol, atol=atol, maxiter=maxiter, on_failure=on_failure)
+        return self
+
+    def _setup(self, mat, *, func, a_dtype, method, M, rtol, atol, maxiter,
+               on_failure):
         check_on_failure(on_failure, func)
         self._tol = dict(zip(("rtol", "atol", "maxiter"),
                              check_tolerances(rtol, atol, maxiter, func)))
@@ -92,32 +124,30 @@ class Solver:
         self._func = func
         self._lock = threading.Lock()
         self._adjoint_memory = {}
-        # (matrix, engine, caller's dtype of A), swapped as one by `update`
-        self._state = self._build(_mat) + (
-            _mat.dtype if _a_dtype is None else _a_dtype,)
-        check_stopping(self._tol, self._state[1], func)
+        self._state = _State(mat, self._build(mat), a_dtype)
+        check_stopping(self._tol, self._state.engine, func)
 
     def _build(self, mat):
         if not mat.finite:
             if self._on_failure != "nan":
                 raise nonfinite_error(self._func, "A")
-            return mat, None
-        return mat, make_engine(self._method, mat, self._M, func=self._func)
+            return None
+        return make_engine(self._method, mat, self._M, func=self._func)
 
     @property
     def shape(self):
         """``(n, n)``, the shape of ``A``."""
-        return self._state[0].shape
+        return self._state.mat.shape
 
     @property
     def dtype(self):
         """The dtype of ``A``'s values (after SciPy's promotion of integers)."""
-        return self._state[2]
+        return self._state.a_dtype
 
     @property
     def method(self):
         """The method in use (``"direct"``, ``"cg"``, ...)."""
-        engine = self._state[1]
+        engine = self._state.engine
         return engine.method if engine is not None else self._method
 
     def __repr__(self):
@@ -158,7 +188,8 @@ class Solver:
         True
         """
         func = "Solver.update"
-        mat, old_engine, a_dtype = self._state
+        state = self._state
+        mat, old_engine, a_dtype = state.mat, state.engine, state.a_dtype
         values, _ = mat.check_caller_data(data, func, "data")
         new = mat.with_data(values.astype(
             result_dtype(values.dtype, mat.dtype), copy=False))
@@ -167,8 +198,8 @@ class Solver:
         if new.finite and old_engine is not None:
             engine = update_engine(old_engine, self._method, new, self._M)
         else:
-            _, engine = self._build(new)
-        state = (new, engine, result_dtype(a_dtype, values.dtype))
+            engine = self._build(new)
+        state = _State(new, engine, result_dtype(a_dtype, values.dtype))
         with self._lock:
             self._state = state
             self._adjoint_memory.clear()
@@ -228,7 +259,8 @@ class Solver:
         """Solve for an already validated right-hand side ``rhs = as_rhs(b)``."""
         check_trans(trans, func)
         check_callback(callback, func)
-        mat, engine, a_dtype = self._state
+        state = self._state
+        mat, engine, a_dtype = state.mat, state.engine, state.a_dtype
         n = mat.shape[0]
         b2, b_dtype, is_1d, finite = rhs
         dtype = result_dtype(mat.dtype, b_dtype)
@@ -278,8 +310,6 @@ class Solver:
 
 def _squeeze_info(info):
     """Engines report per-column arrays; a 1-D ``b`` gets scalars."""
-    import dataclasses
-
     if np.ndim(info.residual_norm) == 0:
         return info
     cond = getattr(info, "condition_estimate", None)
@@ -373,11 +403,12 @@ def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
     # factorize once, in the precision the right-hand side needs (a real
     # matrix stays real for a complex b: its parts are solved separately)
     a_dtype = mat.dtype
-    want = result_dtype(mat.dtype, _real(rhs[1]))
+    want = result_dtype(mat.dtype, real_dtype(rhs[1]))
     if want != mat.dtype:
         mat = mat.with_data(mat.data.astype(want))
-    solver = Solver(A, method=method, M=M, rtol=rtol, atol=atol, maxiter=maxiter,
-                    on_failure=on_failure, _func=func, _mat=mat, _a_dtype=a_dtype)
+    solver = Solver._from_validated(
+        mat, func=func, a_dtype=a_dtype, method=method, M=M, rtol=rtol, atol=atol,
+        maxiter=maxiter, on_failure=on_failure)
     return solver._solve(rhs, x0=x0, trans="N", callback=callback, func=func)
 
 

@@ -17,6 +17,7 @@ import operator
 import numpy as np
 import scipy.sparse as sp
 
+from ._entries import ENTRY_BUILDERS, expand, other_entries
 from ._errors import NonFiniteInputError
 from ._symmetry import measure_symmetry
 from .backend import NUMBA
@@ -107,16 +108,28 @@ def check_tolerances(rtol, atol, maxiter, func, allow_none=False):
     """
     rtol = _check_real(rtol, func, "rtol", allow_none)
     atol = _check_real(atol, func, "atol", allow_none)
-    if maxiter is not None:
-        try:
-            maxiter = operator.index(maxiter)
-        except TypeError:
-            raise TypeError(
-                f"`{func}`: `maxiter` must be an integer or None; got {maxiter!r}."
-            ) from None
-        if maxiter < 0:
-            raise ValueError(f"`{func}`: `maxiter` must be >= 0; got {maxiter}.")
+    maxiter = check_int(maxiter, func, "maxiter", 0, allow_none=True)
     return rtol, atol, maxiter
+
+
+def check_int(value, func, name, minimum, *, allow_none=False, strict=False):
+    """An integer option ``>= minimum`` (anything with ``__index__``), as an int.
+
+    ``allow_none``: ``None`` passes (and is returned). ``strict``: a ``bool`` is
+    not accepted as an integer.
+    """
+    if value is None and allow_none:
+        return None
+    what = "an integer or None" if allow_none else "an integer"
+    try:
+        if strict and isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        index = operator.index(value)
+    except TypeError:
+        raise TypeError(f"`{func}`: `{name}` must be {what}; got {value!r}.") from None
+    if index < minimum:
+        raise ValueError(f"`{func}`: `{name}` must be >= {minimum}; got {index}.")
+    return index
 
 
 def check_stopping(tol, engine, func):
@@ -144,72 +157,6 @@ def check_callback(callback, func):
 # ---------------------------------------------------------------------------
 # Matrices
 # ---------------------------------------------------------------------------
-
-
-def _index_dtype(*arrays, func, name):
-    for a in arrays:
-        if a.dtype.kind not in "iu":
-            raise TypeError(
-                f"`{func}`: the index arrays of `{name}` must be integers; "
-                f"got {_name(a.dtype)}."
-            )
-    need64 = any(a.dtype.itemsize > 4 or a.dtype == np.uint32 for a in arrays)
-    return np.dtype(np.int64 if need64 else np.int32)
-
-
-def _expand(indptr, nmajor):
-    """Major index of every stored entry (row of a CSR, column of a CSC)."""
-    return np.repeat(np.arange(nmajor, dtype=indptr.dtype), np.diff(indptr))
-
-
-def _check_compressed(indptr, indices, ndata, nmajor, nminor, func, name, fmt):
-    """Full structural check of CSR/CSC/BSR arrays, before any native call."""
-    where = f"`{func}`: `{name}` ({fmt})"
-    if indptr.ndim != 1 or indices.ndim != 1:
-        raise ValueError(f"{where} has index arrays that are not 1-D.")
-    if indptr.shape[0] != nmajor + 1:
-        raise ValueError(
-            f"{where}: `indptr` must have length {nmajor + 1}; got {indptr.shape[0]}."
-        )
-    if indptr[0] != 0:
-        raise ValueError(f"{where}: `indptr[0]` must be 0; got {indptr[0]}.")
-    if indptr[-1] != indices.shape[0]:
-        raise ValueError(
-            f"{where}: `indptr[-1]` must equal len(indices) = {indices.shape[0]}; "
-            f"got {indptr[-1]}."
-        )
-    if ndata != indices.shape[0]:
-        raise ValueError(
-            f"{where}: `data` and `indices` must have the same length; "
-            f"got {ndata} and {indices.shape[0]}."
-        )
-    if nmajor and np.any(np.diff(indptr) < 0):
-        raise ValueError(f"{where}: `indptr` must be non-decreasing.")
-    if indices.shape[0]:
-        lo, hi = indices.min(), indices.max()
-        if lo < 0 or hi >= nminor:
-            raise ValueError(
-                f"{where}: indices must lie in [0, {nminor}); got values in [{lo}, {hi}]."
-            )
-
-
-def _check_data(data, ndim, func, name, fmt):
-    if np.ndim(data) != ndim:
-        raise ValueError(
-            f"`{func}`: `{name}` ({fmt}) must have a {ndim}-D `data` array; "
-            f"got shape {np.shape(data)}.")
-
-
-def _is_canonical_csr(indptr, indices):
-    """True when column indices are strictly increasing within every row."""
-    if indices.shape[0] < 2:
-        return True
-    inc = np.diff(indices) > 0
-    # positions where a new row starts do not need to increase
-    starts = indptr[1:-1]
-    starts = starts[(starts > 0) & (starts < indices.shape[0])]
-    inc[starts - 1] = True
-    return bool(inc.all())
 
 
 class MatrixInput:
@@ -260,7 +207,7 @@ class MatrixInput:
     def rows(self):
         """Row index of every canonical entry (computed once, on demand)."""
         if self._rows is None:
-            self._rows = _expand(self.indptr, self.shape[0])
+            self._rows = expand(self.indptr, self.shape[0])
         return self._rows
 
     @property
@@ -356,25 +303,6 @@ class MatrixInput:
         return cls(out) if cls is not type(out) else out
 
 
-def _coo_entries(A, func, name):
-    """Row, column and values of a COO object, with checks."""
-    row, col = np.asarray(A.row), np.asarray(A.col)
-    if row.shape != col.shape or row.shape != A.data.shape:
-        raise ValueError(
-            f"`{func}`: `{name}` (coo) has row, col and data of different lengths."
-        )
-    _index_dtype(row, col, func=func, name=name)
-    if row.shape[0]:
-        for arr, lim, what in ((row, A.shape[0], "row"), (col, A.shape[1], "column")):
-            lo, hi = arr.min(), arr.max()
-            if lo < 0 or hi >= lim:
-                raise ValueError(
-                    f"`{func}`: `{name}` (coo) {what} indices must lie in [0, {lim}); "
-                    f"got values in [{lo}, {hi}]."
-                )
-    return row, col
-
-
 def _not_a_matrix(A, func, name):
     mod = type(A).__module__.split(".")[0]
     hint = ""
@@ -423,111 +351,13 @@ def _as_matrix(A, func, name, square):
         raise ValueError(f"`{func}`: `{name}` must be 2-D; got shape {shape}.")
     if square and shape[0] != shape[1]:
         raise ValueError(f"`{func}`: `{name}` must be square; got shape {shape}.")
-    nrows, ncols = shape
     dtype = data_dtype(A.dtype, func, name)
     layout["kind"] = fmt
-
-    perm = order = starts = None
-    if fmt == "csr":
-        indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
-        idx_t = _index_dtype(indptr, indices, func=func, name=name)
-        _check_data(A.data, 1, func, name, fmt)
-        _check_compressed(indptr, indices, A.data.shape[0], nrows, ncols, func, name, fmt)
-        if _is_canonical_csr(indptr, indices):
-            # fast path (the common case): O(nnz), three copies and no sort
-            values = np.array(A.data, dtype=dtype, copy=True)
-            indptr_c = indptr.astype(idx_t, copy=True)
-            indices_c = indices.astype(idx_t, copy=True)
-            # the caller's layout is the canonical one; keep the caller's index
-            # dtypes (private arrays, never written; `wrap` copies them again)
-            layout.update(
-                indptr=indptr_c if indptr.dtype == idx_t else indptr.copy(),
-                indices=indices_c if indices.dtype == idx_t else indices.copy())
-            nnz = values.shape[0]
-            return _finish(shape, indptr_c, indices_c, values, None, None, None,
-                           layout, nnz, name, func)
-        # private copies: a caller changing A's arrays after the call must not
-        # change the structure of the gradients we hand back later
-        layout.update(indptr=indptr.copy(), indices=indices.copy())
-        rows, cols, values = _expand(indptr, nrows), indices, A.data
-    elif fmt == "csc":
-        indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
-        idx_t = _index_dtype(indptr, indices, func=func, name=name)
-        _check_data(A.data, 1, func, name, fmt)
-        _check_compressed(indptr, indices, A.data.shape[0], ncols, nrows, func, name, fmt)
-        layout.update(indptr=indptr.copy(), indices=indices.copy())
-        rows, cols, values = indices, _expand(indptr, ncols), A.data
-    elif fmt == "bsr":
-        R, C = A.blocksize
-        indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
-        idx_t = _index_dtype(indptr, indices, func=func, name=name)
-        _check_data(A.data, 3, func, name, fmt)
-        if A.data.shape[1:] != (R, C) or nrows % R or ncols % C:
-            raise ValueError(
-                f"`{func}`: `{name}` (bsr) has blocks of shape {A.data.shape[1:]} "
-                f"for blocksize {(R, C)} and shape {shape}.")
-        _check_compressed(indptr, indices, A.data.shape[0], nrows // R, ncols // C,
-                          func, name, fmt)
-        layout.update(indptr=indptr.copy(), indices=indices.copy(),
-                      blockshape=A.data.shape)
-        brow = _expand(indptr, nrows // R).astype(np.int64)
-        bcol = indices.astype(np.int64)
-        r = np.arange(R)[None, :, None]
-        c = np.arange(C)[None, None, :]
-        rows = (brow[:, None, None] * R + r + 0 * c).ravel()
-        cols = (bcol[:, None, None] * C + c + 0 * r).ravel()
-        values = A.data.ravel()
-    elif fmt == "dense":
-        values = A.ravel()
-        rows = cols = None
-        idx_t = np.dtype(np.int64 if nrows * ncols > np.iinfo(np.int32).max
-                         else np.int32)
-        indptr_c = np.arange(0, nrows * ncols + 1, max(ncols, 1), dtype=idx_t)
-        if ncols == 0:
-            indptr_c = np.zeros(nrows + 1, dtype=idx_t)
-        indices_c = np.tile(np.arange(ncols, dtype=idx_t), nrows)
-        values = np.array(values, dtype=dtype, copy=True)
-        return _finish(shape, indptr_c, indices_c, values, None, None, None,
-                       layout, values.shape[0], name, func)
-    else:
-        if fmt == "coo":
-            coo = A
-        else:  # lil, dok, dia: the entry order is that of A.tocoo()
-            coo = A.tocoo(copy=True)
-        rows, cols = _coo_entries(coo, func, name)
-        idx_t = _index_dtype(rows, cols, func=func, name=name)
-        layout.update(row=np.array(rows, copy=True), col=np.array(cols, copy=True))
-        values = coo.data
-
-    # general path: sort the caller's entries into canonical CSR order
-    nnz = values.shape[0]
-    if max(nrows, ncols, nnz) > np.iinfo(np.int32).max:
-        idx_t = np.dtype(np.int64)
-    rows = np.asarray(rows, dtype=np.int64)
-    cols = np.asarray(cols, dtype=np.int64)
-    order = np.lexsort((cols, rows))
-    r_s, c_s = rows[order], cols[order]
-    new = np.empty(nnz, dtype=bool)
-    if nnz:
-        new[0] = True
-        new[1:] = (r_s[1:] != r_s[:-1]) | (c_s[1:] != c_s[:-1])
-    group = np.cumsum(new) - 1
-    perm = np.empty(nnz, dtype=np.int64)
-    perm[order] = group
-    vals = np.asarray(values).astype(dtype, copy=False)
-    if new.all():
-        starts = None
-        data_c = vals[order]
-        r_u, c_u = r_s, c_s
-    else:
-        starts = np.flatnonzero(new)
-        data_c = np.add.reduceat(vals[order], starts) if nnz else vals[:0].copy()
-        r_u, c_u = r_s[starts], c_s[starts]
-    indptr_c = np.zeros(nrows + 1, dtype=idx_t)
-    np.cumsum(np.bincount(r_u, minlength=nrows), out=indptr_c[1:])
-    indices_c = c_u.astype(idx_t)
-    return _finish(shape, indptr_c, indices_c, np.array(data_c, copy=True), perm,
-                   order, starts, layout, nnz, name, func)
+    build = ENTRY_BUILDERS.get(fmt, other_entries)
+    indptr, indices, data, perm, order, starts, nnz = build(A, shape, dtype, layout,
+                                                            func, name)
+    return _finish(shape, indptr, indices, data, perm, order, starts, layout, nnz,
+                   name, func)
 
 
 def _finish(shape, indptr, indices, data, perm, order, starts, layout, nnz, name,

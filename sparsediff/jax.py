@@ -20,53 +20,25 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised without jax
     raise ImportError("sparsediff.jax needs JAX: pip install sparsediff[jax]") from exc
 
-import collections
 import hashlib
-import threading
 
 import numpy as np
 import scipy.sparse as sp
 
-from ._api import Solver
+from ._api import _solver_for
+from ._lru import LRUCache
 
 __all__ = ["solve"]
 
 _FUNC = "sparsediff.jax.solve"
 
 
-class _FactorCache:
-    """The last few :class:`Solver` objects, keyed by the matrix bytes.
-
-    Inside ``jit`` the matrix reaches the host anew with every callback; the
-    key (a hash of values, structure and options) lets the transposed solve of
-    the backward pass find the forward factorization. Entries are immutable
-    and the cache is bounded, so stale or unbounded reuse cannot happen.
-    """
-
-    def __init__(self, maxsize=4):
-        self.maxsize = maxsize
-        self._lock = threading.Lock()
-        self._items = collections.OrderedDict()
-
-    def get(self, key, build):
-        with self._lock:
-            solver = self._items.get(key)
-            if solver is not None:
-                self._items.move_to_end(key)
-                return solver
-        solver = build()
-        with self._lock:
-            self._items[key] = solver
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return solver
-
-    def clear(self):
-        with self._lock:
-            self._items.clear()
-
-
-_CACHE = _FactorCache()
+# The last few Solver objects, keyed by the matrix bytes. Inside ``jit`` the
+# matrix reaches the host anew with every callback; the key (a hash of values,
+# structure and options) lets the transposed solve of the backward pass find
+# the forward factorization. Entries are immutable and the cache is bounded,
+# so stale or unbounded reuse cannot happen.
+_CACHE = LRUCache(maxsize=4)
 
 
 def _option_key(options):
@@ -88,9 +60,9 @@ def _host_solver(kind, n, options, data, a, b):
             mat = sp.csr_array((data, b, a), shape=(n, n))
         else:
             mat = sp.coo_array((data, (a, b)), shape=(n, n))
-        return Solver(mat, _func=_FUNC, **options)
+        return _solver_for(mat, _FUNC, **options)
 
-    return _CACHE.get(key, build)
+    return _CACHE.get_or_build(key, build)
 
 
 def _callback_solve(kind, n, options, trans, data, a, b, rhs):

@@ -38,14 +38,13 @@ except ImportError as exc:  # pragma: no cover - exercised without tensorflow
         "sparsediff.tensorflow needs TensorFlow: pip install sparsediff[tensorflow]"
     ) from exc
 
-import collections
 import itertools
-import threading
 
 import numpy as np
 import scipy.sparse as sp
 
-from ._api import Solver
+from ._api import _solver_for
+from ._lru import LRUCache
 from ._validation import check_on_failure, check_tolerances
 
 __all__ = ["solve"]
@@ -59,43 +58,20 @@ _DTYPES = (tf.float32, tf.float64, tf.complex64, tf.complex128)
 # ---------------------------------------------------------------------------
 
 
-class _SolutionCache:
-    """The last few forward :class:`Solver` objects, keyed by a token.
-
-    Inside a graph the forward and derivative solves are separate host
-    callbacks; the forward returns a fresh token and the derivative solves
-    look its solver (and factorization) up. The cache is bounded (a
-    factorization can be large); a derivative solve whose entry was evicted
-    refactorizes instead.
-    """
-
-    def __init__(self, maxsize=8):
-        self.maxsize = maxsize
-        self._lock = threading.Lock()
-        self._items = collections.OrderedDict()
-        self._tokens = itertools.count(1)
-
-    def put(self, solver):
-        token = next(self._tokens)
-        with self._lock:
-            self._items[token] = solver
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return token
-
-    def get(self, token):
-        with self._lock:
-            solver = self._items.get(token)
-            if solver is not None:
-                self._items.move_to_end(token)
-            return solver
-
-    def clear(self):
-        with self._lock:
-            self._items.clear()
+# The last few forward Solver objects, keyed by a token. Inside a graph the
+# forward and derivative solves are separate host callbacks; the forward
+# returns a fresh token and the derivative solves look its solver (and
+# factorization) up. The cache is bounded (a factorization can be large); a
+# derivative solve whose entry was evicted refactorizes instead.
+_CACHE = LRUCache(maxsize=8)
+_TOKENS = itertools.count(1)
 
 
-_CACHE = _SolutionCache()
+def _keep(solver):
+    """Store ``solver`` under a fresh token; returns the token."""
+    token = next(_TOKENS)
+    _CACHE.put(token, solver)
+    return token
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +204,7 @@ def _host_solver(values, indices, dense_shape, options):
             f"[{indices.min()}, {indices.max()}].")
     mat = sp.coo_array((values, (indices[:, 0], indices[:, 1])),
                        shape=shape)
-    return Solver(mat, _func=_FUNC, **options)
+    return _solver_for(mat, _FUNC, **options)
 
 
 # ---------------------------------------------------------------------------
@@ -318,6 +294,26 @@ def _op(values, b, system, trans, aux, x=None):
     return _attach(values, b, x, system, trans, aux)
 
 
+def _adjoint(values, g, system, trans, aux):
+    """``op(A)⁻¹ g`` solved scale-invariantly, as the core's adjoint solve.
+
+    Each column of ``g`` is divided by its 2-norm, solved at unit scale (so
+    ``atol`` means the same for every scale of the cotangent) and scaled
+    back; a zero column gives exactly zero. The scale ``s`` is a constant for
+    differentiation: ``s·op(A)⁻¹(g/s)`` equals ``op(A)⁻¹ g`` for every
+    ``s > 0``, so its derivative in ``s`` is zero and the derivatives in
+    ``values`` and ``g`` are those of the unscaled solve.
+    """
+    real = g.dtype.real_dtype
+    wide = tf.complex128 if g.dtype.is_complex else tf.float64
+    norm = tf.math.real(tf.norm(tf.cast(g, wide), axis=0))
+    scale = tf.stop_gradient(tf.cast(norm, real))
+    unit = tf.where(scale > 0, scale, tf.ones_like(scale))
+    if g.dtype.is_complex:
+        scale, unit = (tf.cast(t, g.dtype) for t in (scale, unit))
+    return _op(values, g / unit, system, trans, aux) * scale
+
+
 def _attach(values, b, x, system, trans, aux):
     """``x`` (a computed solve) with the solve's gradient in ``values`` and ``b``.
 
@@ -330,7 +326,7 @@ def _attach(values, b, x, system, trans, aux):
     def _solve(values, b, x, *aux):
         def grad(g):
             g = tf.convert_to_tensor(g)  # a gather's cotangent is IndexedSlices
-            lam = _op(values, g, system, _FLIP[trans], aux)
+            lam = _adjoint(values, g, system, _FLIP[trans], aux)
             x_attached = _attach(values, b, x, system, trans, aux)
             grad_values = _pattern_gradient(aux[0], x_attached, lam, trans)
             return (grad_values, lam, None) + (None,) * len(aux)
@@ -350,7 +346,7 @@ def _solve_eager(values, b, indices, dense_shape, options):
 def _solve_graph(values, b, indices, dense_shape, options):
     def forward(values, b, indices, dense_shape):
         solver = _host_solver(values, indices, dense_shape, options)
-        return solver.solve(b).x, np.int64(_CACHE.put(solver))
+        return solver.solve(b).x, np.int64(_keep(solver))
 
     x, token = tf.numpy_function(forward, [values, b, indices, dense_shape],
                                  [b.dtype, tf.int64], stateful=True)

@@ -132,7 +132,7 @@ def test_reference_backend_in_the_steps(backend, spy, rng):
 def test_the_backend_fixture_puts_the_reference_backend_on_the_matrix(backend, rng):
     A, b = _system(rng)
     solver = sd.Solver(A)
-    assert solver._state[0].backend is backend
+    assert solver._state.mat.backend is backend
     assert steps.Jacobi(A)._A.mat.backend is backend
 
 

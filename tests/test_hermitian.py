@@ -277,9 +277,9 @@ def test_auto_rechooses_on_update(big_spd, rng):
 
 def test_auto_keeps_engine_when_method_still_applies(big_spd):
     solver = sd.Solver(big_spd)
-    engine = solver._state[1]
+    engine = solver._state.engine
     solver.update(1.5 * big_spd.data)
-    new = solver._state[1]
+    new = solver._state.engine
     assert type(new) is type(engine) and new is not engine
     assert solver.method == "cg+amg"
 

@@ -350,7 +350,7 @@ def test_factorization_out_of_memory_leaves_no_cache_entry(monkeypatch):
     A = sp.csr_array(D.astype(np.float32))
     b = rng.standard_normal(10)  # float64: needs a second, float64 factorization
     solver = sd.Solver(A, method="direct")
-    engine = solver._state[1]
+    engine = solver._state.engine
     assert isinstance(engine, DirectEngine)
     assert [np.dtype(d) for d in engine._factors] == [np.dtype(np.float32)]
     real = spla.splu

@@ -206,6 +206,49 @@ def test_methods_and_options(rng, method):
     np.testing.assert_allclose(gb, gb_ref, rtol=1e-8, atol=1e-10)
 
 
+def _spd_system(rng, n):
+    """``(values, indices)`` of an SPD n×n matrix (for CG), row-major order."""
+    B = rng.standard_normal((n, n)) * (rng.random((n, n)) < 0.3)
+    D = B @ B.T + n * np.eye(n)
+    rows, cols = np.nonzero(D)
+    indices = np.stack([rows, cols], axis=1).astype(np.int64)
+    return tf.constant(D[rows, cols]), tf.constant(indices)
+
+
+def _linear_grads(solve, values, b, g):
+    """Gradients of ``⟨g, x⟩``: the adjoint solve sees the cotangent ``g``."""
+    with tf.GradientTape() as tape:
+        tape.watch([values, b])
+        loss = tf.reduce_sum(g * solve(values, b))
+    return [np.asarray(t) for t in tape.gradient(loss, [values, b])]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf_function"])
+def test_adjoint_solve_is_scale_invariant_in_the_cotangent(rng, graph):
+    # an absolute tolerance is met at unit scale: a cotangent of norm 1e-6
+    # (below atol) must still get the gradient of the unit cotangent, scaled;
+    # a zero cotangent column gives an exactly zero gradient column
+    n = 12
+    values, indices = _spd_system(rng, n)
+    b = tf.constant(rng.standard_normal((n, 2)))
+    g = rng.standard_normal((n, 2))
+    g[:, 1] = 0.0
+    solve = _ours(indices, n, method="cg", atol=1e-3)
+    if graph:
+        solve = tf.function(solve)
+    gv1, gb1 = _linear_grads(solve, values, b, tf.constant(g))
+    gv, gb = _linear_grads(solve, values, b, tf.constant(1e-6 * g))
+    assert np.abs(gb1[:, 0]).max() > 1e-2
+    np.testing.assert_allclose(gb, 1e-6 * gb1, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(gv, 1e-6 * gv1, rtol=1e-10, atol=0)
+    assert np.all(gb[:, 1] == 0) and np.all(gb1[:, 1] == 0)
+    # and the unit-scale gradient is the one the core gives for its cotangent
+    A = sp.coo_array((values.numpy(), tuple(indices.numpy().T)), shape=(n, n))
+    sol = sd.solve(A, b.numpy(), method="cg", atol=1e-3)
+    _, gb_core = sol.vjp(1e-6 * g)
+    np.testing.assert_allclose(gb, gb_core, rtol=1e-10, atol=0)
+
+
 def test_variable_values_and_persistent_tape(rng):
     n = 5
     values, indices = _system(rng, n, tf.float64)

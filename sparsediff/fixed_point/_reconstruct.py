@@ -60,6 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int
+
 __all__ = ["Reconstruct", "ReconstructStats", "rebuild"]
 
 SOLVERS = ("inverse", "gauss-newton", "gradient-descent")
@@ -156,14 +158,8 @@ class Reconstruct:
                 raise ValueError(
                     f"`{_CLASS}`: `rtol` must lie in (0, 1); got {self.rtol!r}.")
         for name in ("maxiter", "inner_maxiter"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(
-                    f"`{_CLASS}`: `{name}` must be an integer or None; got {value!r}.")
-            if value < 1:
-                raise ValueError(f"`{_CLASS}`: `{name}` must be >= 1; got {value}.")
+            check_int(getattr(self, name), _CLASS, name, 1, allow_none=True,
+                      strict=True)
 
     def resolve(self, has_inverse):
         """The solver to use, given whether ``f_inverse`` was passed."""

@@ -31,8 +31,7 @@ import numpy as np
 from .._validation import check_on_failure, check_tolerances
 from ..solvers._info import SolveInfo
 from ..solvers.gmres import gmres
-from ._params import flatten
-from .unrolled import (
+from ._common import (
     add_leaves,
     call_f,
     call_vjp,
@@ -44,6 +43,7 @@ from .unrolled import (
     nan_like_tree,
     norm,
 )
+from ._params import flatten
 
 __all__ = ["FixedPointInfo", "FixedPointResult", "fixed_point"]
 
@@ -254,8 +254,7 @@ class FixedPointResult:
 
 
 def fixed_point(f, x0, params, *, f_vjp, tol=1e-10, atol=0.0, maxiter=1000,
-                adjoint="implicit", adjoint_solver="gmres", on_failure="raise",
-                _func=_FUNC):
+                adjoint="implicit", adjoint_solver="gmres", on_failure="raise"):
     """Iterate ``x ← f(x, params)`` to its fixed point; differentiate implicitly.
 
     Parameters
@@ -324,7 +323,17 @@ def fixed_point(f, x0, params, *, f_vjp, tol=1e-10, atol=0.0, maxiter=1000,
     >>> np.allclose(res.vjp(np.array([1.0, 0.0])), [2.0, 0.0])
     True
     """
-    func = _func
+    return run_fixed_point(f, x0, params, f_vjp=f_vjp, tol=tol, atol=atol,
+                           maxiter=maxiter, adjoint=adjoint,
+                           adjoint_solver=adjoint_solver, on_failure=on_failure,
+                           func=_FUNC)
+
+
+def run_fixed_point(f, x0, params, *, f_vjp, func, tol=1e-10, atol=0.0,
+                    maxiter=1000, adjoint="implicit", adjoint_solver="gmres",
+                    on_failure="raise"):
+    """:func:`fixed_point`, with ``func`` naming the public entry point (a glue
+    module's) in messages."""
     check_callable(f, func, "f")
     check_callable(f_vjp, func, "f_vjp")
     check_on_failure(on_failure, func)

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from .._validation import check_on_failure, check_tolerances
-from ..fixed_point import fixed_point as _core_fixed_point
-from ..fixed_point.implicit import ADJOINT_SOLVERS
+from ..fixed_point.implicit import ADJOINT_SOLVERS, run_fixed_point
 from ._solve import _check_device, _numpy
 
 __all__ = ["fixed_point"]
@@ -87,8 +86,8 @@ class _FixedPoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f, x0, options, *params):
         tmap = _TorchMap(f, tuple(p.detach() for p in params))
-        res = _core_fixed_point(tmap.f, _numpy(x0), tmap.arrays, f_vjp=tmap.f_vjp,
-                                _func=_FUNC, **options["forward"])
+        res = run_fixed_point(tmap.f, _numpy(x0), tmap.arrays, f_vjp=tmap.f_vjp,
+                              func=_FUNC, **options["forward"])
         ctx.tmap, ctx.res, ctx.adjoint = tmap, res, options["adjoint"]
         return torch.from_numpy(res.x)
 

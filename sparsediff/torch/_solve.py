@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._api import Solver
+from .._api import _solver_for
 
 __all__ = ["solve", "solve_values"]
 
@@ -127,7 +127,7 @@ class _System:
 
     def build(self, values):
         mat = self.pattern.matrix(_numpy(values))
-        self.solver = Solver(mat, _func=_FUNC, **self.options)
+        self.solver = _solver_for(mat, _FUNC, **self.options)
 
 
 class _Call:
