@@ -109,7 +109,7 @@ def test_numba_cache_dir_still_wins(tmp_path):
 def test_locator_only_for_sparsediff_files_and_installed_once():
     from numba.core import caching
 
-    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
     ours = [c for c in impl._locator_classes
             if c.__name__ == "SparsediffCacheLocator"]
     assert len(ours) == 1

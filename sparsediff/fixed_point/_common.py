@@ -2,13 +2,13 @@
 array namespace and norms, checked calls of the caller's ``f``, ``f_jvp`` and
 ``f_vjp``, cotangent checks, and the failure policy of an iteration."""
 
-import warnings
 
 import numpy as np
 
-from .._errors import ConvergenceError, ConvergenceWarning, NonFiniteInputError
+from .._errors import NonFiniteInputError
 from .._validation import data_dtype
 from ..backend import array_namespace
+from ..solvers._common import enforce
 
 __all__ = ["add_leaves", "call_f", "call_jvp", "call_vjp", "check_callable",
            "check_cotangent", "check_x0", "fail", "namespace", "nan_like_tree",
@@ -120,8 +120,6 @@ def nan_like_tree(tree, dtype):
 
 
 def fail(on_failure, message, info, stacklevel=4):
-    """``on_failure`` for a failed forward or adjoint iteration."""
-    if on_failure == "raise":
-        raise ConvergenceError(message, info)
-    if on_failure == "warn":
-        warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel)
+    """``on_failure`` for a failed forward or adjoint iteration (raise or warn;
+    the callers build their NaN results): the solvers' one policy."""
+    enforce(on_failure, message, info, stacklevel=stacklevel + 1)

@@ -11,6 +11,7 @@ from ._info import SolveInfo
 __all__ = [
     "apply_policy",
     "column_norms",
+    "enforce",
     "make_info",
     "op_matvec",
     "true_residual",
@@ -154,11 +155,24 @@ def apply_policy(x, info, on_failure, what, stacklevel=3):
     else:
         status, numbers = _residual_report(info)
         msg = f"{what}: {info.method} did not converge {status}: {numbers}"
+    return enforce(on_failure, msg, info, x, singular=info.reason == "singular",
+                   suffix=" Returning the unconverged result.",
+                   stacklevel=stacklevel + 1)
+
+
+def enforce(on_failure, message, info, x=None, *, singular=False, suffix="",
+            stacklevel=4):
+    """The ``on_failure`` policy itself, for every failed solve or iteration.
+
+    ``"raise"``: :class:`SingularMatrixError` (``singular``) or
+    :class:`ConvergenceError` with ``message`` and ``info``; ``"warn"``: a
+    :class:`ConvergenceWarning` (``message + suffix``) and ``x`` as it is;
+    ``"nan"``: ``x`` filled with NaN (``None`` when there is no ``x``: the
+    caller makes its own NaN result).
+    """
     if on_failure == "raise":
-        cls = SingularMatrixError if info.reason == "singular" else ConvergenceError
-        raise cls(msg, info)
+        raise (SingularMatrixError if singular else ConvergenceError)(message, info)
     if on_failure == "warn":
-        warnings.warn(msg + " Returning the unconverged result.", ConvergenceWarning,
-                      stacklevel=stacklevel)
+        warnings.warn(message + suffix, ConvergenceWarning, stacklevel=stacklevel)
         return x
-    return np.full_like(x, np.nan)
+    return None if x is None else np.full_like(x, np.nan)

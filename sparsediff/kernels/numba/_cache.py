@@ -89,9 +89,9 @@ def install():
     try:
         from numba.core import caching
 
-        impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
+        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
         user_wide = (getattr(caching, "UserWideCacheLocator", None)
-                     or getattr(caching, "_UserWideCacheLocator"))
+                     or caching._UserWideCacheLocator)
         provided = (getattr(caching, "UserProvidedCacheLocator", None)
                     or getattr(caching, "_UserProvidedCacheLocator", None))
         classes = impl._locator_classes
