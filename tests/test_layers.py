@@ -6,6 +6,12 @@ and ``sparsediff/kernels/`` may import a backend's kernel modules
 (``sparsediff.kernels.numba``, ``sparsediff.kernels._reference`` and what is
 under them); everything else calls ``mat.backend.kernels`` (docs/backends.md).
 Only the kernel modules themselves import the ``numba`` library.
+
+The same holds for the factories: outside ``sparsediff/backend/`` no module
+names SciPy's sparse LU / ILU (``splu``, ``spilu``, ...) or pyamg's solver
+constructors; the engines and preconditioners call ``mat.backend.lu``,
+``.ilu`` and ``.amg_hierarchy``. Names are resolved through the module's
+import aliases, so ``spla.splu`` is ``scipy.sparse.linalg.splu``.
 """
 
 import ast
@@ -122,3 +128,123 @@ def test_every_module_was_checked():
     rels = {_rel(p) for p in _modules()}
     assert "solvers/_operator.py" in rels and "adjoint/linear.py" in rels
     assert set(ALLOWED) <= rels
+
+
+# ---------------------------------------------------------------------------
+# factories: direct solves, ILU and AMG are built through the backend
+# ---------------------------------------------------------------------------
+
+#: What only ``backend/`` may name: the direct-solve, ILU and AMG constructors.
+FACTORY_TARGETS = (
+    "scipy.sparse.linalg.splu", "scipy.sparse.linalg.spilu",
+    "scipy.sparse.linalg.factorized", "scipy.sparse.linalg.spsolve",
+    "scipy.sparse.linalg._dsolve",
+    "pyamg.smoothed_aggregation_solver", "pyamg.ruge_stuben_solver",
+    "pyamg.rootnode_solver", "pyamg.pairwise_solver", "pyamg.air_solver",
+    "pyamg.solve", "pyamg.aggregation", "pyamg.classical",
+)
+
+#: Modules that name a factory target on purpose, each with the reason. A
+#: module listed here that no longer names one fails, so the list only shrinks.
+FACTORY_ALLOWED = {
+    "_compare.py": "the finite-difference oracle is SciPy's SuperLU, "
+                   "independent of sparsediff by design",
+    "_check.py": "the self-check times sparsediff against SciPy's spsolve",
+}
+
+
+def referenced_names(path, text=None):
+    """Absolute names ``path`` imports or reaches as ``alias.attr...``.
+
+    Aliases are the module's import bindings, wherever they are made
+    (``import scipy.sparse.linalg as spla`` makes ``spla.splu`` resolve to
+    ``scipy.sparse.linalg.splu``; ``from pyamg import aggregation as agg``
+    makes ``agg.x`` ``pyamg.aggregation.x``).
+    """
+    if text is None:
+        text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(path))
+    pkg = _package_of(path)
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    aliases[a.asname] = a.name
+                else:
+                    head = a.name.split(".")[0]
+                    aliases[head] = head
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[:len(pkg) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{mod}.{a.name}"
+    names = imported_modules(path, text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            parts = []
+            cur = node
+            while isinstance(cur, ast.Attribute):
+                parts.append(cur.attr)
+                cur = cur.value
+            if isinstance(cur, ast.Name) and cur.id in aliases:
+                names.append(".".join([aliases[cur.id], *reversed(parts)]))
+        elif isinstance(node, ast.Name) and node.id in aliases:
+            names.append(aliases[node.id])
+    return names
+
+
+def _factory_calls(names):
+    return sorted({n for n in names
+                   if any(n == f or n.startswith(f + ".") for f in FACTORY_TARGETS)})
+
+
+@pytest.mark.parametrize("src, expected", [
+    ("import scipy.sparse.linalg as spla\nspla.splu(A)", "scipy.sparse.linalg.splu"),
+    ("import scipy.sparse.linalg\nscipy.sparse.linalg.spilu(A)",
+     "scipy.sparse.linalg.spilu"),
+    ("from scipy.sparse import linalg as la\nla.splu(A)", "scipy.sparse.linalg.splu"),
+    ("from scipy.sparse.linalg import spilu as ilu", "scipy.sparse.linalg.spilu"),
+    ("def f(A):\n    import pyamg\n    return pyamg.smoothed_aggregation_solver(A)",
+     "pyamg.smoothed_aggregation_solver"),
+    ("from pyamg.aggregation import smoothed_aggregation_solver as sa",
+     "pyamg.aggregation.smoothed_aggregation_solver"),
+    ("import pyamg as pa\nml = pa.ruge_stuben_solver(A)", "pyamg.ruge_stuben_solver"),
+])
+def test_factory_checker_catches_every_form(src, expected):
+    names = referenced_names(PACKAGE / "precond" / "_x.py", src)
+    assert expected in names
+    assert expected in _factory_calls(names)
+
+
+def test_factory_checker_accepts_the_backend_route():
+    src = ("import scipy.sparse.linalg as spla\nfrom pyamg import amg_core\n"
+           "lu = mat.backend.lu(csc, permc_spec='COLAMD', func=f)\n"
+           "ml = mat.backend.amg_hierarchy(A, func=f)\n"
+           "isinstance(M, spla.SuperLU)\namg_core.gauss_seidel\n")
+    assert not _factory_calls(referenced_names(PACKAGE / "precond" / "_x.py", src))
+
+
+@pytest.mark.parametrize("path", _modules(), ids=_rel)
+def test_factories_only_through_the_backend(path):
+    rel = _rel(path)
+    if rel.startswith("backend/"):
+        return
+    found = _factory_calls(referenced_names(path))
+    if rel in FACTORY_ALLOWED:
+        assert found, f"{rel} no longer names a factory: remove it from FACTORY_ALLOWED"
+        return
+    assert not found, (
+        f"{rel} names {found}: direct solves, ILU and AMG hierarchies are built "
+        f"by the backend's factories (`mat.backend.lu`, `.ilu`, `.amg_hierarchy`)")
+
+
+def test_the_backend_names_the_factories():
+    """The check is not vacuous: the backend module itself names them."""
+    found = _factory_calls(referenced_names(PACKAGE / "backend" / "__init__.py"))
+    assert {"scipy.sparse.linalg.splu", "scipy.sparse.linalg.spilu",
+            "pyamg.smoothed_aggregation_solver"} <= set(found)
+    assert set(FACTORY_ALLOWED) <= {_rel(p) for p in _modules()}

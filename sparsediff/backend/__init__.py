@@ -25,12 +25,29 @@ A backend provides:
 ``methods``, ``preconditioners``
     What the backend can do; :meth:`Backend.require` refuses the rest naming
     what is available.
+``lu(csc, *, permc_spec, func)``
+    The direct-solve factory: a sparse LU factorization of a CSC matrix, an
+    object with ``solve(b, trans)`` (``trans`` in ``"N"``, ``"T"``, ``"H"``).
+    SuperLU (``scipy.sparse.linalg.splu``) on the CPU backends.
+``ilu(csc, *, func, **options)``
+    The incomplete-LU factory, same ``solve(b, trans)`` interface (SuperLU's
+    ``spilu`` on the CPU backends; ``options`` are its keywords).
+``amg_hierarchy(A, *, func, **options)``
+    The AMG factory: a smoothed-aggregation hierarchy of a CSR matrix, with
+    ``levels[k].A``, ``.P``, ``.R`` (pyamg's ``smoothed_aggregation_solver``
+    on the CPU backends; ``options`` are its keywords).
+
+The factories only build: the caller keeps its own error handling,
+reproducibility and threading around the call. A backend without the
+capability refuses through :meth:`Backend.require` (``func`` names the public
+function in the message), saying what it has instead.
 """
 
 import functools
 
 import numpy as np
 import scipy.sparse
+import scipy.sparse.linalg
 
 __all__ = ["KERNELS", "Backend", "NumbaBackend", "NumpyBackend", "ReferenceBackend",
            "array_namespace", "get_backend"]
@@ -92,6 +109,40 @@ class Backend:
             raise ValueError(
                 f"`{func}`: the {self.name} backend has no {kind} {what!r}; "
                 f"available: {', '.join(map(repr, available))}.")
+
+    # -- factories (SciPy / pyamg here; a device backend overrides them) ------
+
+    def lu(self, csc, *, permc_spec, func):
+        """A sparse LU factorization of the CSC matrix ``csc`` (direct solves).
+
+        Returns an object with ``solve(b, trans)``. SuperLU's exceptions
+        (``RuntimeError`` for an exactly singular matrix, ``MemoryError``)
+        pass through unchanged.
+        """
+        self.require("method", "direct", func)
+        return scipy.sparse.linalg.splu(csc, permc_spec=permc_spec)
+
+    def ilu(self, csc, *, func, **options):
+        """A threshold incomplete LU factorization of the CSC matrix ``csc``.
+
+        Returns an object with ``solve(b, trans)``, ``L`` and ``U``;
+        ``options`` are SuperLU's (``drop_tol``, ``fill_factor``, ...).
+        """
+        self.require("preconditioner", "ilu", func)
+        return scipy.sparse.linalg.spilu(csc, **options)
+
+    def amg_hierarchy(self, A, *, func, **options):
+        """A smoothed-aggregation AMG hierarchy of the CSR matrix ``A``.
+
+        pyamg's ``smoothed_aggregation_solver(A, **options)``: its ``levels``
+        carry ``A``, ``P``, ``R`` (and what ``keep=True`` keeps). pyamg keeps
+        ``A`` by reference and draws from NumPy's global random generator:
+        the caller seeds and restores it.
+        """
+        self.require("preconditioner", "amg", func)
+        import pyamg  # imported on first use (pyamg is slow to import)
+
+        return pyamg.smoothed_aggregation_solver(A, **options)
 
 
 class NumbaBackend(Backend):

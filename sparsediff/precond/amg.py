@@ -254,6 +254,7 @@ class AMG(Preconditioner):
         self.shape = mat.shape
         self.dtype = mat.dtype
         self.func = func
+        self._backend = mat.backend
         self.options = dict(symmetry=symmetry, hermitian_rtol=hermitian_rtol,
                             max_levels=max_levels, max_coarse=max_coarse,
                             smooth=smooth, reuse=reuse)
@@ -302,9 +303,11 @@ class AMG(Preconditioner):
         self._take_over(self._setup(A, aggregates), A)
 
     def _setup(self, A, aggregates):
-        """pyamg's smoothed-aggregation setup, reproducible (returns its solver)."""
-        import pyamg
+        """pyamg's smoothed-aggregation setup, reproducible (returns its solver).
 
+        The hierarchy comes from the backend's AMG factory; the seeding, the
+        BLAS thread limit and the re-emitted warnings are this method's.
+        """
         opts = self.options
         kwargs = dict(
             symmetry="hermitian" if self.hermitian else "nonsymmetric",
@@ -333,7 +336,7 @@ class AMG(Preconditioner):
             state = np.random.get_state()  # noqa: NPY002 - pyamg uses it
             try:
                 np.random.seed(0)  # noqa: NPY002
-                ml = pyamg.smoothed_aggregation_solver(A, **kwargs)
+                ml = self._backend.amg_hierarchy(A, func=self.func, **kwargs)
             finally:
                 np.random.set_state(state)  # noqa: NPY002
         for w in caught:

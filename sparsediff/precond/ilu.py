@@ -5,7 +5,6 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from .._dtypes import is_complex, real_dtype
 from .._errors import SingularMatrixError
@@ -95,7 +94,7 @@ class ILU(Preconditioner):
                                 mat.indptr.copy()), shape=mat.shape)
             opts = {k: v for k, v in self.options.items() if v is not None}
             try:
-                lu = spla.spilu(csr.tocsc(), **opts)
+                lu = mat.backend.ilu(csr.tocsc(), func=self.func, **opts)
             except RuntimeError as exc:
                 if "singular" in str(exc).lower():
                     raise SingularMatrixError(

@@ -126,7 +126,7 @@ def make_engine(method, mat, M=None, *, func):
         if options:
             raise ValueError(f"`{func}`: method='direct' takes no options; got "
                              f"{options!r}.")
-        return DirectEngine(mat)
+        return DirectEngine(mat, func=func)
     if method == "auto":
         if options:
             raise ValueError(f"`{func}`: method='auto' takes no options; got "
@@ -186,7 +186,7 @@ def _auto(mat, M, func):
     """The ``method="auto"`` rule (see :func:`make_engine`)."""
     cls = _auto_class(mat, M)
     if cls is DirectEngine:
-        return DirectEngine(mat)
+        return DirectEngine(mat, func=func)
     hermitian = is_hermitian(mat)
     if M is None:
         # CG + AMG (SPD), MINRES (Hermitian), GMRES + ILU (otherwise)

@@ -26,7 +26,6 @@ import threading
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
@@ -93,8 +92,9 @@ class DirectEngine:
     method = "direct"
     iterative = False
 
-    def __init__(self, mat, permc_spec=None):
+    def __init__(self, mat, permc_spec=None, *, func="sparsediff.solve"):
         self.mat = mat
+        self.func = func
         self.dtype = mat.dtype
         n = mat.shape[0]
         limit = np.iinfo(np.intc).max
@@ -158,7 +158,8 @@ class DirectEngine:
                     (mat.data.astype(dtype, copy=False), mat.indices, mat.indptr),
                     shape=mat.shape)
                 try:
-                    lu = spla.splu(csc, permc_spec=self.permc_spec)
+                    lu = mat.backend.lu(csc, permc_spec=self.permc_spec,
+                                        func=self.func)
                 except RuntimeError as exc:
                     if "singular" in str(exc).lower():
                         self.singular = True
@@ -331,4 +332,4 @@ class DirectEngine:
 
     def update(self, mat):
         """A new engine for new values on the same pattern (same ordering)."""
-        return DirectEngine(mat, permc_spec=self.permc_spec)
+        return DirectEngine(mat, permc_spec=self.permc_spec, func=self.func)

@@ -29,20 +29,20 @@ class AMGVCycle:
     A : sparse matrix, shape (n, n)
     presmooth, postsmooth : int
     **kwargs
-        Passed to ``pyamg.smoothed_aggregation_solver`` (``max_coarse``,
+        Passed to the backend's AMG factory, pyamg's
+        ``smoothed_aggregation_solver`` on the CPU (``max_coarse``,
         ``max_levels``, ...).
     """
 
     f_inverse = None
 
     def __init__(self, A, presmooth=1, postsmooth=1, **kwargs):
-        import pyamg
         import scipy.linalg as sla
 
         func = "sparsediff.fixed_point.steps.AMGVCycle"
         mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
         kwargs.setdefault("max_coarse", 10)
-        ml = pyamg.smoothed_aggregation_solver(mat.to_scipy().copy(), **kwargs)
+        ml = mat.backend.amg_hierarchy(mat.to_scipy().copy(), func=func, **kwargs)
         self.func = func
         self.n = mat.shape[0]
         self.levels = []
