@@ -18,6 +18,10 @@ import sparsediff as sd
 import sparsediff.solvers.direct as direct_module
 from sparsediff import ConvergenceWarning, IllConditionedWarning
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 EPS = np.finfo(np.float64).eps
 
 

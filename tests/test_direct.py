@@ -24,6 +24,10 @@ from conftest import (
 import sparsediff as sd
 from sparsediff.solvers.direct import DirectEngine
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 SINGULAR = sp.csr_array(np.array([[1.0, 2.0], [2.0, 4.0]]))
 
 

@@ -10,6 +10,10 @@ from sparsediff import ConvergenceError, ConvergenceWarning, NonFiniteInputError
 from sparsediff.fixed_point import Reconstruct, iterate, steps
 from sparsediff.fixed_point._checkpoint import forward_chain, repetitions
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 MODES = ["store", "checkpoint", "reconstruct"]
 
 

@@ -6,6 +6,10 @@ import scipy.sparse as sp
 
 from sparsediff.fixed_point import fixed_point, iterate, steps
 
+# every test runs on the CPU backend and on the reference backend (NumPy twins,
+# Krylov flags read every 8 iterations): tests/conftest.py::backend
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def _matrix(rng, n=14):
     A = (sp.diags([-1.0, 3.0, -1.2], [-1, 0, 1], shape=(n, n))
