@@ -11,6 +11,7 @@ Test modules import the helpers with ``from conftest import ...``.
 """
 
 import hashlib
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -333,3 +334,13 @@ def make_problem(rng, fmt="csr", dtype=np.float64, n=6, shape="n", idx=np.int32,
     A = build(fmt, D, mask, rng, idx=idx, cls=cls)
     b = randn(rng, rhs_shape(n, shape), b_dtype or dtype)
     return A, b, dense_of(A)
+
+
+def traced_peak(fn):
+    """Peak bytes traced by :mod:`tracemalloc` while ``fn()`` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -1,10 +1,10 @@
 """`iterate`: truncated iterations differentiated by store / checkpoint / reconstruct."""
 
-import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import traced_peak
 
 from sparsediff import ConvergenceError, ConvergenceWarning, NonFiniteInputError
 from sparsediff.fixed_point import Reconstruct, iterate, steps
@@ -177,15 +177,6 @@ def test_zero_steps(problem):
     assert gp["omega"] == 0.0 and not gp["data"].any()
 
 
-def _peak(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_memory_growth_order(rng):
     n = 20_000
     step = steps.Richardson(poisson1d(n))
@@ -194,7 +185,7 @@ def test_memory_growth_order(rng):
     step.f_inverse(step.f(x0, p), p)          # factorize outside the measurement
 
     def peak(mode, k):
-        return _peak(lambda: run(step, x0, p, k, mode).vjp(v))
+        return traced_peak(lambda: run(step, x0, p, k, mode).vjp(v))
 
     # growth of the peak from k = 8 to k = 64 steps, in iterates (8n bytes):
     # store ~ k (56 more), checkpoint ~ 2√k (≈ 10 more), reconstruct ~ log k (3 more)

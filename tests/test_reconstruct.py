@@ -7,11 +7,11 @@ smoother whose inverse is so ill-conditioned that the sweep must fall back.
 """
 
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import traced_peak
 
 import sparsediff  # noqa: F401  (loads the private module below)
 from sparsediff.fixed_point import Reconstruct, iterate, steps
@@ -378,15 +378,6 @@ def test_finite_difference_jvp_is_accurate_for_a_smooth_step(rng):
 # ---------------------------------------------------------------------------
 
 
-def _peak(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_memory_does_not_grow_with_steps(rng):
     n = 5_000
     step = steps.Richardson(poisson1d(n))
@@ -394,7 +385,7 @@ def test_memory_does_not_grow_with_steps(rng):
     x0, v = rng.standard_normal(n), rng.standard_normal(n)
 
     def peak(mode, k):
-        return _peak(lambda: iterate(step.f, x0, p, k, f_vjp=step.f_vjp,
+        return traced_peak(lambda: iterate(step.f, x0, p, k, f_vjp=step.f_vjp,
                                      adjoint=mode).vjp(v))
 
     growth = {m: (peak(m, 32) - peak(m, 4)) / x0.nbytes for m in ("store", "reconstruct")}
