@@ -24,7 +24,6 @@ Forward mode: ``δx = op(A)⁻¹ (δb − op(δA) x)``.
 import numpy as np
 
 from ..backend import _csr
-from ..solvers._common import column_norms, op_matvec
 
 __all__ = ["adjoint_solve", "pattern_gradient", "tangent_rhs"]
 
@@ -42,7 +41,7 @@ def adjoint_solve(engine, g, trans, x0=None, **tolerances):
     engines). Returns ``(lam, info, live, scale)``.
     """
     t, conj = _ADJOINT[trans]
-    scale = column_norms(g)
+    scale = _csr.column_norms(g)
     live = scale > 0
     lam = np.zeros_like(g)
     if not live.any() and g.shape[1]:
@@ -81,6 +80,6 @@ def tangent_rhs(mat, x, dA_data, db, trans):
     if db is not None:
         rhs = db
     if dA_data is not None:
-        prod = op_matvec(mat, x, trans, data=dA_data)
+        prod = _csr.matvec(mat, x, trans, dA_data)
         rhs = -prod if rhs is None else rhs - prod
     return rhs

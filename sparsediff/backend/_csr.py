@@ -17,7 +17,7 @@ lower precision than the block are promoted.
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["CSR", "diagonal", "matvec", "matvec_dot", "pattern_product"]
+__all__ = ["CSR", "column_norms", "diagonal", "matvec", "matvec_dot", "pattern_product"]
 
 
 class CSR:
@@ -123,3 +123,11 @@ def diagonal(mat):
     """
     return sp.csr_array((mat.data, mat.indices, mat.indptr),
                         shape=mat.shape).diagonal()
+
+
+def column_norms(a):
+    """2-norm of every column of a 2-D array (float64, no overflow for f32)."""
+    if a.shape[0] == 0:
+        return np.zeros(a.shape[1])
+    return np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False),
+                          axis=0)

@@ -6,6 +6,7 @@ import numpy as np
 
 from .._errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
 from ..backend import _csr
+from ..backend._csr import column_norms
 from ._info import SolveInfo
 
 __all__ = [
@@ -25,14 +26,6 @@ def op_matvec(mat, x, trans="N", data=None):
     kernels are those of ``mat.backend``.
     """
     return _csr.matvec(mat, x, trans, data)
-
-
-def column_norms(a):
-    """2-norm of every column of a 2-D array (float64, no overflow for f32)."""
-    if a.shape[0] == 0:
-        return np.zeros(a.shape[1])
-    return np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False),
-                          axis=0)
 
 
 def true_residual(mat, x, b, trans="N"):
