@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparsediff as sd
-from sparsediff.solvers import _krylov
+from sparsediff.solvers import _state
 
 METHODS = ("cg", "minres", "gmres", "bicgstab")
 
@@ -192,7 +192,7 @@ def test_slow_steady_convergence_not_stopped(method, monkeypatch):
     rtol = 1e-10 if method == "cg" else 1e-8
     sol = sd.solve(A, b, method=method, rtol=rtol)
     assert sol.info.converged and sol.info.iterations > 300
-    monkeypatch.setattr(_krylov, "STAGNATION_WINDOW", 10**9)
+    monkeypatch.setattr(_state, "STAGNATION_WINDOW", 10**9)
     unchecked = sd.solve(A, b, method=method, rtol=rtol)
     assert unchecked.info.iterations == sol.info.iterations
     np.testing.assert_array_equal(unchecked.x, sol.x)
@@ -203,7 +203,7 @@ def test_stagnation_check_leaves_converging_iterates_alone(method, monkeypatch):
     A = _poisson2d(20)
     b = np.random.default_rng(5).standard_normal((A.shape[0], 2))
     sol = sd.solve(A, b, method=method, rtol=1e-12)
-    monkeypatch.setattr(_krylov, "STAGNATION_WINDOW", 10**9)
+    monkeypatch.setattr(_state, "STAGNATION_WINDOW", 10**9)
     unchecked = sd.solve(A, b, method=method, rtol=1e-12)
     assert sol.info.converged and unchecked.info.converged
     np.testing.assert_array_equal(sol.info.column_iterations,
