@@ -128,7 +128,8 @@ class _Factorized:
     def __init__(self, M, backend):
         from ...solvers.direct import DirectEngine
 
-        self._engine = DirectEngine(as_matrix(M, "f_inverse", "M", backend=backend))
+        self._engine = DirectEngine(as_matrix(M, "f_inverse", "M", backend=backend),
+                                    func="f_inverse")
 
     def solve(self, rhs2):
         from ..._errors import SingularMatrixError
