@@ -15,7 +15,7 @@ import torch
 
 from .._validation import check_on_failure, check_tolerances
 from ..fixed_point.implicit import ADJOINT_SOLVERS, run_fixed_point
-from ._solve import _check_device, _numpy
+from ._solve import _check_device, _numpy, _opaque_to_compile
 
 __all__ = ["fixed_point"]
 
@@ -82,37 +82,152 @@ class _TorchMap:
         self._graph = None
 
 
-class _FixedPoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, x0, options, *params):
-        tmap = _TorchMap(f, tuple(p.detach() for p in params))
-        res = run_fixed_point(tmap.f, _numpy(x0), tmap.arrays, f_vjp=tmap.f_vjp,
-                              func=_FUNC, **options["forward"])
-        ctx.tmap, ctx.res, ctx.adjoint = tmap, res, options["adjoint"]
-        return torch.from_numpy(res.x)
+class _Call:
+    """Carries one forward call's map and result to ``setup_context``.
+
+    Under ``vmap`` over the parameters the forward loops, and ``children``
+    holds the call of every batch element, for their adjoint solves.
+    """
+
+    tmap = None
+    res = None
+    children = None
+
+
+class _Job:
+    """One backward: the calls to differentiate, the adjoint options, the
+    gradients wanted."""
+
+    def __init__(self, call, adjoint, need):
+        self.call = call
+        self.adjoint = adjoint
+        self.need = need
+
+
+class _Adjoint(torch.autograd.Function):
+    """``v ↦ ∂L/∂params`` by the core's implicit adjoint solve (NumPy).
+
+    A Function of its own so that the backward of :class:`_FixedPoint` runs
+    under ``torch.func``: ``apply`` hands ``forward`` plain tensors, where
+    the cotangent can be read as NumPy, and ``vmap`` loops over a batch of
+    cotangents (``jacrev``) or of forward solves (``vmap`` of ``grad``).
+    Returns one tensor per wanted parameter. Not differentiable itself.
+    """
+
+    generate_vmap_rule = False
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, v):
-        tmap = ctx.tmap
-        need = ctx.needs_input_grad[3:]
-        tmap.need = tuple(a and b for a, b in zip(tmap.need, need))
+    def forward(v, job, *params):
+        # ``params`` are inputs only so that a second derivative reaches
+        # ``backward`` (and its error) instead of being a silent zero
+        tmap = job.call.tmap
+        tmap.need = tuple(a and b for a, b in zip(tmap.need, job.need))
         try:
-            grads = ctx.res.vjp(_numpy(v), **ctx.adjoint)
+            grads = job.call.res.vjp(_numpy(v), **job.adjoint)
         finally:
             tmap.release()
         out = []
-        for p, g, wanted in zip(tmap.params, grads, need):
-            if not wanted or g is None:
-                out.append(None)
+        for p, g, wanted in zip(tmap.params, grads, job.need):
+            if not wanted:
+                continue
+            if g is None:                    # f does not depend on p
+                out.append(torch.zeros_like(p))
                 continue
             g = np.asarray(g)
             if not p.is_complex() and np.iscomplexobj(g):
                 g = g.real                   # a real parameter's gradient is real
             out.append(_tensor(g).to(p.dtype).reshape(p.shape))
-        return (None, None, None, *out)
+        return tuple(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"`{_FUNC}`: the backward pass is once differentiable; second "
+            f"derivatives through a fixed point are not supported.")
+
+    @staticmethod
+    def vmap(info, in_dims, v, job, *params):
+        vdim, p_dims = in_dims[0], in_dims[2:]
+        children = job.call.children
+        if vdim is None:
+            if children is None:
+                if any(d is not None for d in p_dims):
+                    raise RuntimeError(
+                        f"`{_FUNC}`: the backward pass is batched over the "
+                        f"parameters but the forward pass was not; this composition "
+                        f"of torch.func transforms is not supported.")
+                return (_Adjoint.apply(v, job, *params),
+                        tuple(None for wanted in job.need if wanted))
+            v = v.expand(info.batch_size, *v.shape)
+            vdim = 0
+        if children is not None and len(children) != info.batch_size:
+            raise RuntimeError(
+                f"`{_FUNC}`: the backward pass is batched over {info.batch_size} "
+                f"cotangents but the forward pass over {len(children)} parameter "
+                f"sets; this composition of torch.func transforms is not supported.")
+        outs = []
+        for i in range(info.batch_size):
+            call = job.call if children is None else children[i]
+            ps = [p if d is None else p.select(d, i) for p, d in zip(params, p_dims)]
+            outs.append(_Adjoint.apply(v.select(vdim, i),
+                                       _Job(call, job.adjoint, job.need), *ps))
+        stacked = tuple(torch.stack(gs) for gs in zip(*outs))
+        return stacked, tuple(0 for _ in stacked)
 
 
+class _FixedPoint(torch.autograd.Function):
+    """``x* = f(x*, *params)``; backward: the core's implicit adjoint solve.
+
+    ``forward`` and ``setup_context`` are separate and ``vmap`` is explicit,
+    so that ``torch.func.grad``, ``vjp``, ``jacrev`` and ``vmap`` can run it.
+    A batch of parameters under ``vmap`` is a loop, one fixed-point solve per
+    element.
+    """
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(f, x0, options, call, *params):
+        tmap = _TorchMap(f, tuple(p.detach() for p in params))
+        res = run_fixed_point(tmap.f, _numpy(x0), tmap.arrays, f_vjp=tmap.f_vjp,
+                              func=_FUNC, **options["forward"])
+        call.tmap, call.res = tmap, res
+        return torch.from_numpy(res.x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, _, options, call, *_ = inputs
+        ctx.call, ctx.adjoint = call, options["adjoint"]
+        ctx.save_for_backward(*inputs[4:])
+
+    @staticmethod
+    def backward(ctx, v):
+        need = tuple(ctx.needs_input_grad[4:])
+        grads = iter(_Adjoint.apply(v, _Job(ctx.call, ctx.adjoint, need),
+                                    *ctx.saved_tensors))
+        return (None, None, None, None,
+                *(next(grads) if wanted else None for wanted in need))
+
+    @staticmethod
+    def vmap(info, in_dims, f, x0, options, call, *params):
+        # one fixed-point solve per batch element (the map is the caller's
+        # function of unbatched tensors); results stacked along dim 0
+        x0_dim, p_dims = in_dims[1], in_dims[4:]
+        call.children = []
+        xs = []
+        for i in range(info.batch_size):
+            xi = x0 if x0_dim is None else x0.select(x0_dim, i)
+            ps = [p if d is None else p.select(d, i) for p, d in zip(params, p_dims)]
+            call.children.append(_Call())
+            xs.append(_FixedPoint.apply(f, xi, options, call.children[-1], *ps))
+        return torch.stack(xs), 0
+
+
+@_opaque_to_compile
 def fixed_point(f, x0, params=(), *, tol=1e-10, atol=0.0, maxiter=1000,
                 adjoint_solver="gmres", adjoint_rtol=None, adjoint_maxiter=None,
                 on_failure="raise"):
@@ -170,8 +285,15 @@ def fixed_point(f, x0, params=(), *, tol=1e-10, atol=0.0, maxiter=1000,
     From ``x* = f(x*, θ)``: ``dx*/dθ = (I − ∂f/∂x)⁻¹ ∂f/∂θ``, so a cotangent
     ``v`` gives ``∂L/∂θ = wᴴ ∂f/∂θ`` with ``(I − ∂f/∂x)ᴴ w = v`` (autograd's
     conjugate convention for complex tensors). The backward pass is once
-    differentiable; the graph of ``f`` at ``x*`` is built once per backward
-    call and reused by every adjoint product.
+    differentiable (a second derivative raises ``RuntimeError``); the graph
+    of ``f`` at ``x*`` is built once per backward call and reused by every
+    adjoint product.
+
+    ``torch.func.grad``, ``vjp``, ``jacrev`` and ``vmap`` apply (forward mode,
+    ``jvp`` and ``jacfwd``, does not). ``vmap`` over a batch of parameters
+    (or of starting points) loops: one forward iteration and one adjoint
+    solve per batch element. Under ``torch.compile`` the call is an opaque
+    eager call (a graph break).
 
     See Also
     --------
@@ -226,4 +348,4 @@ def fixed_point(f, x0, params=(), *, tol=1e-10, atol=0.0, maxiter=1000,
                         on_failure=on_failure),
         "adjoint": dict(rtol=adjoint_rtol, maxiter=adjoint_maxiter),
     }
-    return _FixedPoint.apply(f, x0, options, *params)
+    return _FixedPoint.apply(f, x0, options, _Call(), *params)
