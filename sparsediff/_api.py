@@ -22,7 +22,7 @@ from ._validation import (
 )
 from .backend import _csr, get_backend
 from .solvers import make_engine, update_engine
-from .solvers._common import apply_policy, column_norms, make_info
+from .solvers._common import apply_policy, column_norms, make_info, squeeze_info
 from .solvers._conditioning import ILL_CONDITIONED_BOUND  # noqa: F401 (public name)
 from .solvers._conditioning import warn_ill_conditioned as _warn_ill_conditioned
 from .solvers._solution import Solution
@@ -290,7 +290,7 @@ class Solver:
             x2, info = engine.solve(b2, x0=x02, trans=trans, callback=callback,
                                     **self._tol)
             if is_1d:
-                info = _squeeze_info(info)
+                info = squeeze_info(info)
         x2 = apply_policy(x2, info, self._on_failure, f"`{func}`", stacklevel=4)
         if info.converged:
             _warn_ill_conditioned(info, dtype, func, stacklevel=4)
@@ -306,20 +306,6 @@ class Solver:
     def _previous_adjoint(self, trans, shape):
         prev = self._adjoint_memory.get(trans)
         return prev if prev is not None and prev.shape == shape else None
-
-
-def _squeeze_info(info):
-    """Engines report per-column arrays; a 1-D ``b`` gets scalars."""
-    if np.ndim(info.residual_norm) == 0:
-        return info
-    cond = getattr(info, "condition_estimate", None)
-    return dataclasses.replace(
-        info,
-        residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
-        rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
-        column_converged=None, column_iterations=None,
-        condition_estimate=None if cond is None else float(np.max(cond)),
-    )
 
 
 def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,

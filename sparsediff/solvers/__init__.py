@@ -165,7 +165,7 @@ def update_engine(engine, method, mat, M=None, *, func="Solver.update"):
 
 
 def _auto_class(mat, M):
-    """The engine class (and whether A is Hermitian) ``method="auto"`` picks."""
+    """The engine class ``method="auto"`` picks for ``mat`` and ``M``."""
     n = mat.shape[0]
     if M is None and n <= AUTO_DIRECT_MAX_N_SPD:
         return DirectEngine

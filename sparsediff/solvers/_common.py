@@ -1,5 +1,6 @@
 """Helpers shared by every solver: operator products, residuals, reports, policy."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ __all__ = [
     "column_norms",
     "enforce",
     "make_info",
+    "squeeze_info",
     "op_matvec",
     "true_residual",
 ]
@@ -125,6 +127,21 @@ def _residual_report(info):
     elif info.reason in _ADVICE:
         msg += " Advice: " + _ADVICE[info.reason]
     return status, msg
+
+
+def squeeze_info(info):
+    """Engines report per-column arrays; a 1-D right-hand side (or cotangent)
+    gets scalars."""
+    if np.ndim(info.residual_norm) == 0:
+        return info
+    cond = getattr(info, "condition_estimate", None)
+    return dataclasses.replace(
+        info,
+        residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
+        rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
+        column_converged=None, column_iterations=None,
+        condition_estimate=None if cond is None else float(np.max(cond)),
+    )
 
 
 def apply_policy(x, info, on_failure, what, stacklevel=3):

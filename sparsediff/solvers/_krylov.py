@@ -219,10 +219,6 @@ class KrylovEngine:
             f"matrix, and A is not Hermitian to rounding: "
             f"{mat.symmetry.describe()}. {advice}")
 
-    def admits(self, mat):
-        """Whether new values ``mat`` (same pattern) suit this method."""
-        return not self.requires_hermitian or is_hermitian(mat)
-
     def _check(self, func):
         """Refuse what the method cannot do (CG/MINRES: Hermitian only)."""
         if self.requires_hermitian and not self.hermitian:

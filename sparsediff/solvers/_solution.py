@@ -8,7 +8,7 @@ import numpy as np
 from .._errors import ConvergenceWarning
 from .._validation import as_rhs, check_stopping, check_tolerances, nonfinite_error
 from ..adjoint.linear import adjoint_solve, pattern_gradient, tangent_rhs
-from ._common import apply_policy, column_norms
+from ._common import apply_policy, column_norms, squeeze_info
 from ._conditioning import warn_ill_conditioned
 
 __all__ = ["Solution"]
@@ -368,10 +368,4 @@ class Solution:
             bound = float(e_x + e_lam + e_x * e_lam)
         info = dataclasses.replace(info, error_estimate=bound,
                                    backward_error=float(fwd + adj))
-        if self._is_1d and np.ndim(info.residual_norm) != 0:
-            info = dataclasses.replace(
-                info,
-                residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
-                rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
-                column_converged=None, column_iterations=None)
-        return info
+        return squeeze_info(info) if self._is_1d else info
