@@ -21,13 +21,15 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .backend import NUMBA
+
 __all__ = ["METHODS", "PRECONDITIONERS", "InputError", "bench", "check_matrix",
            "load_matrix", "poisson2d"]
 
-#: ``method`` values of ``check`` (those of :class:`sparsediff.Solver`)
-METHODS = ("auto", "direct", "cg", "minres", "gmres", "bicgstab")
-#: ``M`` values of ``check`` (named preconditioners)
-PRECONDITIONERS = ("jacobi", "ilu", "amg")
+#: ``method`` values of ``check`` (those of :class:`sparsediff.Solver`) and
+#: its ``M`` values (the named preconditioners)
+METHODS = NUMBA.methods
+PRECONDITIONERS = NUMBA.preconditioners
 
 # a finite-difference check passes below this relative difference: central
 # differences with a relative step of 1e-6 agree to ~1e-9 on well-conditioned
@@ -151,8 +153,9 @@ def _hermitian_directions(A):
 
     ``perm[k]`` is the position in ``A.data`` of the transposed entry of
     entry ``k``; ``None`` when the stored pattern is not symmetric. CG and
-    MINRES refuse a matrix that is not exactly Hermitian, so their finite
-    differences perturb ``A`` along Hermitian directions only.
+    MINRES refuse a matrix that is not Hermitian (to rounding), which a
+    random perturbation would make it, so their finite differences perturb
+    ``A`` along Hermitian directions only.
     """
     pos = sp.csr_array((np.arange(1, A.nnz + 1), A.indices, A.indptr), shape=A.shape)
     T = sp.csr_array(pos.T)
