@@ -29,6 +29,10 @@ A backend provides:
     The direct-solve factory: a sparse LU factorization of a CSC matrix, an
     object with ``solve(b, trans)`` (``trans`` in ``"N"``, ``"T"``, ``"H"``).
     SuperLU (``scipy.sparse.linalg.splu``) on the CPU backends.
+``direct_factor(library, n, rows, cols, data, analysis, *, func)``
+    The optional direct-solve libraries (CHOLMOD, UMFPACK: docs/direct.md),
+    with the same ``solve(b, trans)`` and a reusable symbolic ``analysis``;
+    ``direct_libraries()`` lists those installed.
 ``ilu(csc, *, func, **options)``
     The incomplete-LU factory, same ``solve(b, trans)`` interface (SuperLU's
     ``spilu`` on the CPU backends; ``options`` are its keywords).
@@ -121,6 +125,27 @@ class Backend:
         """
         self.require("method", "direct", func)
         return scipy.sparse.linalg.splu(csc, permc_spec=permc_spec)
+
+    def direct_factor(self, library, n, rows, cols, data, analysis=None, *, func):
+        """A factorization by an optional library: ``"cholmod"`` (``LLᴴ`` of a
+        Hermitian positive definite matrix) or ``"umfpack"`` (``LU``).
+
+        ``rows``, ``cols``, ``data`` are the coordinates of ``A`` (int64,
+        float64 or complex128); ``analysis`` is ``.analysis`` of an earlier
+        factor of the same pattern (symbolic reuse). Returns an object with
+        ``solve(b, trans)`` and ``analysis``. Raises ``ImportError`` naming
+        the extra to install when the library is missing (docs/direct.md).
+        """
+        self.require("method", "direct", func)
+        from . import _direct
+
+        return _direct.factorize(library, n, rows, cols, data, analysis, func=func)
+
+    def direct_libraries(self):
+        """The optional direct-solve libraries installed here (may be empty)."""
+        from . import _direct
+
+        return tuple(lib for lib in _direct.LIBRARIES if _direct.available(lib))
 
     def ilu(self, csc, *, func, **options):
         """A threshold incomplete LU factorization of the CSC matrix ``csc``.

@@ -123,10 +123,12 @@ def make_engine(method, mat, M=None, *, func):
             raise ValueError(
                 f"`{func}`: `M` (a preconditioner) has no meaning for method='direct'; "
                 f"got M={M!r}.")
+        options = dict(options or {})
+        library = options.pop("library", "auto")
         if options:
-            raise ValueError(f"`{func}`: method='direct' takes no options; got "
-                             f"{options!r}.")
-        return DirectEngine(mat, func=func)
+            raise ValueError(f"`{func}`: method='direct' takes only the option "
+                             f"'library' (docs/direct.md); got {options!r}.")
+        return DirectEngine(mat, func=func, library=library)
     if method == "auto":
         if options:
             raise ValueError(f"`{func}`: method='auto' takes no options; got "

@@ -1,8 +1,20 @@
-"""Direct solves with SuperLU (through SciPy), one factorization for N, T and H.
+"""Direct solves, one factorization for N, T and H (docs/direct.md).
 
-The forward solve factorizes ``A = Pr⁻¹ L U Pc⁻¹`` once; the adjoint solve is
-``SuperLU.solve(g, trans="H")`` on the *same* factors, so a gradient costs two
-triangular solves and one pattern kernel, not a second factorization.
+The factorization is the fastest one installed (``library="auto"``):
+CHOLMOD's ``LLᴴ`` for a Hermitian matrix with a positive diagonal, UMFPACK's
+``LU`` otherwise (both SuiteSparse, the optional extra ``sparsediff[direct]``),
+and SuperLU (SciPy, always there) without the extra, for single precision and
+below ``LIBRARY_MIN_N`` unknowns, where SciPy's smaller overhead wins. The
+forward solve factorizes once; the adjoint solve (``trans="H"``) runs on the
+*same* factors, so a gradient costs two triangular solves and one pattern
+kernel, not a second factorization. ``update`` keeps the symbolic analysis
+(ordering, elimination tree) of the pattern: SuperLU's column ordering,
+UMFPACK's symbolic object, CHOLMOD's permutation.
+
+A Hermitian matrix that is not positive definite is found by CHOLMOD itself
+(a pivot that is not positive stops the factorization): ``auto`` then
+factorizes it by LU, an explicit ``library="cholmod"`` raises ``ValueError``
+saying so. No answer ever comes from an incomplete Cholesky factor.
 
 Conditioning: every solve reports ``info.condition_estimate``, an estimate
 of the 1-norm condition number ``κ₁(op(A)) = ‖op(A)‖₁·‖op(A)⁻¹‖₁`` that does
@@ -31,7 +43,54 @@ from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
 from ._conditioning import SINGULAR_BOUND, inverse_norm1
 
-__all__ = ["DirectEngine"]
+__all__ = ["LIBRARIES", "LIBRARY_MIN_N", "DirectEngine"]
+
+#: ``library=`` values of ``method=("direct", {"library": ...})``
+LIBRARIES = ("auto", "superlu", "cholmod", "umfpack")
+
+#: ``library="auto"`` uses SuperLU below this many unknowns (measured in
+#: docs/direct.md: SciPy's call overhead is smaller, the factorizations are
+#: equally fast on such sizes)
+LIBRARY_MIN_N = 2_000
+
+#: what the optional libraries factor in; other precisions use SuperLU
+_LIBRARY_DTYPES = (np.dtype(np.float64), np.dtype(np.complex128))
+
+
+def hermitian_positive_diagonal(mat):
+    """``A == Aᴴ`` exactly (pattern and values) with a real positive diagonal.
+
+    The Cholesky precondition (O(nnz), once per matrix): CHOLMOD reads one
+    triangle only, so a matrix Hermitian only to rounding is factorized by LU.
+    """
+    n = mat.shape[0]
+    if n == 0 or not _structurally_symmetric(mat):
+        return False
+    on_diag = mat.rows == mat.indices
+    d = mat.data[on_diag]
+    if np.count_nonzero(on_diag) != n or not np.all(d.real > 0) \
+            or not np.all(d.imag == 0):
+        return False
+    a = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
+    t = a.T.tocsr()
+    t.sort_indices()
+    return bool(np.array_equal(t.data, np.conj(mat.data)))
+
+
+class _SuperLUFactor:
+    """SuperLU's factors of ``B = Aᵀ`` seen as a factor of ``A`` (solve N/T/H)."""
+
+    library = "superlu"
+
+    def __init__(self, lu):
+        self.lu = lu
+
+    def solve(self, b, trans="N"):
+        # we factor B = Aᵀ (see DirectEngine._factor): A x = b is Bᵀ x = b, ...
+        if trans == "H":
+            # Aᴴ = conj(B): solve B y = conj(b), x = conj(y)
+            return np.conj(self.lu.solve(np.conj(b), trans="N"))
+        return self.lu.solve(b, trans="T" if trans == "N" else "N")
 
 
 def _diagonally_dominant(mat, absdata):
@@ -68,10 +127,12 @@ def _structurally_symmetric(mat):
 
 
 class DirectEngine:
-    """SuperLU factorization of one matrix, shared by forward and adjoint solves.
+    """A sparse factorization of one matrix, shared by forward and adjoint solves.
 
     Thread-safe: SuperLU's solves release the GIL and do not share scratch
-    space; factorizations in other precisions are created under a lock.
+    space, the optional libraries' calls are serialized per factor (see
+    ``backend/_direct.py``); factorizations in other precisions are created
+    under a lock.
 
     Parameters
     ----------
@@ -87,22 +148,48 @@ class DirectEngine:
         elimination preserves), while on e.g. the indefinite ``I − 0.2·L``
         (2-D Laplacian L, 128²) pivoting wrecks the minimum-degree order:
         65 s and 50× the fill, against 0.15 s with COLAMD.
+    library : str
+        One of :data:`LIBRARIES` (see the module): ``"auto"`` picks CHOLMOD,
+        UMFPACK or SuperLU; an explicit optional library that is not installed
+        raises ``ImportError`` naming the extra; ``"cholmod"`` on a matrix that
+        is not exactly Hermitian with a positive diagonal, or that CHOLMOD
+        finds not positive definite, raises ``ValueError``.
+    analysis : tuple or None
+        ``(library, analysis)`` of an earlier engine on the same pattern
+        (``update``): its symbolic analysis is reused.
+
+    Attributes
+    ----------
+    library : str
+        The library of the factor in the matrix's precision (``"superlu"``,
+        ``"cholmod"`` or ``"umfpack"``).
+    fallback : str or None
+        Why ``library="auto"`` left its first choice (e.g. CHOLMOD found the
+        matrix not positive definite).
     """
 
     method = "direct"
     iterative = False
 
-    def __init__(self, mat, permc_spec=None, *, func="sparsediff.solve"):
+    def __init__(self, mat, permc_spec=None, *, func="sparsediff.solve",
+                 library="auto", analysis=None):
         self.mat = mat
         self.func = func
         self.dtype = mat.dtype
         n = mat.shape[0]
+        if library not in LIBRARIES:
+            raise ValueError(
+                f"`{func}`: method='direct' option `library` must be one of "
+                f"{LIBRARIES}; got {library!r}.")
         limit = np.iinfo(np.intc).max
         if n > limit or mat.nnz > limit:
             raise ValueError(
                 f"SuperLU (SciPy's direct solver) supports at most {limit} rows and "
                 f"stored entries (32-bit indices); got n = {n}, nnz = {mat.nnz}. "
                 f"Use an iterative method.")
+        self.requested = library
+        self.fallback = None
+        self.library = self._choose(library, analysis)
         # ‖A‖₁ (largest column sum) and ‖A‖∞ = ‖Aᵀ‖₁ (largest row sum), for the
         # condition estimate of N and of T/H solves
         absdata = np.abs(mat.data)
@@ -121,6 +208,7 @@ class DirectEngine:
                             and _structurally_symmetric(mat))
             permc_spec = "MMD_AT_PLUS_A" if symmetric_ok else "COLAMD"
         self.permc_spec = permc_spec
+        self._analysis = analysis if analysis and analysis[0] == self.library else None
         self._lock = threading.Lock()
         self._factors = {}
         # condition estimates, by (factor dtype, "N" | "T" | "equilibrated")
@@ -129,14 +217,38 @@ class DirectEngine:
         self.singular = False
         self._factor(self.dtype)
 
+    def _choose(self, library, analysis):
+        """The library for this matrix (see the class)."""
+        mat, func = self.mat, self.func
+        if library == "superlu":
+            return "superlu"
+        installed = mat.backend.direct_libraries()
+        if library != "auto":
+            if library not in installed:
+                from ..backend._direct import require
+
+                require(library, func)
+            if library == "cholmod" and not hermitian_positive_diagonal(mat):
+                raise ValueError(
+                    f"`{func}`: library='cholmod' needs a Hermitian positive definite "
+                    f"matrix, and this one is not exactly Hermitian with a real "
+                    f"positive diagonal. Use library='umfpack' or 'auto'.")
+            return library
+        if (mat.shape[0] < LIBRARY_MIN_N or not installed
+                or np.dtype(self.dtype) not in _LIBRARY_DTYPES):
+            return "superlu"
+        if "cholmod" in installed and hermitian_positive_diagonal(mat):
+            return "cholmod"
+        return "umfpack" if "umfpack" in installed else "superlu"
+
     def _factor(self, dtype):
         """The factorization in ``dtype`` (created on first use).
 
         Raises
         ------
         MemoryError
-            SuperLU ran out of memory (fill-in); the message gives n, nnz, the
-            ordering and what to use instead. No factor is cached for ``dtype``.
+            The library ran out of memory (fill-in); the message gives n, nnz,
+            the library and what to use instead. No factor is cached.
         """
         lu = self._factors.get(dtype)
         if lu is not None or self.singular:
@@ -152,44 +264,72 @@ class DirectEngine:
                 self.singular = True
                 return None
             else:
-                # SuperLU wants CSC; the transpose trick avoids SciPy's conversion
-                # copy: CSC of Aᵀ has A's CSR arrays, so factor Aᵀ and swap trans.
-                csc = sp.csc_array(
-                    (mat.data.astype(dtype, copy=False), mat.indices, mat.indptr),
-                    shape=mat.shape)
+                library = (self.library if np.dtype(dtype) in _LIBRARY_DTYPES
+                           else "superlu")
                 try:
-                    lu = mat.backend.lu(csc, permc_spec=self.permc_spec,
-                                        func=self.func)
-                except RuntimeError as exc:
-                    if "singular" in str(exc).lower():
-                        self.singular = True
-                        return None
-                    raise
+                    lu = self._new_factor(library, dtype)
+                except ArithmeticError:
+                    # an exactly singular matrix (SuperLU, UMFPACK)
+                    self.singular = True
+                    return None
                 except MemoryError as exc:
                     # nothing is cached: a later call (or another dtype) retries
                     raise MemoryError(
-                        f"SuperLU (SciPy's direct solver) ran out of memory factorizing "
+                        f"The direct solver ({library}) ran out of memory factorizing "
                         f"the {np.dtype(dtype).name} matrix with n = {mat.shape[0]}, "
-                        f"nnz = {mat.nnz} (column ordering permc_spec="
-                        f"{self.permc_spec!r}): the fill-in of the LU factors did not "
-                        f"fit in memory (SciPy: {str(exc) or 'no message'}). Use an "
-                        f"iterative method instead, e.g. method='cg' (Hermitian "
-                        f"positive definite A) or method='gmres', with M='amg' or "
+                        f"nnz = {mat.nnz}: the fill-in of the factors did not fit in "
+                        f"memory ({str(exc) or 'no message'}). Use an iterative "
+                        f"method instead, e.g. method='cg' (Hermitian positive "
+                        f"definite A) or method='gmres', with M='amg' or "
                         f"M='ilu'.") from exc
             self._factors[dtype] = lu
             return lu
 
-    @staticmethod
-    def _swap(trans):
-        # we factor B = Aᵀ (see _factor): A x = b is Bᵀ x = b, and so on
-        return {"N": "T", "T": "N", "H": "_conj"}[trans]
+    def _new_factor(self, library, dtype):
+        """A new factor by ``library`` (under ``self._lock``); ``ArithmeticError``
+        for an exactly singular matrix."""
+        mat = self.mat
+        if library == "superlu":
+            # SuperLU wants CSC; the transpose trick avoids SciPy's conversion
+            # copy: CSC of Aᵀ has A's CSR arrays, so factor Aᵀ and swap trans.
+            csc = sp.csc_array(
+                (mat.data.astype(dtype, copy=False), mat.indices, mat.indptr),
+                shape=mat.shape)
+            try:
+                return _SuperLUFactor(mat.backend.lu(csc, permc_spec=self.permc_spec,
+                                                     func=self.func))
+            except RuntimeError as exc:
+                if "singular" in str(exc).lower():
+                    raise ArithmeticError(str(exc)) from None
+                raise
+        analysis = self._analysis[1] if self._analysis else None
+        rows = mat.rows.astype(np.int64)
+        cols = mat.indices.astype(np.int64)
+        data = mat.data.astype(dtype, copy=False)
+        from ..backend._direct import NotPositiveDefiniteError
 
-    def _superlu_solve(self, lu, b, trans):
-        t = self._swap(trans)
-        if t == "_conj":
-            # Aᴴ = conj(B): solve B y = conj(b), x = conj(y)
-            return np.conj(lu.solve(np.conj(b), trans="N"))
-        return lu.solve(b, trans=t)
+        try:
+            return mat.backend.direct_factor(library, mat.shape[0], rows, cols, data,
+                                             analysis, func=self.func)
+        except NotPositiveDefiniteError as exc:
+            if self.requested == "cholmod":
+                raise ValueError(
+                    f"`{self.func}`: library='cholmod' needs a Hermitian positive "
+                    f"definite matrix; {exc}: the matrix is indefinite or singular. "
+                    f"Use library='umfpack' or 'auto' (LU).") from None
+            # auto: LU for every precision of this matrix, and say why
+            self.fallback = f"{exc}; factorized by LU"
+            installed = mat.backend.direct_libraries()
+            self.library = "umfpack" if "umfpack" in installed else "superlu"
+            self._analysis = None
+            return self._new_factor(self.library, dtype)
+
+    def analysis(self):
+        """``(library, symbolic analysis)`` of this pattern, for ``update``."""
+        lu = self._factors.get(np.dtype(self.dtype))
+        if self.library == "superlu" or lu is None:
+            return None
+        return (self.library, lu.analysis)
 
     def solve(self, b, *, x0=None, trans="N", rtol=None, atol=None, maxiter=None,
               callback=None):
@@ -216,10 +356,10 @@ class DirectEngine:
             # real factors, complex right-hand side: solve both parts
             bf = np.asfortranarray(np.concatenate([b.real, b.imag], axis=1),
                                    dtype=factor_dtype)
-            y = self._superlu_solve(lu, bf, trans)
+            y = lu.solve(bf, trans)
             x = (y[:, :m] + 1j * y[:, m:]).astype(b.dtype)
         else:
-            x = self._superlu_solve(lu, b.astype(factor_dtype, copy=False), trans)
+            x = lu.solve(b.astype(factor_dtype, copy=False), trans)
             x = np.ascontiguousarray(x, dtype=b.dtype)
         kind = "N" if trans == "N" else "T"
         inv_norm = self._inverse_norm(factor_dtype, kind)
@@ -243,6 +383,8 @@ class DirectEngine:
         Computed once per factorization and precision, under a lock (several
         threads share an engine); a new engine (``update``) starts afresh.
         """
+        if kind == "T" and self.library == "cholmod":
+            kind = "N"        # A = Aᴴ exactly: ‖A⁻ᴴ‖₁ = ‖A⁻¹‖₁
         key = (np.dtype(dtype), kind)
         est = self._inverse_norms.get(key)
         if est is not None:
@@ -261,7 +403,7 @@ class DirectEngine:
             return 0.0 if n == 0 else np.inf
 
         def sol(trans):
-            return lambda v: self._superlu_solve(lu, v, trans)
+            return lambda v: lu.solve(v, trans)
 
         if kind == "N":       # B = A⁻¹, Bᴴ = A⁻ᴴ
             return inverse_norm1(sol("N"), sol("H"), n, dtype)
@@ -331,5 +473,7 @@ class DirectEngine:
         return float(ferr.max(initial=0.0))
 
     def update(self, mat):
-        """A new engine for new values on the same pattern (same ordering)."""
-        return DirectEngine(mat, permc_spec=self.permc_spec, func=self.func)
+        """A new engine for new values on the same pattern: the same ordering,
+        the symbolic analysis of the optional libraries reused."""
+        return DirectEngine(mat, permc_spec=self.permc_spec, func=self.func,
+                            library=self.requested, analysis=self.analysis())
