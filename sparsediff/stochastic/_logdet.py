@@ -1,0 +1,448 @@
+"""`logdet`: ``log|det A|``, its sign, and its gradient w.r.t. the stored entries.
+
+``d log|det A| = Re tr(A⁻¹ dA)``, so for every stored entry ``k = (i_k, j_k)``
+
+    ∂ log|det A| / ∂data_k = conj((A⁻¹)[j_k, i_k]) = (A⁻ᴴ)[i_k, j_k]
+
+(``(A⁻ᵀ)[i_k, j_k]`` for real ``A``; the conjugate is the library's cotangent
+convention ``δL = Re(conj(g)·δa)``, docs/design.md). The gradient is the
+inverse restricted to the pattern: O(nnz) numbers, never the dense inverse.
+
+Exact (``method="direct"``): the value from the diagonal of ``U`` in
+SuperLU's ``Pr B Pc = L U`` (``B = Aᵀ``, whose CSC arrays are ``A``'s CSR
+arrays, ``det B = det A``) and the permutation signs; the gradient by selected
+inversion of the same factors (``Backend.selected_inverse``). Entries that the
+factors do not store (an explicitly stored zero of ``A`` that no fill
+reached: SuperLU prunes exact zeros) are completed by solves on the same
+factors, grouped by column.
+
+Stochastic (every other method, or ``estimator=`` "hutchinson"/"hutch++"):
+probe solves with one :class:`~sparsediff.Solver` (one factorization or one
+preconditioner for every probe); the value by stochastic Lanczos quadrature
+for Hermitian positive definite ``A`` (``_estimators``).
+"""
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.csgraph
+
+from .._api import Solver
+from .._errors import ConvergenceWarning  # noqa: F401 (documented in Warns)
+from .._validation import (
+    as_matrix,
+    check_int,
+    check_on_failure,
+    nonfinite_error,
+)
+from ..backend import _csr, get_backend
+from ..solvers._common import enforce
+from . import _estimators
+
+__all__ = ["LogDet", "logdet"]
+
+ESTIMATORS = ("exact", "hutchinson", "hutch++")
+_FUNC = "sparsediff.logdet"
+#: Right-hand sides per block solve of the fallbacks and probe blocks.
+BLOCK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class LogDet:
+    """The result of :func:`logdet`.
+
+    Attributes
+    ----------
+    sign : float or complex
+        ``det A / |det A|`` (as :func:`numpy.linalg.slogdet`): ±1 for real
+        ``A``, a unit complex number for complex ``A``, 0 for a singular
+        ``A``; 1.0 from SLQ (positive definite); NaN when not computed.
+    logabsdet : float
+        ``log|det A|`` (NaN when ``value=False``).
+    logabsdet_stderr : float
+        Standard error of ``logabsdet``: 0.0 when exact.
+    grad : sparse matrix or array, ndarray, or None
+        ``∂ log|det A| / ∂A.data`` in ``A``'s class, format and entry order
+        (``None`` when ``grad=False``).
+    grad_stderr : same as ``grad``, or None
+        Per-entry standard error of a stochastic ``grad`` (``None`` when
+        exact or not computed; NaN with fewer than two probes).
+    estimator : str
+        ``"exact"``, ``"hutchinson"`` or ``"hutch++"`` (the gradient's).
+    value_estimator : str or None
+        ``"exact"``, ``"slq"`` or None.
+    method : str
+        The solver behind the probes or the factorization (``"direct"``,
+        ``"cg+amg"``, ...).
+    num_probes : int
+        Solves spent on the gradient (0 when exact).
+    fallback_entries : int
+        Exact path: entries computed by solves instead of the recurrence.
+    """
+
+    sign: object
+    logabsdet: float
+    logabsdet_stderr: float
+    grad: object = dataclasses.field(repr=False)
+    grad_stderr: object = dataclasses.field(repr=False)
+    estimator: str
+    value_estimator: object
+    method: str
+    num_probes: int
+    fallback_entries: int = 0
+
+
+# ---------------------------------------------------------------------------
+# exact: value and selected inverse from the LU factors
+# ---------------------------------------------------------------------------
+
+
+def _permutation_sign(perm):
+    """``(−1)^(n − cycles)``: the sign of a permutation, in O(n)."""
+    n = perm.shape[0]
+    if n == 0:
+        return 1
+    graph = sp.csr_array((np.ones(n, np.int8), perm, np.arange(n + 1)), shape=(n, n))
+    cycles = scipy.sparse.csgraph.connected_components(graph, directed=True,
+                                                       connection="weak")[0]
+    return -1 if (n - cycles) % 2 else 1
+
+
+def exact_value(lu, dtype):
+    """``(sign, log|det|)`` of the factored matrix from ``U``'s diagonal."""
+    d = lu.U.diagonal()
+    logabs = float(np.sum(np.log(np.abs(d))))
+    parity = _permutation_sign(lu.perm_r) * _permutation_sign(lu.perm_c)
+    if np.dtype(dtype).kind == "c":
+        sign = complex(parity * np.exp(1j * np.sum(np.angle(d))))
+    else:
+        sign = float(parity * (-1) ** int(np.count_nonzero(d < 0)))
+    return sign, logabs
+
+
+def factorize(mat):
+    """SuperLU's factors of ``B = Aᵀ`` (CSC of ``B`` = ``A``'s canonical CSR
+    arrays, no copy), through the backend's factory; None when exactly
+    singular.
+
+    Ordering: ``MMD_AT_PLUS_A`` for a Hermitian matrix with a positive
+    diagonal (a GMRF precision, a shifted Laplacian: the diagonal pivots
+    survive), ``COLAMD`` otherwise, as the direct engine chooses.
+    """
+    csc = sp.csc_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
+    spd_like = mat.symmetry.hermitian and bool(np.all(_csr.diagonal(mat).real > 0))
+    permc = "MMD_AT_PLUS_A" if spd_like else "COLAMD"
+    try:
+        return mat.backend.lu(csc, permc_spec=permc, func=_FUNC)
+    except RuntimeError as exc:
+        if "singular" in str(exc).lower():
+            return None
+        raise
+    except MemoryError as exc:
+        raise MemoryError(
+            f"`{_FUNC}`: the LU factors of the matrix with n = {mat.shape[0]}, nnz = "
+            f"{mat.nnz} did not fit in memory (column ordering {permc}). Use the "
+            f"stochastic estimators with an iterative method, e.g. method='cg', "
+            f"M='amg', estimator='hutch++'.") from exc
+
+
+def _entries_by_solves(lu, mat, which, dtype):
+    """``(A⁻ᵀ)[i_k, j_k]`` for the canonical entries ``which`` by solves
+    ``Aᵀ X = E`` (``B X = E``) on the factors, one column ``j`` per right-hand
+    side, ``BLOCK`` at a time."""
+    n = mat.shape[0]
+    rows, cols = mat.rows[which], mat.indices[which]
+    out = np.zeros(which.shape[0], dtype)
+    order = np.argsort(cols, kind="stable")
+    uniq, starts = np.unique(cols[order], return_index=True)
+    bounds = np.append(starts, order.shape[0])
+    for b0 in range(0, uniq.shape[0], BLOCK):
+        js = uniq[b0:b0 + BLOCK]
+        E = np.zeros((n, js.shape[0]), dtype, order="F")
+        E[js, np.arange(js.shape[0])] = 1
+        X = lu.solve(E)
+        for c in range(js.shape[0]):
+            sel = order[bounds[b0 + c]:bounds[b0 + c + 1]]
+            out[sel] = X[rows[sel], c]
+    return out
+
+
+def exact_gradient(lu, mat, how="selinv"):
+    """``(A⁻ᵀ)[i_k, j_k]`` per canonical entry (not yet conjugated) and the
+    number of entries computed by solves, from the factors of ``B = Aᵀ``.
+
+    ``how="selinv"``: Takahashi's recurrence on the factors, solves for the
+    entries the factors do not store; ``how="solves"``: solves for every
+    entry (n solves: the measured alternative, benchmarks/results_logdet.md).
+    """
+    dtype = mat.dtype
+    if how == "solves":
+        return _entries_by_solves(lu, mat, np.arange(mat.nnz), dtype), mat.nnz
+    # A's entry (i, j) is B's entry (j, i), at (perm_r[j], perm_c[i]) in
+    # M = Pr B Pc, and (A⁻ᵀ)[i, j] = (B⁻¹)[i, j] = (M⁻¹)[perm_c[i], perm_r[j]]
+    p = lu.perm_r[mat.indices]
+    q = lu.perm_c[mat.rows]
+    values, found, missing = mat.backend.selected_inverse(lu, p, q, func=_FUNC)
+    if missing != 0:
+        return _entries_by_solves(lu, mat, np.arange(mat.nnz), dtype), mat.nnz
+    lost = np.flatnonzero(~found)
+    if lost.size:
+        values[lost] = _entries_by_solves(lu, mat, lost, dtype)
+    return values, int(lost.size)
+
+
+# ---------------------------------------------------------------------------
+# the public function
+# ---------------------------------------------------------------------------
+
+
+def _check_options(estimator, method, num_probes, lanczos_steps, block, grad, value):
+    for name, flag in (("grad", grad), ("value", value)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"`{_FUNC}`: `{name}` must be True or False; got {flag!r}.")
+    if estimator is None:
+        estimator = "exact" if method == "direct" else "hutch++"
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"`{_FUNC}`: `estimator` must be one of {ESTIMATORS} or None; "
+                         f"got {estimator!r}.")
+    if estimator == "exact" and method != "direct":
+        raise ValueError(
+            f"`{_FUNC}`: estimator='exact' needs the LU factors (method='direct'); "
+            f"got method={method!r}. Use estimator='hutchinson' or 'hutch++' with an "
+            f"iterative method.")
+    num_probes = check_int(num_probes, _FUNC, "num_probes", 1, strict=True)
+    if estimator == "hutch++" and grad and num_probes < 3:
+        raise ValueError(
+            f"`{_FUNC}`: estimator='hutch++' splits `num_probes` solves into a sketch, "
+            f"its projection and probes, and needs `num_probes` >= 3; got {num_probes}.")
+    lanczos_steps = check_int(lanczos_steps, _FUNC, "lanczos_steps", 1, strict=True)
+    block = check_int(block, _FUNC, "block", 1, strict=True)
+    return estimator, num_probes, lanczos_steps, block
+
+
+def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_probes=64,
+           seed=None, M=None, rtol=1e-10, atol=0.0, maxiter=None, lanczos_steps=60,
+           block=BLOCK, on_failure="raise"):
+    """``log|det A|``, its sign, and its gradient w.r.t. ``A``'s stored entries.
+
+    Exact from an LU factorization (``method="direct"``), or stochastic with
+    standard errors from probe solves that reuse one factorization or
+    preconditioner (Hutchinson, Hutch++) and stochastic Lanczos quadrature
+    (SLQ) for the value.
+
+    Parameters
+    ----------
+    A : sparse matrix or array, or dense 2-D array, shape (n, n)
+        Any format accepted by :func:`sparsediff.solve`; never modified.
+    grad : bool
+        Compute the gradient (default True).
+    value : bool
+        Compute ``log|det A|`` (default True). Free with ``method="direct"``;
+        otherwise by SLQ, which needs a Hermitian (to rounding) positive
+        definite ``A``: pass ``value=False`` for the gradient of a
+        non-Hermitian ``A`` with an iterative method.
+    method : str or (str, dict)
+        Solver of the probes, as in :class:`sparsediff.Solver`; ``"direct"``
+        (default) factorizes once (and gives the exact value).
+    estimator : {None, "exact", "hutchinson", "hutch++"}
+        The gradient's estimator. None: ``"exact"`` for ``method="direct"``,
+        ``"hutch++"`` otherwise. ``"exact"`` needs ``method="direct"``.
+    num_probes : int
+        Solves spent on a stochastic gradient (``>= 1``; ``>= 3`` for
+        Hutch++), and probes of SLQ.
+    seed : None, int or numpy.random.Generator
+        Seed of the probes (``numpy.random.default_rng(seed)``).
+    M, rtol, atol, maxiter
+        Preconditioner and stopping test of the probe solves (iterative
+        methods); the solve error enters the estimate, so keep ``rtol`` small.
+    lanczos_steps : int
+        Lanczos steps per SLQ probe (at most ``n``).
+    block : int
+        Probes solved together (memory ``O(n·block)``).
+    on_failure : {"raise", "warn", "nan"}
+        A singular ``A`` (``log|det A| = −∞``) and failed probe solves:
+        raise :class:`SingularMatrixError` / :class:`ConvergenceError`; warn
+        with :class:`ConvergenceWarning` and return ``sign = 0``,
+        ``logabsdet = −inf`` and a NaN gradient; or return NaN.
+
+    Returns
+    -------
+    LogDet
+        ``sign``, ``logabsdet``, ``logabsdet_stderr``, ``grad``,
+        ``grad_stderr`` and a description of what was computed.
+
+    Raises
+    ------
+    ValueError
+        Non-square ``A``; ``num_probes < 1``; an estimator asked for what it
+        cannot give (``"exact"`` without factors, SLQ on a non-Hermitian or
+        indefinite ``A``); NaN or Inf in ``A`` (:class:`NonFiniteInputError`).
+    SingularMatrixError
+        ``A`` is exactly singular (``on_failure="raise"``).
+
+    Notes
+    -----
+    ``∂ log|det A| / ∂data_k = (A⁻ᴴ)[i_k, j_k]``: the inverse restricted to
+    the pattern. With probes ``E[z zᴴ] = I`` and ``y = A⁻ᴴ z``,
+    ``E[y[i]·conj(z[j])] = (A⁻ᴴ)[i, j]`` (Hutchinson); Hutch++ removes the
+    dominant subspace of ``A⁻ᴴ`` exactly first, which lowers the variance
+    when the spectrum of ``A⁻¹`` decays. Every stochastic estimate is
+    unbiased (up to the probe solves' tolerance and, for SLQ, the Lanczos
+    quadrature error) and comes with its standard error. The exact value and
+    gradient are computed in float64 (complex128). See docs/stochastic.md.
+
+    See Also
+    --------
+    numpy.linalg.slogdet : the dense equivalent (value only).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, sparsediff as sd
+    >>> A = sp.csr_array(np.array([[4.0, 1.0], [2.0, 3.0]]))
+    >>> res = sd.logdet(A)
+    >>> res.sign, bool(np.isclose(res.logabsdet, np.log(10.0)))
+    (1.0, True)
+    >>> np.allclose(res.grad.toarray(), np.linalg.inv(A.toarray()).T)
+    True
+    """
+    backend = get_backend(A, func=_FUNC)
+    check_on_failure(on_failure, _FUNC)
+    mat = as_matrix(A, _FUNC, "A", backend=backend)
+    estimator, num_probes, lanczos_steps, block = _check_options(
+        estimator, method, num_probes, lanczos_steps, block, grad, value)
+    a_dtype = mat.dtype
+    if not mat.finite:
+        if on_failure != "nan":
+            raise nonfinite_error(_FUNC, "A")
+        return _nan_result(mat, grad, estimator, value, method, a_dtype)
+    work = np.complex128 if a_dtype.kind == "c" else np.float64
+    mat = mat.with_data(mat.data.astype(work))
+    rng = np.random.default_rng(seed)
+    rng_grad, rng_value = rng.spawn(2)
+    if mat.shape[0] == 0:
+        g = mat.wrap(np.zeros(0, a_dtype)) if grad else None
+        return LogDet(1.0, 0.0, 0.0, g, None if estimator == "exact" else g, estimator,
+                      "exact" if value else None, "direct", 0)
+    sign, logabs, value_se, value_est = np.nan, np.nan, np.nan, None
+    lu = None
+    if method == "direct":
+        # one factorization for the value, the exact gradient and the probes
+        lu = factorize(mat)
+        if lu is None:
+            return _singular(mat, grad, estimator, value, on_failure, a_dtype)
+        if value:
+            sign, logabs = exact_value(lu, work)
+            value_se, value_est = 0.0, "exact"
+        solves, method_name = _lu_solves(lu), "direct"
+    else:
+        solver = Solver._from_validated(mat, func=_FUNC, a_dtype=work, method=method,
+                                        M=M, rtol=rtol, atol=atol, maxiter=maxiter,
+                                        on_failure=on_failure)
+        solves, method_name = _solver_solves(solver), solver.method
+        if value:
+            sign, logabs, value_se = _slq(mat, num_probes, lanczos_steps, rng_value,
+                                          block)
+            value_est = "slq"
+    grad_out = grad_se = None
+    fallback = 0
+    probes = 0
+    if grad:
+        if estimator == "exact":
+            g, fallback = exact_gradient(lu, mat)
+            grad_out = mat.wrap(_cast(np.conj(g), a_dtype))
+        else:
+            g, se = _stochastic_gradient(solves, mat, estimator, num_probes, rng_grad,
+                                         block)
+            grad_out = mat.wrap(_cast(g, a_dtype))
+            grad_se = mat.wrap(se.astype(np.real(np.zeros(0, a_dtype)).dtype))
+            probes = num_probes
+    return LogDet(sign, logabs, value_se, grad_out, grad_se, estimator, value_est,
+                  method_name, probes, fallback)
+
+
+def _lu_solves(lu):
+    """``(A⁻ᴴ Z, A⁻¹ Z)`` from the factors of ``B = Aᵀ``: ``A⁻ᴴ = conj(B⁻¹)``,
+    ``A⁻¹ = B⁻ᵀ``."""
+    def solve_h(Z):
+        return np.conj(lu.solve(np.asfortranarray(np.conj(Z), dtype=lu.U.dtype)))
+
+    def solve_n(Z):
+        return lu.solve(np.asfortranarray(Z, dtype=lu.U.dtype), trans="T")
+
+    return solve_h, solve_n
+
+
+def _solver_solves(solver):
+    """``(A⁻ᴴ Z, A⁻¹ Z)`` with one :class:`Solver` (one preconditioner)."""
+    def solve_h(Z):
+        return np.asarray(solver.solve(Z, trans="H").x)
+
+    def solve_n(Z):
+        return np.asarray(solver.solve(Z, trans="N").x)
+
+    return solve_h, solve_n
+
+
+def _cast(values, dtype):
+    """Gradient values in the caller's dtype (real part for a real ``A``)."""
+    if np.dtype(dtype).kind != "c":
+        values = values.real
+    return values.astype(dtype, copy=False)
+
+
+def _nan_result(mat, grad, estimator, value, method, a_dtype):
+    g = mat.wrap(np.full(mat.nnz, np.nan, a_dtype)) if grad else None
+    return LogDet(np.nan, np.nan, np.nan, g, None if estimator == "exact" else g,
+                  estimator, None, str(method), 0)
+
+
+def _singular(mat, grad, estimator, value, on_failure, a_dtype):
+    msg = (f"`{_FUNC}`: the matrix is exactly singular (a zero pivot in its LU "
+           f"factorization): log|det A| = −inf and its gradient does not exist.")
+    enforce(on_failure, msg, None, singular=True, stacklevel=4)
+    if on_failure == "nan":
+        return _nan_result(mat, grad, estimator, value, "direct", a_dtype)
+    g = mat.wrap(np.full(mat.nnz, np.nan, a_dtype)) if grad else None
+    return LogDet(0.0, -np.inf, 0.0, g, None if estimator == "exact" else g,
+                  estimator, "exact" if value else None, "direct", 0)
+
+
+def _stochastic_gradient(solves, mat, estimator, num_probes, rng, block):
+    solve_h, solve_n = solves
+    rows, cols = mat.rows, mat.indices
+    n = mat.shape[0]
+    if estimator == "hutchinson":
+        return _estimators.hutchinson(solve_h, rows, cols, n, num_probes, rng, block,
+                                      mat.dtype)
+    return _estimators.hutchpp(solve_h, solve_n, rows, cols, n, num_probes, rng, block,
+                               mat.dtype)
+
+
+def _slq(mat, num_probes, steps, rng, block):
+    sym = mat.symmetry
+    if not sym.hermitian:
+        raise ValueError(
+            f"`{_FUNC}`: the value by stochastic Lanczos quadrature needs a Hermitian "
+            f"positive definite `A`; this one is not Hermitian ({sym.describe()}). "
+            f"Pass value=False for the gradient only, or method='direct'.")
+    d = _csr.diagonal(mat).real
+    if not np.all(d > 0):
+        i = int(np.flatnonzero(~(d > 0))[0])
+        raise ValueError(
+            f"`{_FUNC}`: the value by stochastic Lanczos quadrature needs a positive "
+            f"definite `A`; its diagonal entry {i} is {d[i]:.3g}. Use method='direct'.")
+    s = 1.0 / np.sqrt(d)
+    scaled = mat.with_data(mat.data * (s[mat.rows] * s[mat.indices]))
+
+    def matvec(V):
+        return _csr.matvec(scaled, V)
+
+    est, se, min_ritz = _estimators.slq_logdet(matvec, mat.shape[0], num_probes, steps,
+                                               rng, block)
+    if not min_ritz > 0:
+        raise ValueError(
+            f"`{_FUNC}`: `A` is not positive definite (a Lanczos Ritz value "
+            f"{min_ritz:.3g} <= 0): stochastic Lanczos quadrature does not apply. "
+            f"Use method='direct'.")
+    return 1.0, float(np.sum(np.log(d)) + est), se
