@@ -11,6 +11,7 @@ reuses the forward factorization or preconditioner.
 """
 
 from ._api import Solver, solve, sparse_outer
+from .batched import BatchedSolution, BatchedSolver, batched_solve
 from ._compare import compare_gradients
 from ._errors import (
     ConvergenceError,
@@ -22,21 +23,29 @@ from ._errors import (
 from .fixed_point import fixed_point, iterate
 from .solvers._info import SolveInfo
 from .solvers._solution import Solution
+from .stochastic import LogDet, SampledGradient, logdet, sampled_rhs_gradient
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchedSolution",
+    "BatchedSolver",
     "ConvergenceError",
     "ConvergenceWarning",
     "IllConditionedWarning",
+    "LogDet",
     "NonFiniteInputError",
+    "SampledGradient",
     "SingularMatrixError",
     "Solution",
     "SolveInfo",
     "Solver",
+    "batched_solve",
     "compare_gradients",
     "fixed_point",
     "iterate",
+    "logdet",
+    "sampled_rhs_gradient",
     "solve",
     "sparse_outer",
 ]

@@ -16,6 +16,14 @@ computed by
 The iterative solver is conjugate gradients unrolled in PyTorch (symmetric
 positive definite ``A``; needs PyTorch) or Jacobi with a hand-written NumPy
 reverse sweep (diagonally dominant ``A``; no PyTorch needed).
+
+A fifth method, ``"sampled_rows"`` (not run by default), is a *biased*
+baseline kept so that its error can be measured: sample a fraction ``r`` of
+the rows, solve the sub-system ``A[S, S]ᵀ λ_S = g[S]`` with the exact ``x``,
+spread ``−λ_S x[S]ᵀ`` over the entries inside ``S × S`` and divide by ``r``.
+The inverse of a sub-block is not the sub-block of the inverse, so its mean
+is not the gradient; docs/stochastic.md has the measured bias and variance
+and the unbiased estimators to use instead.
 """
 
 import dataclasses
@@ -29,7 +37,9 @@ import scipy.sparse.linalg as spla
 
 __all__ = ["GradientComparison", "GradientRecord", "compare_gradients"]
 
-METHODS = ("fd", "implicit", "unrolled", "truncated")
+METHODS = ("fd", "implicit", "unrolled", "truncated", "sampled_rows")
+#: The methods run by default (``"sampled_rows"`` is biased: on request only).
+DEFAULT_METHODS = ("fd", "implicit", "unrolled", "truncated")
 _FUNC = "sparsediff.compare_gradients"
 
 
@@ -40,10 +50,12 @@ class GradientRecord:
     Attributes
     ----------
     method : str
-        ``"fd"``, ``"implicit"``, ``"unrolled"`` or ``"truncated"``.
+        ``"fd"``, ``"implicit"``, ``"unrolled"``, ``"truncated"`` or
+        ``"sampled_rows"``.
     steps : int or None
         Solver iterations differentiated through (unrolled, truncated); the
-        number of solves for ``"fd"``; None for ``"implicit"``.
+        number of solves for ``"fd"``; the number of sampled rows for
+        ``"sampled_rows"``; None for ``"implicit"``.
     grad : ndarray
         ``dL/dθ``.
     rel_error : float
@@ -89,14 +101,14 @@ class GradientComparison(list):
         raise KeyError(f"no record for method={method!r}, steps={steps!r}")
 
     def __str__(self):
-        head = (f"{'method':<10} {'steps':>6} {'rel. error':>11} {'time [ms]':>10} "
+        head = (f"{'method':<12} {'steps':>6} {'rel. error':>11} {'time [ms]':>10} "
                 f"{'peak mem [KiB]':>15}  note")
         lines = [head, "-" * len(head)]
         for r in self:
             steps = "-" if r.steps is None else str(r.steps)
             err = "(ref)" if r.method == self.reference and r.rel_error == 0 else \
                 f"{r.rel_error:.2e}"
-            lines.append(f"{r.method:<10} {steps:>6} {err:>11} {1e3 * r.time:>10.2f} "
+            lines.append(f"{r.method:<12} {steps:>6} {err:>11} {1e3 * r.time:>10.2f} "
                          f"{r.peak_memory / 1024:>15.1f}  {r.note}")
         lines.append(f"relative errors are against {self.reference!r}")
         return "\n".join(lines)
@@ -288,6 +300,32 @@ def _cg_torch(prob, num_steps, rtol):
     return grad, steps, note, tape.nbytes
 
 
+def _sampled_rows(prob, rate, rng):
+    # The seed note's "stochastic implicit gradient": the exact x, an adjoint
+    # from the sampled sub-system, spread over S × S and rescaled by 1/rate.
+    # Biased: (A[S, S]⁻ᵀ g[S]) is not (A⁻ᵀ g)[S].
+    from ._api import solve
+
+    A = prob.matrix(prob.data0).tocsr()
+    x = solve(A, prob.b0, method="direct").x
+    g = np.asarray(prob.loss_grad(x), dtype=np.float64)
+    n = prob.n
+    s = min(n, max(1, int(round(rate * n))))
+    rows = np.sort(rng.choice(n, size=s, replace=False))
+    sub = A[rows][:, rows]
+    lam = np.zeros(n)
+    lam[rows] = solve(sub.T.tocsr(), g[rows], method="direct").x
+    inside = np.zeros(n, bool)
+    inside[rows] = True
+    mask = inside[prob.rows] & inside[prob.cols]
+    grad_data = np.where(mask, -lam[prob.rows] * x[prob.cols], 0.0)
+    if prob.symmetric:
+        grad_data = 0.5 * (grad_data + np.where(mask, -lam[prob.cols] * x[prob.rows],
+                                                0.0))
+    grad = prob.chain(grad_data / rate, lam / rate)
+    return grad, s, f"rate {rate:g}, biased (seed note)", 0
+
+
 def _measure(fn, *args):
     tracemalloc.start()
     try:
@@ -309,8 +347,9 @@ def _has_torch():
 
 
 def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20),
-                      methods=METHODS, iteration="auto", symmetric="auto", rtol=1e-10,
-                      maxiter=None, fd_step=None, reference=None, warmup=True):
+                      methods=DEFAULT_METHODS, iteration="auto", symmetric="auto",
+                      rtol=1e-10, maxiter=None, fd_step=None, reference=None,
+                      warmup=True, sample_rates=(0.1, 0.5), seed=None):
     """Compare the gradient of a loss through ``x = A⁻¹ b`` computed four ways.
 
     Parameters
@@ -330,7 +369,9 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     k : int or sequence of int
         Iteration counts of the ``"truncated"`` method, one record each.
     methods : sequence of str
-        A subset of ``("fd", "implicit", "unrolled", "truncated")``.
+        A subset of ``("fd", "implicit", "unrolled", "truncated",
+        "sampled_rows")``; the default is the first four. ``"sampled_rows"``
+        is the seed note's sampled-rows estimator, **biased** (see Notes).
     iteration : {"auto", "cg", "jacobi"}
         Iterative solver of the unrolled methods. ``"cg"`` (symmetric positive
         definite ``A``) is differentiated by PyTorch autograd; ``"jacobi"``
@@ -355,6 +396,11 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     warmup : bool
         Run the implicit and iterative methods once, unmeasured, before
         measuring (imports, JIT compilation and first-call costs).
+    sample_rates : float or sequence of float
+        Fractions of the rows in ``(0, 1]`` sampled by ``"sampled_rows"``, one
+        record each.
+    seed : None, int or numpy.random.Generator
+        Seed of the row samples of ``"sampled_rows"``.
 
     Returns
     -------
@@ -374,6 +420,14 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     truncation after ``k`` steps gives the gradient of the truncated map,
     whose error decreases with ``k``. Finite differences cost ``2·len(θ)``
     solves and are for checking only.
+
+    ``"sampled_rows"`` samples ``S``, a fraction ``r`` of the rows, solves
+    ``A[S, S]ᵀ λ_S = g[S]`` and returns ``−λ_S x[S]ᵀ / r`` on the stored
+    entries inside ``S × S`` (zero elsewhere) and ``λ_S / r`` for ``b[S]``.
+    Since ``(A[S, S]⁻ᵀ g[S]) ≠ (A⁻ᵀ g)[S]``, its mean over samples is not the
+    gradient: it is kept as a measured baseline (docs/stochastic.md), not as
+    an estimator to use. For unbiased stochastic gradients see
+    :func:`sparsediff.sampled_rhs_gradient` and :func:`sparsediff.logdet`.
 
     Why ``symmetric``: CG applied to a non-symmetric matrix is not a solver, so
     its derivative along a non-symmetric perturbation of one entry ``A[i, j]``
@@ -407,6 +461,13 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
     if any(isinstance(v, bool) or int(v) != v or v < 0 for v in ks):
         raise ValueError(f"`{_FUNC}`: `k` must be integers >= 0; got {k!r}.")
     ks = tuple(int(v) for v in ks)
+    rates = (sample_rates,) if np.ndim(sample_rates) == 0 else tuple(sample_rates)
+    if "sampled_rows" in methods and (not rates or any(
+            isinstance(r, bool) or not isinstance(r, (int, float, np.floating))
+            or not 0 < r <= 1 for r in rates)):
+        raise ValueError(f"`{_FUNC}`: `sample_rates` must be numbers in (0, 1]; "
+                         f"got {sample_rates!r}.")
+    rng = np.random.default_rng(seed)
     if iteration not in ("auto", "cg", "jacobi"):
         raise ValueError(f"`{_FUNC}`: `iteration` must be 'auto', 'cg' or 'jacobi'; "
                          f"got {iteration!r}.")
@@ -440,6 +501,10 @@ def compare_gradients(A, b, loss=None, *, loss_grad=None, params=None, k=(5, 20)
             raw.append(("implicit",) + _measure(_implicit, prob))
         elif m == "unrolled":
             raw.append(("unrolled",) + _measure(unroll, prob, maxiter, rtol))
+        elif m == "sampled_rows":
+            for rate in rates:
+                raw.append(("sampled_rows",) + _measure(_sampled_rows, prob,
+                                                        float(rate), rng))
         else:
             for kk in ks:
                 raw.append(("truncated",) + _measure(unroll, prob, kk, None))

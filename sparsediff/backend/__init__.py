@@ -169,6 +169,20 @@ class Backend:
 
         return pyamg.smoothed_aggregation_solver(A, **options)
 
+    def selected_inverse(self, lu, rows, cols, *, func):
+        """Entries ``(M⁻¹)[cols[e], rows[e]]`` of the inverse of ``M = L U``,
+        for ``lu`` from :meth:`lu` (``Pr A Pc = L U``, SuperLU's convention),
+        by Takahashi's recurrence on the factors (``kernels/numba/_selinv.py``).
+
+        Returns ``(values, found, missing)``: ``found[e]`` False, or
+        ``missing != 0`` (−1: a zero pivot), means that a value could not be
+        computed there (or anywhere) and must be computed by solves.
+        """
+        self.require("method", "direct", func)
+        from ..kernels.numba import _selinv
+
+        return _selinv.selected_inverse_lu(lu, rows, cols)
+
 
 class NumbaBackend(Backend):
     """The CPU backend: NumPy arrays, SciPy sparse matrices, Numba kernels."""
