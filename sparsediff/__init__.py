@@ -11,7 +11,6 @@ reuses the forward factorization or preconditioner.
 """
 
 from ._api import Solver, solve, sparse_outer
-from .batched import BatchedSolution, BatchedSolver, batched_solve
 from ._compare import compare_gradients
 from ._errors import (
     ConvergenceError,
@@ -28,8 +27,6 @@ from .stochastic import LogDet, SampledGradient, logdet, sampled_rhs_gradient
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchedSolution",
-    "BatchedSolver",
     "ConvergenceError",
     "ConvergenceWarning",
     "IllConditionedWarning",
@@ -40,7 +37,6 @@ __all__ = [
     "Solution",
     "SolveInfo",
     "Solver",
-    "batched_solve",
     "compare_gradients",
     "fixed_point",
     "iterate",
