@@ -141,3 +141,53 @@ def test_bad_input(rng):
     with pytest.raises(ValueError, match="`assemble\\(theta\\)` must return"):
         compare_gradients(A, b, params=(np.zeros(2), lambda t: (t, b),
                                         lambda t, gd, gb: gd))
+
+
+# ---------------------------------------------------------------------------
+# the seed note's sampled-rows estimator: a measured, biased baseline
+# ---------------------------------------------------------------------------
+
+
+def poisson_2d(m, shift=0.1):
+    L = poisson_1d(m, shift=0.0)
+    return (sp.kron(L, sp.eye(m)) + sp.kron(sp.eye(m), L)
+            + shift * sp.eye(m * m)).tocsr()
+
+
+def test_sampled_rows_not_run_by_default(rng):
+    A = poisson_1d(6, shift=1.0)
+    res = compare_gradients(A, np.ones(6), methods=("fd", "implicit"))
+    with pytest.raises(KeyError):
+        res.get("sampled_rows")
+
+
+def test_sampled_rows_is_biased(rng):
+    # the mean over many row samples stays far from the gradient (many
+    # standard errors of that mean), while rate 1 reproduces it exactly
+    A = poisson_2d(6)
+    b = rng.standard_normal(A.shape[0])
+    exact = compare_gradients(A, b, methods=("implicit",)).get("implicit").grad
+    grads = [compare_gradients(A, b, methods=("sampled_rows",), sample_rates=0.5,
+                               seed=s, warmup=False).get("sampled_rows").grad
+             for s in range(60)]
+    grads = np.asarray(grads)
+    mean_err = np.linalg.norm(grads.mean(axis=0) - exact)
+    noise = np.sqrt(np.sum(grads.var(axis=0, ddof=1)) / grads.shape[0])
+    assert mean_err > 10 * noise, (mean_err, noise)
+    res = compare_gradients(A, b, methods=("implicit", "sampled_rows"),
+                            sample_rates=(0.25, 1.0), seed=0)
+    full = res.get("sampled_rows", A.shape[0])
+    assert full.rel_error < 1e-12 and "biased" in full.note
+    assert res.get("sampled_rows", 9).rel_error > 0.1
+    assert str(res).count("sampled_rows") == 2
+
+
+def test_sampled_rows_seeded_and_bad_rates(rng):
+    A = poisson_2d(4)
+    b = rng.standard_normal(16)
+    g1 = compare_gradients(A, b, methods=("sampled_rows",), seed=3).get("sampled_rows")
+    g2 = compare_gradients(A, b, methods=("sampled_rows",), seed=3).get("sampled_rows")
+    np.testing.assert_array_equal(g1.grad, g2.grad)
+    for bad in (0.0, 1.5, (), (0.5, True)):
+        with pytest.raises(ValueError, match="`sample_rates` must be numbers in"):
+            compare_gradients(A, b, methods=("sampled_rows",), sample_rates=bad)
