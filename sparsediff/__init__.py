@@ -11,6 +11,7 @@ reuses the forward factorization or preconditioner.
 """
 
 from ._api import Solver, solve, sparse_outer
+from .batched import BatchedSolution, BatchedSolver, batched_solve
 from ._compare import compare_gradients
 from ._errors import (
     ConvergenceError,
@@ -27,6 +28,8 @@ from .stochastic import LogDet, SampledGradient, logdet, sampled_rhs_gradient
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchedSolution",
+    "BatchedSolver",
     "ConvergenceError",
     "ConvergenceWarning",
     "IllConditionedWarning",
@@ -37,6 +40,7 @@ __all__ = [
     "Solution",
     "SolveInfo",
     "Solver",
+    "batched_solve",
     "compare_gradients",
     "fixed_point",
     "iterate",

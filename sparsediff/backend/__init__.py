@@ -58,6 +58,7 @@ __all__ = ["KERNELS", "Backend", "NumbaBackend", "NumpyBackend", "ReferenceBacke
 
 #: The kernel set every backend implements (same names, same arguments).
 KERNELS = (
+    "batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer",
     "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_matvec",
     "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "sor_grads", "sor_rt",
     "sor_sweep", "sor_transpose_solve", "sparse_outer", "sub_scaled", "xpby",
@@ -194,10 +195,11 @@ class NumbaBackend(Backend):
         # imported on first use: nothing compiles (or imports numba) at import;
         # then an instance attribute (no per-call cost in the Krylov loops)
         from ..kernels import numba as csr
+        from ..kernels.numba import _batched as batched
         from ..kernels.numba import _krylov as fused
         from ..kernels.numba import _sor as sor
 
-        return _KernelSet(self.name, csr, fused, sor)
+        return _KernelSet(self.name, csr, fused, sor, batched)
 
 
 class ReferenceBackend(NumbaBackend):

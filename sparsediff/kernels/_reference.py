@@ -12,6 +12,9 @@ import numpy as np
 _QUIET = np.errstate(over="ignore", invalid="ignore")
 
 __all__ = [
+    "batched_csr_matvec",
+    "batched_csr_rmatvec",
+    "batched_sparse_outer",
     "bicgstab_p",
     "bicgstab_x",
     "cg_step",
@@ -197,3 +200,33 @@ def sor_grads(indptr, indices, data, x, y, z, b, omega, forward, gdata):
     g_omega = np.sum(z * b) - np.sum(data * np.sum(zr * np.where(
         diag[:, None], x[rows], src), axis=1))
     return float(g_omega)
+
+
+# batched kernels: values (nnz, B), vectors (n, B, m) (kernels/numba/_batched.py)
+
+
+@_QUIET
+def batched_csr_matvec(indptr, indices, data, x, out):
+    """``out[:, e] = A_e @ x[:, e]`` for every batch element ``e``."""
+    rows = _rows(indptr)
+    out[...] = 0
+    np.add.at(out, rows, data[:, :, None] * x[indices])
+    return out
+
+
+@_QUIET
+def batched_csr_rmatvec(indptr, indices, data, x, out, conj):
+    """``out[:, e] = A_eᵀ @ x[:, e]`` (``conj``: ``A_eᴴ``)."""
+    rows = _rows(indptr)
+    vals = np.conj(data) if conj else data
+    out[...] = 0
+    np.add.at(out, indices, vals[:, :, None] * x[rows])
+    return out
+
+
+@_QUIET
+def batched_sparse_outer(indptr, indices, u, v, alpha, out):
+    """``out[k, e] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]``."""
+    rows = _rows(indptr)
+    out[...] = alpha * np.einsum("kec,kec->ke", u[rows], v[indices])
+    return out

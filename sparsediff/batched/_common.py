@@ -1,0 +1,111 @@
+"""What the batched engines share: the batch layout, products, maps, threads.
+
+Arrays of the public API are batch-first, ``(B, n, m)``; the kernels of
+``mat.backend`` (``batched_csr_matvec``, ``batched_csr_rmatvec``,
+``batched_sparse_outer``) take values ``(nnz, B)`` and vectors ``(n, B, m)``,
+so that one pass over the shared index arrays serves every element.
+"""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["batch_map", "batch_matvec", "batch_norms", "caller_order",
+           "canonical_order", "pattern_products"]
+
+_POOLS = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def default_workers():
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def batch_map(fn, items, workers):
+    """``[fn(i) for i in items]``, spread over ``workers`` threads.
+
+    SuperLU's factorization and solves release the GIL (measured in
+    ``benchmarks/bench_batched.py``), so the elements of a batch factor in
+    parallel. Exceptions propagate from the first failing item.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="sparsediff-batched")
+    return list(pool.map(fn, items))
+
+
+def canonical_order(mat, values):
+    """Caller-ordered ``(B, nnz_caller)`` values as canonical ``(B, nnz)``
+    (duplicates summed), the batched form of ``MatrixInput.to_canonical``."""
+    perm, order, starts = mat._perm, mat._order, mat._starts
+    if perm is None:
+        return np.array(values, copy=True)
+    if starts is None:
+        out = np.empty((values.shape[0], mat.nnz), dtype=values.dtype)
+        out[:, perm] = values
+        return out
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        return np.zeros((values.shape[0], mat.nnz), dtype=values.dtype)
+    return np.add.reduceat(values[:, order], starts, axis=1)
+
+
+def caller_order(mat, values):
+    """Canonical ``(B, nnz)`` values in the caller's entry order (a copy;
+    duplicates share their merged entry's value)."""
+    if mat._perm is None:
+        return np.array(values, copy=True)
+    return values[:, mat._perm]
+
+
+def batch_norms(a):
+    """2-norm of every column of every element of ``a`` (B, n, m) -> (B, m)."""
+    if a.shape[1] == 0:
+        return np.zeros((a.shape[0], a.shape[2]))
+    return np.sqrt(np.einsum("bnm,bnm->bm", a.real, a.real)
+                   + (np.einsum("bnm,bnm->bm", a.imag, a.imag)
+                      if np.iscomplexobj(a) else 0.0))
+
+
+def batch_matvec(mat, data_t, x3, trans="N"):
+    """``op(A_e) @ x3[e]`` for every element: ``data_t`` (nnz, B), ``x3``
+    (B, n, m); returns (B, n, m)."""
+    kernels = mat.backend.kernels
+    dtype = np.result_type(data_t.dtype, x3.dtype)
+    xt = np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype)
+    data_t = np.ascontiguousarray(data_t, dtype=dtype)
+    out = np.empty_like(xt)
+    if trans == "N":
+        kernels.batched_csr_matvec(mat.indptr, mat.indices, data_t, xt, out)
+    else:
+        kernels.batched_csr_rmatvec(mat.indptr, mat.indices, data_t, xt, out,
+                                    trans == "H")
+    return out.transpose(1, 0, 2)
+
+
+def pattern_products(mat, x3, lam3, trans):
+    """Canonical ``∂L/∂data`` (B, nnz) of every element from ``x`` and ``λ``
+    (the batched ``adjoint.linear.pattern_gradient``, docs/design.md 2.1)."""
+    if trans == "N":
+        u, v = lam3, np.conj(x3)
+    elif trans == "T":
+        u, v = np.conj(x3), lam3
+    else:
+        u, v = x3, np.conj(lam3)
+    dtype = np.result_type(u.dtype, v.dtype)
+    ut = np.ascontiguousarray(u.transpose(1, 0, 2), dtype=dtype)
+    vt = np.ascontiguousarray(v.transpose(1, 0, 2), dtype=dtype)
+    out = np.empty((mat.nnz, x3.shape[0]), dtype=dtype)
+    mat.backend.kernels.batched_sparse_outer(mat.indptr, mat.indices, ut, vt,
+                                             dtype.type(-1), out)
+    return out.T

@@ -1,0 +1,354 @@
+"""Batched direct solves: one ordering per pattern, one LU per element.
+
+The fill-reducing ordering is computed once, from the first element that
+factors: SuperLU (through ``mat.backend.lu``) returns the permutations of
+``Pr M Pc = L U`` with ``M = Aᵀ`` (the CSC matrix with A's CSR arrays, the
+transpose trick of ``solvers/direct.py``). Every element ``e`` is then
+factored *pre-permuted*, ``C_e = Pr M_e Pc``, with ``permc_spec="NATURAL"``:
+no ordering and the same fill as the first (measured in
+``benchmarks/results_batched.md``). With ``A_e = Pc C_eᵀ Pr``:
+
+    A x = b    :  x = Prᵀ C⁻ᵀ Pcᵀ b   (``F.solve(b[ipc], "T")[pr]``)
+    Aᵀ x = b   :  x = Pc C⁻¹ Pr b     (``F.solve(b[ipr], "N")[pc]``)
+    Aᴴ x = b   :  x = conj(Aᵀ⁻¹ conj(b))
+
+Partial pivoting still runs per element (a different pivot only changes
+that element's fill). A backend whose factorization has no ``perm_r`` /
+``perm_c`` factors every element with the chosen ordering instead.
+
+Each element reports what ``sparsediff.solve`` reports (docs/design.md 3.2):
+the true residual, the condition estimate from its own factors (cached per
+element, precision and N/T), singular to working precision, LAPACK's
+forward error bound.
+"""
+
+import threading
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._dtypes import real_dtype
+from ..solvers._common import column_norms, make_info
+from ..solvers._conditioning import SINGULAR_BOUND, inverse_norm1
+from ._common import batch_map, batch_matvec
+
+__all__ = ["BatchedDirect"]
+
+
+def _column_sums(mat, absdata, by_rows):
+    """Per element: sums of ``|a|`` over each column (or row): (B, n)."""
+    n = mat.shape[0]
+    idx = mat.rows if by_rows else mat.indices
+    ind = sp.csr_array((np.ones(mat.nnz), (np.arange(mat.nnz), idx)),
+                       shape=(mat.nnz, n))
+    return np.asarray((ind.T @ absdata.T).T)
+
+
+def _choose_ordering(mat, absdata):
+    """``"MMD_AT_PLUS_A"`` for a structurally symmetric, diagonally dominant
+    matrix, else ``"COLAMD"`` (the rule of ``solvers/direct.py``)."""
+    n = mat.shape[0]
+    if n <= 1:
+        return "COLAMD"
+    rows = mat.rows.astype(np.int64)
+    cols = mat.indices.astype(np.int64)
+    keys_t = np.sort(cols * n + rows)
+    if not np.array_equal(rows * n + cols, keys_t):
+        return "COLAMD"
+    on = rows == cols
+    diag = np.zeros(n)
+    np.add.at(diag, cols[on], absdata[on])
+    off = np.bincount(rows[~on], weights=absdata[~on], minlength=n)
+    ok = np.all(diag > 0) and np.all(diag * (1 + 1e-12) >= off)
+    return "MMD_AT_PLUS_A" if ok else "COLAMD"
+
+
+class _Ordering:
+    """The pre-permutation shared by every element (identity when none)."""
+
+    def __init__(self, mat, spec, perm_r=None, perm_c=None):
+        n = mat.shape[0]
+        self.spec = spec
+        if perm_r is None:
+            self.natural = False     # factor M_e itself with `spec`
+            self.pr = self.pc = self.ipr = self.ipc = None
+            self.gather = None
+            self.indptr, self.indices = mat.indptr, mat.indices
+            return
+        self.natural = True
+        pr = np.asarray(perm_r, dtype=np.int64)
+        pc = np.asarray(perm_c, dtype=np.int64)
+        self.pr, self.pc = pr, pc
+        self.ipr, self.ipc = np.argsort(pr), np.argsort(pc)
+        # entry k of M = Aᵀ sits at (indices[k], rows[k]); in C at
+        # (pr[indices[k]], pc[rows[k]]); C in CSC: sort by (column, row)
+        r = pr[mat.indices]
+        c = pc[mat.rows]
+        order = np.lexsort((r, c))
+        self.gather = order
+        idx_t = mat.indices.dtype
+        self.indices = r[order].astype(idx_t)
+        indptr = np.zeros(n + 1, dtype=idx_t)
+        np.cumsum(np.bincount(c, minlength=n), out=indptr[1:])
+        self.indptr = indptr
+
+
+class BatchedDirect:
+    """SuperLU factorizations of B matrices on one pattern.
+
+    Parameters
+    ----------
+    mat : MatrixInput
+        The validated pattern (canonical CSR, its ``backend``).
+    data : ndarray, shape (B, nnz)
+        Canonical values of every element (private, never written).
+    finite : ndarray of bool, shape (B,)
+        Elements with finite values (the others are never factored).
+    ordering : _Ordering or None
+        Reused from a previous engine (``update``); computed when ``None``.
+    """
+
+    method = "direct"
+    iterative = False
+
+    def __init__(self, mat, data, finite, *, workers, func, ordering=None):
+        self.mat = mat
+        self.data = data
+        self.data_t = np.ascontiguousarray(data.T)
+        self.dtype = data.dtype
+        self.finite = finite
+        self.workers = workers
+        self.func = func
+        self.batch = data.shape[0]
+        n = mat.shape[0]
+        absdata = np.abs(data)
+        if mat.nnz and self.batch:
+            self._norm1 = _column_sums(mat, absdata, False).max(axis=1)
+            self._norminf = _column_sums(mat, absdata, True).max(axis=1)
+        else:
+            self._norm1 = self._norminf = np.zeros(self.batch)
+        self._row_nnz = int(max(np.diff(mat.indptr).max(initial=0),
+                                np.bincount(mat.indices, minlength=1).max(initial=0)))
+        self._lock = threading.Lock()
+        self._factors = {}
+        self._inverse_norms = {}
+        self.singular = np.zeros(self.batch, bool)
+        if n == 0:
+            self.ordering = _Ordering(mat, "NATURAL")
+        else:
+            self.ordering = ordering or self._order()
+        self.factors(self.dtype)
+
+    # -- factorization -----------------------------------------------------
+
+    def _lu(self, values, spec):
+        m = self.mat
+        o = self.ordering if hasattr(self, "ordering") else None
+        if o is not None and o.natural:
+            csc = sp.csc_array((values[o.gather], o.indices, o.indptr), shape=m.shape)
+        else:
+            csc = sp.csc_array((values, m.indices, m.indptr), shape=m.shape)
+        try:
+            return m.backend.lu(csc, permc_spec=spec, func=self.func)
+        except RuntimeError as exc:
+            if "singular" in str(exc).lower():
+                return None
+            raise
+
+    def _order(self):
+        """The ordering of the first element that factors (see the module)."""
+        for e in np.flatnonzero(self.finite):
+            spec = _choose_ordering(self.mat, np.abs(self.data[e]))
+            lu = self._lu(self.data[e], spec)
+            if lu is None:
+                continue
+            perm_r, perm_c = getattr(lu, "perm_r", None), getattr(lu, "perm_c", None)
+            if perm_r is None or perm_c is None:
+                return _Ordering(self.mat, spec)
+            return _Ordering(self.mat, spec, perm_r, perm_c)
+        return _Ordering(self.mat, "COLAMD")
+
+    def factors(self, dtype):
+        """The B factorizations in ``dtype`` (``None``: singular or non-finite)."""
+        dtype = np.dtype(dtype)
+        lus = self._factors.get(dtype)
+        if lus is not None:
+            return lus
+        with self._lock:
+            lus = self._factors.get(dtype)
+            if lus is not None:
+                return lus
+            o = self.ordering
+            spec = "NATURAL" if o.natural else o.spec
+            n = self.mat.shape[0]
+
+            def one(e):
+                if not self.finite[e] or n == 0:
+                    return None
+                if self.mat.nnz == 0:
+                    return None
+                return self._lu(self.data[e].astype(dtype, copy=False), spec)
+
+            lus = batch_map(one, range(self.batch), self.workers)
+            if n:
+                self.singular |= np.array([lu is None for lu in lus], bool) & self.finite
+            self._factors[dtype] = lus
+            return lus
+
+    # -- solves ----------------------------------------------------------------
+
+    def _solve_one(self, lu, b, trans):
+        """``op(A_e) x = b`` for a 2-D ``b`` in the factor's dtype."""
+        o = self.ordering
+        if not o.natural:
+            t = {"N": "T", "T": "N", "H": "_conj"}[trans]
+            if t == "_conj":
+                return np.conj(lu.solve(np.conj(b), trans="N"))
+            return lu.solve(b, trans=t)
+        if trans == "N":
+            return lu.solve(np.ascontiguousarray(b[o.ipc]), trans="T")[o.pr]
+        if trans == "T":
+            return lu.solve(np.ascontiguousarray(b[o.ipr]), trans="N")[o.pc]
+        return np.conj(lu.solve(np.ascontiguousarray(np.conj(b)[o.ipr]),
+                                trans="N"))[o.pc]
+
+    def _solve_factor(self, lu, b, factor_dtype, trans):
+        m = b.shape[1]
+        if np.iscomplexobj(b) and np.dtype(factor_dtype).kind != "c":
+            bf = np.concatenate([b.real, b.imag], axis=1).astype(factor_dtype)
+            y = self._solve_one(lu, bf, trans)
+            return (y[:, :m] + 1j * y[:, m:]).astype(b.dtype)
+        return np.asarray(self._solve_one(lu, b.astype(factor_dtype, copy=False),
+                                          trans), dtype=b.dtype)
+
+    def solve_batch(self, b3, *, trans="N", elements=None, x0=None, rtol=None,
+                    atol=None, maxiter=None):
+        """Solve ``op(A_e) x_e = b3[e]`` for the elements in ``elements``
+        (a boolean mask, default all); returns ``(x3, infos)`` with one
+        :class:`SolveInfo` (per-column arrays) per element, ``None`` for
+        elements not solved (their ``x`` is NaN)."""
+        B, n, m = b3.shape
+        if elements is None:
+            elements = np.ones(B, bool)
+        factor_dtype = np.result_type(self.dtype, real_dtype(b3.dtype))
+        lus = self.factors(factor_dtype)
+        kind = "N" if trans == "N" else "T"
+        x3 = np.full_like(b3, np.nan)
+
+        def one(e):
+            if not elements[e] or n == 0 or lus[e] is None:
+                return None
+            x3[e] = self._solve_factor(lus[e], b3[e], factor_dtype, trans)
+            return self._inverse_norm(e, factor_dtype, kind)
+
+        inv = batch_map(one, range(B), self.workers)
+        if n == 0:
+            x3[...] = 0
+        res = b3 - batch_matvec(self.mat, self.data_t, np.nan_to_num(x3), trans)
+        absres = np.abs(res)
+        ax = np.abs(batch_matvec(self.mat, np.abs(self.data_t), np.abs(np.nan_to_num(x3)),
+                                 trans))
+        infos = []
+        for e in range(B):
+            if not elements[e]:
+                infos.append(None)
+                continue
+            rhs_norm = column_norms(b3[e])
+            if n == 0:
+                infos.append(make_info(np.ones(m, bool), np.zeros(m), np.zeros(m),
+                                       rhs_norm, self.method, [], False, trans))
+                continue
+            if lus[e] is None:
+                reason = "singular" if self.finite[e] else "nonfinite"
+                infos.append(make_info(np.zeros(m, bool), np.zeros(m),
+                                       np.full(m, np.nan), rhs_norm, self.method,
+                                       [reason], False, trans))
+                x3[e] = np.nan
+                continue
+            kappa = (self._norm1[e] if kind == "N" else self._norminf[e]) * inv[e]
+            singular = self._singular_to_working_precision(e, factor_dtype, kappa)
+            residual = column_norms(res[e])
+            finite = np.isfinite(x3[e]).all(axis=0) & ~singular
+            reasons = ["converged" if f else "singular" for f in finite]
+            infos.append(make_info(
+                finite, np.zeros(m), residual, rhs_norm, self.method, reasons, False,
+                trans, condition_estimate=kappa,
+                error_estimate=self._forward_error(x3[e], b3[e], absres[e], ax[e],
+                                                   inv[e])))
+        return x3, infos
+
+    # -- conditioning (per element, as solvers/direct.py) -----------------------
+
+    def _inverse_norm(self, e, dtype, kind):
+        key = (e, np.dtype(dtype), kind)
+        est = self._inverse_norms.get(key)
+        if est is not None:
+            return est
+        lu = self.factors(dtype)[e]
+        n = self.mat.shape[0]
+        if lu is None:
+            est = 0.0 if n == 0 else np.inf
+        else:
+            def sol(trans, r=None, c=None):
+                def f(v):
+                    w = v if r is None else v / r
+                    y = self._solve_one(lu, w[:, None].astype(dtype), trans)[:, 0]
+                    return y if c is None else y / c
+                return f
+
+            if kind == "N":
+                est = inverse_norm1(sol("N"), sol("H"), n, dtype)
+            elif kind == "T":
+                est = inverse_norm1(sol("H"), sol("N"), n, dtype)
+            else:
+                r, c = self._equilibration(e)
+                r, c = r.astype(dtype), c.astype(dtype)
+                est = inverse_norm1(sol("N", r, c), sol("H", c, r), n, dtype)
+        self._inverse_norms[key] = est
+        return est
+
+    def _equilibration(self, e):
+        mat = self.mat
+        n = mat.shape[0]
+        absdata = np.abs(self.data[e]).astype(np.float64)
+
+        def scale(idx, vals):
+            big = np.zeros(n)
+            np.maximum.at(big, idx, vals)
+            out = np.ones(n)
+            nz = big > 0
+            out[nz] = np.exp2(-np.round(np.log2(big[nz])))
+            return out
+
+        r = scale(mat.rows, absdata)
+        c = scale(mat.indices, absdata * r[mat.rows])
+        return r, c
+
+    def _singular_to_working_precision(self, e, dtype, kappa):
+        eps = float(np.finfo(dtype).eps)
+        if not kappa * eps >= SINGULAR_BOUND:
+            return False
+        mat = self.mat
+        r, c = self._equilibration(e)
+        vals = np.abs(self.data[e]).astype(np.float64) * r[mat.rows] * c[mat.indices]
+        norm = float(np.bincount(mat.indices, weights=vals,
+                                 minlength=mat.shape[0]).max(initial=0.0))
+        return bool(norm * self._inverse_norm(e, dtype, "equilibrated") * eps
+                    >= SINGULAR_BOUND)
+
+    def _forward_error(self, x, b, absres, ax, inv_norm):
+        """LAPACK's FERR in the 1-norm, largest over columns."""
+        eps = float(np.finfo(x.dtype).eps)
+        w = absres + (self._row_nnz + 1) * eps * (ax + np.abs(b))
+        wn = w.sum(axis=0, dtype=np.float64)
+        xn = np.abs(x).sum(axis=0, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ferr = np.where(xn > 0, inv_norm * wn / np.where(xn > 0, xn, 1.0),
+                            np.where(wn > 0, np.inf, 0.0))
+        ferr = np.where(np.isnan(ferr), np.inf, ferr)
+        return float(ferr.max(initial=0.0))
+
+    def update(self, data, finite):
+        """A new engine for new values on the same pattern (same ordering)."""
+        return BatchedDirect(self.mat, data, finite, workers=self.workers,
+                             func=self.func, ordering=self.ordering)

@@ -1,0 +1,70 @@
+"""Batched CSR kernels: B matrices sharing one index set (compiled lazily, cached).
+
+The values are stored batch-last, ``data[k, e]`` for entry ``k`` of element
+``e`` (shape ``(nnz, B)``), and so are the vectors, ``x[i, e, c]`` (shape
+``(n, B, m)``): one pass over ``indptr``/``indices`` serves every element,
+and the innermost loop runs over contiguous memory. Twins in
+``kernels/_reference.py`` (same names, same arguments).
+"""
+
+import numba as nb
+import numpy as np
+
+from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
+
+__all__ = ["batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer"]
+
+_opts = dict(cache=True, nogil=True, fastmath=False)
+
+
+@nb.njit(**_opts)
+def batched_csr_matvec(indptr, indices, data, x, out):
+    """``out[:, e] = A_e @ x[:, e]`` for every element ``e``."""
+    n, nb_, m = out.shape
+    for i in range(n):
+        k0 = np.uint64(indptr[i])
+        k1 = np.uint64(indptr[i + 1])
+        for e in range(nb_):
+            for c in range(m):
+                out[i, e, c] = 0
+        for k in range(k0, k1):
+            j = np.uint64(indices[k])
+            for e in range(nb_):
+                a = data[k, e]
+                for c in range(m):
+                    out[i, e, c] += a * x[j, e, c]
+    return out
+
+
+@nb.njit(**_opts)
+def batched_csr_rmatvec(indptr, indices, data, x, out, conj):
+    """``out[:, e] = A_eᵀ @ x[:, e]`` (``conj``: ``A_eᴴ``) for every ``e``."""
+    n, nb_, m = x.shape
+    out[...] = 0
+    for i in range(n):
+        k0 = np.uint64(indptr[i])
+        k1 = np.uint64(indptr[i + 1])
+        for k in range(k0, k1):
+            j = np.uint64(indices[k])
+            for e in range(nb_):
+                a = np.conj(data[k, e]) if conj else data[k, e]
+                for c in range(m):
+                    out[j, e, c] += a * x[i, e, c]
+    return out
+
+
+@nb.njit(**_opts)
+def batched_sparse_outer(indptr, indices, u, v, alpha, out):
+    """``out[k, e] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]``."""
+    n, nb_, m = u.shape
+    for i in range(n):
+        k0 = np.uint64(indptr[i])
+        k1 = np.uint64(indptr[i + 1])
+        for k in range(k0, k1):
+            j = np.uint64(indices[k])
+            for e in range(nb_):
+                acc = out.dtype.type(0)
+                for c in range(m):
+                    acc += u[i, e, c] * v[j, e, c]
+                out[k, e] = alpha * acc
+    return out
