@@ -214,8 +214,10 @@ class MatrixInput:
     def symmetry(self):
         """How far the values are from Hermitian (:class:`Symmetry`, computed once)."""
         if self._symmetry is None:
-            self._symmetry = measure_symmetry(self.indptr, self.indices, self.data,
-                                              self.shape)
+            # measured on the host (a one-time transfer for a device matrix)
+            host = self.backend.to_host
+            self._symmetry = measure_symmetry(host(self.indptr), host(self.indices),
+                                              host(self.data), self.shape)
         return self._symmetry
 
     def with_data(self, data):
@@ -236,18 +238,19 @@ class MatrixInput:
 
     def to_canonical(self, values):
         """Sum caller-ordered entry values into canonical entries (a new array)."""
+        xp = self.backend.xp
         if self._perm is None:
-            return np.array(values, copy=True)
+            return xp.array(values, copy=True)
+        out = xp.empty(self.nnz, dtype=values.dtype)
         if self._starts is None:
-            out = np.empty(self.nnz, dtype=values.dtype)
             out[self._perm] = values
             return out
-        return np.add.reduceat(values[self._order], self._starts)
+        return self.backend.kernels.segment_sum(values[self._order], self._starts, out)
 
     def from_canonical(self, values):
         """Caller-ordered copy of canonical values (duplicates share a value)."""
         if self._perm is None:
-            return np.array(values, copy=True)
+            return self.backend.xp.array(values, copy=True)
         return values[self._perm]
 
     def check_caller_data(self, data, func, name):

@@ -151,3 +151,31 @@ def test_no_jit_at_import():
     n = int(out.stdout.split("DISPATCHERS")[1].split()[0])
     # the kernels were really inspected (or are not even imported yet)
     assert n >= 6 or "LOADED False" in out.stdout
+
+
+@pytest.mark.parametrize("idx", INDEX_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_diagonal_and_segment_sums_match_reference(rng, dtype, idx):
+    """The host-library kernels (kernels/numba/_host.py) against their twins,
+    and both against SciPy / a plain loop."""
+    import scipy.sparse as sp
+
+    from sparsediff.kernels.numba import _host
+
+    for n in (0, 1, 7):
+        indptr, indices = make_csr(rng, (n, n), idx)
+        data = randn(rng, indices.shape, dtype)
+        out1, out2 = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
+        _host.csr_diagonal(indptr, indices, data, out1)
+        ref.csr_diagonal(indptr, indices, data, out2)
+        expect = sp.csr_array((data, indices, indptr), shape=(n, n)).diagonal()
+        np.testing.assert_allclose(out1, expect, rtol=tol(dtype))
+        np.testing.assert_allclose(out2, expect, rtol=tol(dtype))
+    values = randn(rng, 12, dtype)
+    starts = np.array([0, 1, 4, 5, 11], dtype=idx)
+    out1, out2 = np.empty(5, dtype), np.empty(5, dtype)
+    _host.segment_sum(values, starts, out1)
+    ref.segment_sum(values, starts, out2)
+    expect = [values[a:b].sum() for a, b in zip(starts, [1, 4, 5, 11, 12])]
+    np.testing.assert_allclose(out1, expect, rtol=tol(dtype))
+    np.testing.assert_allclose(out2, expect, rtol=tol(dtype))

@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from sparsediff._validation import as_matrix
-from sparsediff.backend import NUMBA, REFERENCE, NumbaBackend
+from sparsediff.backend import KERNELS, NUMBA, REFERENCE, NumbaBackend
 from sparsediff.solvers import _krylov, make_engine
 
 METHODS = ("cg", "minres", "gmres", "bicgstab")
@@ -270,10 +270,7 @@ def test_engine_takes_kernels_from_backend(monkeypatch):
                 pass
 
             k = K()
-            for name in ("col_dot", "col_sqnorm", "cg_step", "xpby", "sub_scaled",
-                         "bicgstab_p", "bicgstab_x", "csr_matvec",
-                         "csr_rmatvec", "csr_matvec_dot", "csr_matvec_dot1",
-                         "sparse_outer"):
+            for name in KERNELS:
                 f = getattr(ks, name)
 
                 def wrap(*a, _f=f, _n=name):

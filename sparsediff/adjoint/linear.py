@@ -38,21 +38,23 @@ def adjoint_solve(engine, g, trans, x0=None, **tolerances):
     is divided by its norm, solved at unit scale with the given (relative and
     absolute) tolerances, and scaled back; zero columns give zero exactly with
     no solve. ``x0`` is a warm start for the normalized columns (iterative
-    engines). Returns ``(lam, info, live, scale)``.
+    engines). Returns ``(lam, info, live, scale)`` (``live``: a host mask).
     """
+    backend = engine.mat.backend
+    xp = backend.xp
     t, conj = _ADJOINT[trans]
     scale = _csr.column_norms(g)
-    live = scale > 0
-    lam = np.zeros_like(g)
+    live = backend.to_host(scale > 0)
+    lam = xp.zeros_like(g)
     if not live.any() and g.shape[1]:
         live[0] = True  # still run (and report) one solve on a zero column
         scale[0] = 1.0
     rhs = g[:, live] / scale[live].astype(g.real.dtype)
     if x0 is not None:
-        x0 = np.ascontiguousarray(np.conj(x0[:, live]) if conj else x0[:, live])
+        x0 = xp.ascontiguousarray(np.conj(x0[:, live]) if conj else x0[:, live])
     if conj:
         rhs = np.conj(rhs)
-    sol, info = engine.solve(np.ascontiguousarray(rhs), x0=x0, trans=t,
+    sol, info = engine.solve(xp.ascontiguousarray(rhs), x0=x0, trans=t,
                              **tolerances)
     if conj:
         sol = np.conj(sol)

@@ -59,9 +59,10 @@ __all__ = ["KERNELS", "Backend", "NumbaBackend", "NumpyBackend", "ReferenceBacke
 #: The kernel set every backend implements (same names, same arguments).
 KERNELS = (
     "batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer",
-    "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_matvec",
-    "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "sor_grads", "sor_rt",
-    "sor_sweep", "sor_transpose_solve", "sparse_outer", "sub_scaled", "xpby",
+    "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_diagonal",
+    "csr_matvec", "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "segment_sum",
+    "sor_grads", "sor_rt", "sor_sweep", "sor_transpose_solve", "sparse_outer",
+    "sub_scaled", "xpby",
 )
 
 
@@ -196,10 +197,11 @@ class NumbaBackend(Backend):
         # then an instance attribute (no per-call cost in the Krylov loops)
         from ..kernels import numba as csr
         from ..kernels.numba import _batched as batched
+        from ..kernels.numba import _host as host
         from ..kernels.numba import _krylov as fused
         from ..kernels.numba import _sor as sor
 
-        return _KernelSet(self.name, csr, fused, sor, batched)
+        return _KernelSet(self.name, csr, fused, sor, host, batched)
 
 
 class ReferenceBackend(NumbaBackend):

@@ -15,7 +15,6 @@ lower precision than the block are promoted.
 """
 
 import numpy as np
-import scipy.sparse as sp
 
 __all__ = ["CSR", "column_norms", "diagonal", "matvec", "matvec_dot", "pattern_product"]
 
@@ -117,17 +116,22 @@ def pattern_product(mat, u, v, alpha, dtype=None):
 def diagonal(mat):
     """The diagonal of a square canonical CSR matrix (0 where not stored).
 
-    Read from the CSR arrays directly: no array of one row index per entry is
-    made (nor cached on ``mat``: ``MatrixInput.rows`` stays unbuilt, which
-    the preconditioners' memory depends on). Host arrays (SciPy).
+    Read from the CSR arrays by the backend's ``csr_diagonal`` kernel: no
+    array of one row index per entry is made (nor cached on ``mat``:
+    ``MatrixInput.rows`` stays unbuilt, which the preconditioners' memory
+    depends on).
     """
-    return sp.csr_array((mat.data, mat.indices, mat.indptr),
-                        shape=mat.shape).diagonal()
+    out = mat.backend.xp.empty(mat.shape[0], dtype=mat.data.dtype)
+    return mat.backend.kernels.csr_diagonal(mat.indptr, mat.indices, mat.data, out)
 
 
 def column_norms(a):
-    """2-norm of every column of a 2-D array (float64, no overflow for f32)."""
+    """2-norm of every column of a 2-D array (float64, no overflow for f32).
+
+    NumPy functions that dispatch to the array's own library (NEP 18), so
+    any backend's arrays are accepted and the result stays where they are.
+    """
     if a.shape[0] == 0:
-        return np.zeros(a.shape[1])
+        return np.zeros_like(a, dtype=np.float64, shape=(a.shape[1],))
     return np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False),
                           axis=0)

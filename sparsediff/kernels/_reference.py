@@ -23,7 +23,9 @@ __all__ = [
     "csr_matvec",
     "csr_matvec_dot",
     "csr_matvec_dot1",
+    "csr_diagonal",
     "csr_rmatvec",
+    "segment_sum",
     "sor_grads",
     "sor_rt",
     "sor_sweep",
@@ -62,6 +64,23 @@ def sparse_outer(indptr, indices, u, v, alpha, out):
     """``out[k] = alpha * sum_m u[i_k, m] * v[j_k, m]`` for stored entries k."""
     rows = _rows(indptr)
     out[...] = alpha * np.sum(u[rows] * v[indices], axis=1)
+    return out
+
+
+def csr_diagonal(indptr, indices, data, out):
+    """``out[i] = A[i, i]`` (0 where not stored; duplicates summed)."""
+    rows = _rows(indptr)
+    on = rows == indices
+    out[...] = 0
+    np.add.at(out, rows[on], data[on])
+    return out
+
+
+def segment_sum(values, starts, out):
+    """``out[g] = Σ values[starts[g]:starts[g + 1]]`` (the last to the end)."""
+    ends = np.append(starts[1:], values.shape[0])
+    for g, (a, b) in enumerate(zip(starts, ends)):
+        out[g] = values[a:b].sum()
     return out
 
 

@@ -100,6 +100,7 @@ def make_preconditioner(M, mat, func):
                 f"`{func}`: `M` must be None, one of {tuple(PRECONDITIONERS)}, or an "
                 f"object with `matvec`; got {M!r}."
             )
+        mat.backend.require("preconditioner", M.lower(), func)
         if not mat.finite:
             raise nonfinite_error(func, "A")
         try:

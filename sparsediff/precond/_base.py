@@ -91,7 +91,8 @@ class Preconditioner:
     # -- machinery ----------------------------------------------------------
 
     def _call(self, X, trans):
-        X = np.asarray(X)
+        # a backend array stays where it is; anything else becomes a NumPy one
+        X = X if hasattr(X, "ndim") and hasattr(X, "astype") else np.asarray(X)
         n = self.shape[0]
         if X.ndim not in (1, 2) or X.shape[0] != n:
             raise ValueError(
@@ -107,7 +108,7 @@ class Preconditioner:
         X2 = X.reshape(n, 1) if is_1d else X
         out_dtype = self._result_dtype(X2.dtype)
         if n == 0 or X2.shape[1] == 0:
-            Y = np.zeros(X2.shape, dtype=out_dtype)
+            Y = np.zeros_like(X2, dtype=out_dtype)
         else:
             Y = self._apply_promoted(X2, trans, out_dtype)
         return Y.reshape(n) if is_1d else Y
@@ -133,14 +134,16 @@ class Preconditioner:
             m = X.shape[1]
             parts = np.concatenate([X.real, X.imag], axis=1).astype(work)
             Y = self._apply(parts, "T" if trans == "H" else trans)
-            out = np.empty(X.shape, dtype=out_dtype)
+            out = np.empty_like(X, dtype=out_dtype)
             out.real = Y[:, :m]
             out.imag = Y[:, m:]
             return out
         # astype copies when the dtype changes; otherwise _apply receives X
         # itself and must not write into it
         Y = self._apply(X.astype(work, copy=False), trans)
-        return np.asarray(Y, dtype=out_dtype, order="C")
+        if not hasattr(Y, "astype"):
+            Y = np.asarray(Y)
+        return Y.astype(out_dtype, order="C", copy=False)
 
     def _apply(self, X, trans):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -118,6 +118,8 @@ def make_engine(method, mat, M=None, *, func):
     there.
     """
     method, options = _split(method, func)
+    # what the matrix's backend cannot do is refused before any work
+    mat.backend.require("method", method, func)
     if method == "direct":
         if M is not None:
             raise ValueError(

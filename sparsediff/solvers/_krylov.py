@@ -49,8 +49,7 @@ __all__ = ["KrylovEngine", "State", "is_hermitian", "krylov_run", "matrix_free"]
 
 
 def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
-               maxiter=None, callback=None, refuse=None, kernels=None,
-               check_every=1, **options):
+               maxiter=None, callback=None, refuse=None, backend=None, **options):
     """Solve ``op(A) x = b`` (2-D ``b``) with one Krylov ``algorithm``.
 
     Returns ``(x, converged, iterations, residual, rhs_norm, reasons,
@@ -59,43 +58,51 @@ def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
     ``atol``, the per-column ``target`` ``max(rtol·‖b‖, atol)`` and
     ``attainable``, the smallest true residual seen. ``refuse`` (a reason)
     stops every column that needs iterations at once (CG on a matrix known
-    not to be positive definite). ``kernels`` (default: the Numba backend's)
-    and ``check_every`` are the backend's (see the module docstring).
+    not to be positive definite). ``backend`` (default: the Numba backend)
+    gives the kernels, the array namespace and ``check_every`` (see the
+    module docstring). ``b``, ``x0`` and the returned ``x`` are the backend's
+    arrays; the per-column reports are host arrays, read once per solve.
     """
+    if backend is None:
+        from ..backend import NUMBA
+
+        backend = NUMBA
+    xp, to_host = backend.xp, backend.to_host
     n, m = b.shape
     dtype = b.dtype if x0 is None else np.result_type(b.dtype, x0.dtype)
-    b = np.ascontiguousarray(b, dtype=dtype)
+    b = xp.ascontiguousarray(b, dtype=dtype)
     if maxiter is None:
         maxiter = 10 * n
     bnorm = column_norms(b)
-    tol = np.maximum(rtol * bnorm, atol)
+    tol = xp.maximum(rtol * bnorm, atol)
     if x0 is None:
-        x = np.zeros((n, m), dtype=dtype)
+        x = xp.zeros((n, m), dtype=dtype)
     else:
-        x = np.array(x0, dtype=dtype, order="C", copy=True)
-    run = _Run(x, callback, kernels, check_every)
-    details = {"rtol": float(rtol), "atol": float(atol), "target": tol}
-    zero = bnorm == 0
+        x = xp.array(x0, dtype=dtype, order="C", copy=True)
+    run = _Run(x, callback, backend)
+    details = {"rtol": float(rtol), "atol": float(atol), "target": to_host(tol)}
+    zero = to_host(bnorm == 0)
     # x = 0 exactly for b = 0, whatever x0 (it is the only x that passes
     # ‖b − A x‖ ≤ atol for atol = 0)
     x[:, zero] = 0
     if n == 0 or m == 0:
         details["attainable"] = np.zeros(m)
-        return (x, np.ones(m, bool), run.iterations, np.zeros(m), bnorm,
+        return (x, np.ones(m, bool), run.iterations, np.zeros(m), to_host(bnorm),
                 run.reasons, details)
     r = b.copy() if x0 is None else b - matvec(x)
     rnorm = column_norms(r)
     if x0 is not None:
         # an initial guess with ‖b − A x0‖ > ‖b‖ is worse than x = 0, and a
         # badly scaled one loses the solution to cancellation in r
-        worse = ~(rnorm <= bnorm)
+        worse = to_host(~(rnorm <= bnorm))
         if worse.any():
             x[:, worse] = 0
             r[:, worse] = b[:, worse]
             rnorm[worse] = bnorm[worse]
     rnorm[zero] = 0.0
-    live = ~(rnorm <= tol)  # NaN-safe: a NaN residual is live, then nonfinite
-    nonfinite = live & ~np.isfinite(rnorm)
+    # NaN-safe: a NaN residual is live, then nonfinite (one host read)
+    live, nonfinite = to_host(xp.stack([~(rnorm <= tol), ~xp.isfinite(rnorm)]))
+    nonfinite &= live
     for c in np.flatnonzero(nonfinite):
         run.reasons[c] = "nonfinite"
     live &= ~nonfinite
@@ -106,13 +113,15 @@ def krylov_run(algorithm, matvec, psolve, b, x0=None, *, rtol=1e-8, atol=0.0,
     if live.any():
         cols = np.flatnonzero(live)
         algorithm(run, matvec, psolve,
-                  np.ascontiguousarray(b[:, cols]), np.ascontiguousarray(x[:, cols]),
-                  np.ascontiguousarray(r[:, cols]), rnorm[cols].copy(),
+                  xp.ascontiguousarray(b[:, cols]), xp.ascontiguousarray(x[:, cols]),
+                  xp.ascontiguousarray(r[:, cols]), rnorm[cols].copy(),
                   tol[cols].copy(), cols, maxiter, **options)
     # the verdict is the true residual's, column by column
     residual = column_norms(b - matvec(x))
     residual[zero] = 0.0
-    converged = residual <= tol
+    residual = to_host(residual)
+    converged = residual <= details["target"]
+    bnorm = to_host(bnorm)
     reasons = run.reasons
     for c in range(m):
         if converged[c]:
@@ -137,16 +146,19 @@ def is_hermitian(mat):
     return mat.symmetry.hermitian
 
 
-def col_dot(kernels, a, b):
-    """``diag(aᴴ b)``, one inner product per column (complex for complex blocks)."""
-    out = np.empty(a.shape[1], dtype=np.complex128 if np.iscomplexobj(a) or
-                   np.iscomplexobj(b) else np.float64)
-    return kernels.col_dot(a, b, out)
+def col_dot(s, a, b):
+    """``diag(aᴴ b)``, one inner product per column (complex for complex blocks).
+
+    ``s`` gives the backend's ``kernels`` and ``xp`` (a :class:`State`).
+    """
+    cplx = a.dtype.kind == "c" or b.dtype.kind == "c"
+    out = s.xp.empty(a.shape[1], dtype=np.complex128 if cplx else np.float64)
+    return s.kernels.col_dot(a, b, out)
 
 
-def col_sqnorm(kernels, a):
-    """``‖a_c‖²`` for every column ``c`` (float64)."""
-    return kernels.col_sqnorm(a, np.empty(a.shape[1]))
+def col_sqnorm(s, a):
+    """``‖a_c‖²`` for every column ``c`` (float64); ``s`` as for :func:`col_dot`."""
+    return s.kernels.col_sqnorm(a, s.xp.empty(a.shape[1]))
 
 
 def resolve_preconditioner(M, mat, func):
@@ -161,7 +173,9 @@ def resolve_preconditioner(M, mat, func):
 def _cast(f, dtype):
     """Wrap a block map so that it returns ``dtype`` (C-contiguous)."""
     def apply(X):
-        return np.ascontiguousarray(f(X), dtype=dtype)
+        Y = f(X)
+        return Y.astype(dtype, order="C", copy=False) if hasattr(Y, "astype") \
+            else np.ascontiguousarray(Y, dtype=dtype)
     return apply
 
 
@@ -240,7 +254,7 @@ class KrylovEngine:
         """Whether every diagonal entry has a positive real part."""
         if self._positive_diagonal is None:
             d = csr_diagonal(self.mat)
-            self._positive_diagonal = bool(np.all(d.real > 0))
+            self._positive_diagonal = bool((d.real > 0).all())
         return self._positive_diagonal
 
     def _plan(self, trans, dtype):
@@ -301,7 +315,7 @@ class KrylovEngine:
         x, converged, its, residual, bnorm, reasons, details = krylov_run(
             type(self).algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol,
             maxiter=maxiter, callback=callback, refuse=self._refuse(),
-            kernels=self.kernels, check_every=self.check_every, **self.options,
+            backend=self.mat.backend, **self.options,
             **self._options(trans, conj))
         if conj:
             x = np.conj(x)
@@ -371,8 +385,7 @@ def matrix_free(algorithm, name, op, b, x0, rtol, atol, maxiter, M, callback,
 
     x, converged, its, residual, bnorm, reasons, details = krylov_run(
         algorithm, matvec, psolve, b, x0, rtol=rtol, atol=atol, maxiter=maxiter,
-        callback=callback, kernels=NUMBA.kernels, check_every=NUMBA.check_every,
-        **options)
+        callback=callback, backend=NUMBA, **options)
     label = name + ("+user" if M is not None else "")
     return x, make_info(converged, its, residual, bnorm, label, reasons, False,
                         extra=details)

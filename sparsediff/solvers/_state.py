@@ -35,17 +35,22 @@ _APPARENT = 1
 class _Run:
     """Results of one solve, filled in column by column as they finish.
 
-    ``kernels`` and ``check_every`` are those of the backend (see the module
+    ``x`` (the iterate of every column) is a backend array; the iteration
+    counts, reasons and smallest residuals are host values, read when a
+    column finishes. ``backend`` gives the kernels, the array namespace
+    ``xp``, the host reads ``to_host`` and ``check_every`` (see the module
     docstring).
     """
 
-    def __init__(self, x, callback, kernels=None, check_every=1):
-        if kernels is None:
+    def __init__(self, x, callback, backend=None):
+        if backend is None:
             from ..backend import NUMBA
 
-            kernels = NUMBA.kernels
-        self.kernels = kernels
-        self.check_every = max(1, int(check_every))
+            backend = NUMBA
+        self.kernels = backend.kernels
+        self.xp = backend.xp
+        self.to_host = backend.to_host
+        self.check_every = max(1, int(backend.check_every))
         self.x = x
         m = x.shape[1]
         self.iterations = np.zeros(m, dtype=np.int64)
@@ -67,10 +72,12 @@ class _Run:
         self.callback(full[:, 0] if m == 1 else full)
 
     def finish(self, cols, xs, iterations, reason, best=None):
+        """Record finished columns ``cols`` (host indices); ``iterations`` and
+        ``best`` may be backend values (read here)."""
         self.x[:, cols] = xs
-        self.iterations[cols] = iterations
+        self.iterations[cols] = self.to_host(iterations)
         if best is not None:
-            self.best[cols] = np.minimum(self.best[cols], best)
+            self.best[cols] = np.minimum(self.best[cols], self.to_host(best))
         for c in cols:
             self.reasons[c] = reason
 
@@ -95,6 +102,8 @@ class State:
     def __init__(self, run, cols, blocks, scalars, maxiter=None, **values):
         self._run = run
         self.kernels = run.kernels
+        self.xp = xp = run.xp
+        self.to_host = run.to_host
         self.check_every = run.check_every
         #: flags are read every ``check_every`` iterations: retire by masks
         self.masked = self.check_every > 1
@@ -105,14 +114,16 @@ class State:
         self.it = 0
         self.cols = cols
         k = len(cols)
-        self.stalls = np.zeros(k, dtype=np.int64)
-        self.best = np.full(k, np.inf)
-        self.floor = np.zeros(k, dtype=bool)
+        # ``cols`` and ``lag`` are host arrays; every other per-column value
+        # lives with the blocks (backend arrays)
+        self.stalls = xp.zeros(k, dtype=np.int64)
+        self.best = xp.full(k, np.inf)
+        self.floor = xp.zeros(k, dtype=bool)
         if self.masked:
             self._scalars += ("active", "code", "clock", "lag")
-            self.active = np.ones(k, dtype=bool)   # not retired
-            self.code = np.zeros(k, dtype=np.int8)  # why retired (_CODES)
-            self.clock = np.zeros(k, dtype=np.int64)  # iterations of the column
+            self.active = xp.ones(k, dtype=bool)   # not retired
+            self.code = xp.zeros(k, dtype=np.int8)  # why retired (_CODES)
+            self.clock = xp.zeros(k, dtype=np.int64)  # iterations of the column
             self.lag = np.zeros(k, dtype=np.int64)  # it − clock (host, exact
             self._last = 0                          # after a checkpoint)
             self._next_max = np.inf if maxiter is None else maxiter
@@ -124,7 +135,12 @@ class State:
         return len(self.cols)
 
     def finish(self, mask, reason):
-        """Hand columns ``mask`` to the result with ``reason`` and drop them."""
+        """Hand columns ``mask`` to the result with ``reason`` and drop them.
+
+        ``mask`` is read to the host (a synchronization on a device: the
+        masked loops call this only at checkpoints).
+        """
+        mask = self.to_host(mask)
         if not mask.any():
             return
         colits = getattr(self, "colits", None)
@@ -137,7 +153,7 @@ class State:
         for name in self._blocks:
             arr = getattr(self, name, None)
             if arr is not None:
-                setattr(self, name, np.ascontiguousarray(arr[:, keep]))
+                setattr(self, name, self.xp.ascontiguousarray(arr[:, keep]))
         for name in self._scalars:
             arr = getattr(self, name, None)
             if arr is not None:
@@ -148,7 +164,7 @@ class State:
 
     def check_nonfinite(self, *values):
         """Stop columns where any of ``values`` (per-column) is NaN or Inf."""
-        bad = np.zeros(self.k, dtype=bool)
+        bad = self.xp.zeros(self.k, dtype=bool)
         for v in values:
             bad |= ~np.isfinite(v)
         self.finish(bad, "nonfinite")
@@ -157,13 +173,13 @@ class State:
         """Record true residuals ``tn`` of columns ``sel`` (at the floor or not)."""
         self.floor[sel] |= floor
         progress = tn < 0.5 * self.best[sel]
-        self.stalls[sel] = np.where(progress | ~self.floor[sel], 0,
-                                    self.stalls[sel] + 1)
+        self.stalls[sel] = self.xp.where(progress | ~self.floor[sel], 0,
+                                         self.stalls[sel] + 1)
         self.best[sel] = np.minimum(self.best[sel], tn)
 
     def check_converged(self, matvec, replace_residual=True):
         """Test ``rnorm`` and confirm with the true residual (see module doc)."""
-        apparent = self.rnorm <= self.tol
+        apparent = self.to_host(self.rnorm <= self.tol)
         if not apparent.any():
             return
         ok, _ = self._confirm(np.flatnonzero(apparent), matvec, replace_residual)
@@ -172,12 +188,13 @@ class State:
     def _confirm(self, sel, matvec, replace_residual):
         """The true residuals of the apparently converged columns ``sel``.
 
-        Returns ``(ok, fail)``, the columns that pass and those that do not;
-        these take the true residual (and ``r`` it, with ``replace_residual``).
+        ``sel`` holds host indices. Returns ``(ok, fail)`` (host indices), the
+        columns that pass and those that do not; these take the true residual
+        (and ``r`` it, with ``replace_residual``).
         """
-        rt = self.b[:, sel] - matvec(np.ascontiguousarray(self.x[:, sel]))
+        rt = self.b[:, sel] - matvec(self.xp.ascontiguousarray(self.x[:, sel]))
         tn = column_norms(rt)
-        ok = tn <= self.tol[sel]
+        ok = self.to_host(tn <= self.tol[sel])
         bad = ~ok
         fail = sel[bad]
         if bad.any():
@@ -224,7 +241,7 @@ class State:
         """``new`` where the column is active, ``old`` where it is retired."""
         if not self.masked:
             return new
-        return np.where(self.active, new, old)
+        return self.xp.where(self.active, new, old)
 
     def step_size(self, value):
         """A per-column step size, zero for retired columns."""
@@ -244,7 +261,7 @@ class State:
             self.finish(mask, reason)
             return
         newly = self.active & mask
-        self.code = np.where(newly, _CODES.index(reason), self.code).astype(np.int8)
+        self.code = self.xp.where(newly, _CODES.index(reason), self.code).astype(np.int8)
         self.active = self.active & ~mask
 
     def tick(self):
@@ -281,22 +298,31 @@ class State:
 
         Apparent convergence is confirmed on the true residual; a column that
         fails resumes with it (as :meth:`check_converged` does). The other
-        retired columns are finished with their reason.
+        retired columns are finished with their reason. Two host reads (three
+        with a confirmation), whatever the number of columns.
         """
         self._last = self.it
-        code = self.code  # the host read (a device backend transfers here)
-        apparent = code == _APPARENT
+        code = self.to_host(self.code)  # read: the flags
         ok = np.zeros(0, dtype=np.int64)
+        apparent = code == _APPARENT
         if apparent.any():
             ok, fail = self._confirm(np.flatnonzero(apparent), matvec,
                                      replace_residual)
             self.active[fail] = True  # resume where they stopped
             self.code[fail] = 0
-        self._settle(ok, (self.stalls >= STAGNATION_CHECKS) & self.active)
-        for c, reason in enumerate(_CODES):
-            if c > _APPARENT:
-                self.finish(self.code == c, reason)
-        self.lag = self.it - self.clock
+            code[fail] = 0
+        # read: the stall counters and clocks, in one transfer (a column is
+        # active exactly when its code is 0)
+        stalls, clock = self.to_host(self.xp.stack([self.stalls, self.clock]))
+        self.lag = self.it - clock
+        # each column's fate: 0 goes on, else an index into _CODES/"converged"
+        fate = np.where(code > _APPARENT, code, 0)
+        fate[(stalls >= STAGNATION_CHECKS) & (code == 0)] = _CODES.index("stagnation")
+        fate[ok] = _APPARENT
+        for c in np.unique(fate[fate > 0]):
+            done = fate == c
+            self.finish(done, "converged" if c == _APPARENT else _CODES[c])
+            fate = fate[~done]
         if self.maxiter is not None and self.k:
             self._next_max = self.maxiter + int(self.lag.min())
 
@@ -308,13 +334,14 @@ class State:
         due = (since % window == 0) & (since > 0)  # last checkpoint (host)
         if not due.any():
             return
-        due = due & self.active
+        xp = self.xp
+        due = xp.asarray(due) & self.active
         tn, gap = self._true_gap(matvec)
         with np.errstate(invalid="ignore"):
             self.floor = self.floor | (due & (gap >= 0.5 * tn))
             progress = tn < 0.5 * self.best
-            self.stalls = np.where(due, np.where(progress | ~self.floor, 0,
+            self.stalls = xp.where(due, xp.where(progress | ~self.floor, 0,
                                                  self.stalls + 1), self.stalls)
-            self.best = np.where(due, np.minimum(self.best, tn), self.best)
+            self.best = xp.where(due, xp.minimum(self.best, tn), self.best)
         self.stop(due & ~np.isfinite(tn), "nonfinite")
         self.stop(due & (self.stalls >= STAGNATION_CHECKS), "stagnation")

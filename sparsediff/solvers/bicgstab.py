@@ -30,8 +30,8 @@ def _stabilize(s, matvec, psolve, sv):
     (0 where ``t = 0``)."""
     shat = sv if psolve is None else psolve(sv)
     t = matvec(shat)
-    tt = col_dot(s.kernels, t, t).real
-    ts = col_dot(s.kernels, t, sv)
+    tt = col_dot(s, t, t).real
+    ts = col_dot(s, t, sv)
     with np.errstate(divide="ignore", invalid="ignore"):
         omega = np.where(tt > 0, ts / np.where(tt > 0, tt, 1.0), 0.0)
     return shat, t, omega
@@ -47,20 +47,20 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
     fused = s.kernels
     s.rhat = r.copy()
     s.rhat_norm = rnorm.copy()
-    s.p = np.zeros_like(r)
-    s.v = np.zeros_like(r)
-    one = np.ones(s.k, dtype=np.complex128 if dtype.kind == "c" else np.float64)
+    s.p = s.xp.zeros_like(r)
+    s.v = s.xp.zeros_like(r)
+    one = s.xp.ones(s.k, dtype=np.complex128 if dtype.kind == "c" else np.float64)
     s.rho_old, s.alpha, s.omega = one.copy(), one.copy(), one.copy()
     identity = psolve is None
     if s.masked:
-        s.omega_zero = np.zeros(s.k, dtype=bool)
+        s.omega_zero = s.xp.zeros(s.k, dtype=bool)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             _bicgstab_masked(s, matvec, psolve, eps, dtype)
         return
     while s.k:
         if s.at_limit(matvec):
             break
-        rho = col_dot(fused, s.rhat, s.r)
+        rho = col_dot(s, s.rhat, s.r)
         s.check_nonfinite(rho)
         rho = rho[np.isfinite(rho)]
         small = np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm
@@ -72,7 +72,7 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
         fused.bicgstab_p(s.p, s.r, s.v, _scalar(beta, dtype), _scalar(s.omega, dtype))
         phat = s.p if identity else psolve(s.p)
         s.v = matvec(phat)
-        rv = col_dot(fused, s.rhat, s.v)
+        rv = col_dot(s, s.rhat, s.v)
         bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
         if bad.any():
             keep = ~bad
@@ -82,8 +82,8 @@ def bicgstab_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
             if not s.k:
                 break
         alpha = rho / rv
-        snorm2 = np.empty(s.k)
-        sv = np.empty_like(s.r)
+        snorm2 = s.xp.empty(s.k)
+        sv = s.xp.empty_like(s.r)
         fused.sub_scaled(sv, s.r, _scalar(alpha, dtype), s.v, snorm2)
         shat, t, omega = _stabilize(s, matvec, psolve, sv)
         # s = 0 exactly means x + α p̂ solves the system: ω = 0 is then harmless
@@ -115,7 +115,7 @@ def _bicgstab_masked(s, matvec, psolve, eps, dtype):
     while s.k:
         if s.at_limit(matvec):
             break
-        rho = col_dot(fused, s.rhat, s.r)
+        rho = col_dot(s, s.rhat, s.r)
         s.stop(~np.isfinite(rho), "nonfinite")
         s.stop(np.abs(rho) <= eps ** 2 * s.rhat_norm * s.rnorm, "breakdown")
         beta = (rho / s.safe(s.rho_old)) * (s.alpha / s.safe(s.omega))
@@ -124,14 +124,14 @@ def _bicgstab_masked(s, matvec, psolve, eps, dtype):
         s.p = s.commit(p, s.p)
         phat = s.p if identity else psolve(s.p)
         s.v = s.commit(matvec(phat), s.v)
-        rv = col_dot(fused, s.rhat, s.v)
+        rv = col_dot(s, s.rhat, s.v)
         bad = ~(np.abs(rv) > eps ** 2 * s.rhat_norm * column_norms(s.v))
         s.stop(bad & ~np.isfinite(rv), "nonfinite")
         s.stop(bad, "breakdown")
         alpha = rho / s.safe(rv)
         a_step = s.step_size(alpha)
-        snorm2 = np.empty(s.k)
-        sv = np.empty_like(s.r)
+        snorm2 = s.xp.empty(s.k)
+        sv = s.xp.empty_like(s.r)
         fused.sub_scaled(sv, s.r, _scalar(a_step, dtype), s.live(s.v), snorm2)
         shat, t, omega = _stabilize(s, matvec, psolve, sv)
         omega_ok = (omega != 0) | (snorm2 == 0)

@@ -30,7 +30,7 @@ def _curvature(s, matvec, matvec_dot):
     if matvec_dot is not None:
         return matvec_dot(s.p)
     q = matvec(s.p)
-    return q, col_dot(s.kernels, s.p, q).real
+    return q, col_dot(s, s.p, q).real
 
 
 def _precondition(s, psolve):
@@ -39,7 +39,7 @@ def _precondition(s, psolve):
         s.z = s.r
         return s.rnorm ** 2
     s.z = psolve(s.r)
-    return col_dot(s.kernels, s.r, s.z).real
+    return col_dot(s, s.r, s.z).real
 
 
 def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
@@ -73,7 +73,7 @@ def cg_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
             pq = pq[keep]
             if not s.k:
                 break
-        rr = np.empty(s.k)
+        rr = s.xp.empty(s.k)
         fused.cg_step(s.x, s.r, s.p, q, s.rho / pq, rr)
         s.it += 1
         s.report()
@@ -117,7 +117,7 @@ def _cg_masked(s, matvec, psolve, matvec_dot):
         s.stop(~(pq > 0) & ~np.isfinite(pq), "nonfinite")
         s.stop(~(pq > 0), "indefinite")
         alpha = s.step_size(s.rho / s.safe(pq))
-        rr = np.empty(s.k)
+        rr = s.xp.empty(s.k)
         fused.cg_step(s.x, s.r, s.live(s.p), s.live(q), alpha, rr)
         s.tick()
         s.report()

@@ -66,19 +66,28 @@ class _Cycle:
     rotated right-hand side ``‖r‖ e₁``. ``steps[c]`` is the step at which
     column ``c`` stopped extending its basis (−1 while it goes on); ``happy``
     marks a happy breakdown (``h_{j+1,j} = 0``).
+
+    The bases are backend arrays (``s.xp``); the small least-squares problem
+    (``H``, ``cs``, ``sn``, ``g``, ``steps``, ``happy`` and the tolerances
+    ``tol``) lives on the host, so each Arnoldi step reads its new Hessenberg
+    column to the host.
     """
 
-    def __init__(self, r, rnorm, restart, dtype):
+    def __init__(self, s, restart):
+        r, rnorm = s.r, s.rnorm
         n, k = r.shape
+        dtype = r.dtype
+        self.xp, self.to_host = s.xp, s.to_host
         self.cplx = dtype.kind == "c"
         hdt = np.complex128 if self.cplx else np.float64
-        self.V = np.empty((k, restart + 1, n), dtype=dtype)
+        self.V = self.xp.empty((k, restart + 1, n), dtype=dtype)
         self.V[:, 0, :] = (r / rnorm.astype(r.real.dtype)).T
         self.H = np.zeros((k, restart + 1, restart), dtype=hdt)
         self.cs = np.ones((k, restart), dtype=hdt)
         self.sn = np.zeros((k, restart), dtype=np.float64)
         self.g = np.zeros((k, restart + 1), dtype=hdt)
-        self.g[:, 0] = rnorm
+        self.g[:, 0] = self.to_host(rnorm)
+        self.tol = self.to_host(s.tol)
         self.steps = np.full(k, -1, dtype=np.int64)
         self.happy = np.zeros(k, dtype=bool)
 
@@ -95,8 +104,8 @@ class _Cycle:
             h2 = np.conj(Vc @ np.conj(wc)) if cplx else Vc @ wc
             wc -= Vc.T @ h2
             h += h2
-            hn = np.linalg.norm(wc)
-            H[c, : j + 1, j] = h
+            hn = float(np.linalg.norm(wc))
+            H[c, : j + 1, j] = self.to_host(h)
             H[c, j + 1, j] = hn
             if hn > 0:
                 V[c, j + 1] = wc / hn
@@ -133,12 +142,12 @@ class _Cycle:
         the cycle), and which columns solved their triangle without breakdown."""
         k, _, n = self.V.shape
         dtype = self.V.dtype
-        U = np.zeros((n, k), dtype=dtype)
+        U = self.xp.zeros((n, k), dtype=dtype)
         ok = np.ones(k, dtype=bool)
         for c in range(k):
             y, ok[c] = _least_squares(self.H[c], self.g[c], steps[c])
             if y.size:
-                U[:, c] = self.V[c, : y.size].T @ y.astype(dtype, copy=False)
+                U[:, c] = self.V[c, : y.size].T @ self.xp.asarray(y.astype(dtype))
         return (U if psolve is None else psolve(U)), ok
 
 
@@ -147,7 +156,7 @@ def _iterate(run, s, cyc, matvec, psolve, nsteps):
     column (where it stopped, or the last step)."""
     j_done = 0
     for j in range(nsteps):
-        Z = np.ascontiguousarray(cyc.V[:, j, :].T)
+        Z = s.xp.ascontiguousarray(cyc.V[:, j, :].T)
         w = matvec(Z if psolve is None else psolve(Z))
         active = cyc.steps < 0
         cyc.arnoldi(w, j, active)
@@ -155,7 +164,7 @@ def _iterate(run, s, cyc, matvec, psolve, nsteps):
         s.it += 1
         s.colits[active] += 1
         j_done = j + 1
-        stop = active & ((est <= s.tol) | cyc.happy | ~np.isfinite(est))
+        stop = active & ((est <= cyc.tol) | cyc.happy | ~np.isfinite(est))
         cyc.steps[stop] = j + 1
         if run.callback is not None:
             now = np.where(cyc.steps < 0, j + 1, cyc.steps)
@@ -173,8 +182,8 @@ def _end_cycle(s, cyc, matvec, psolve):
     old = s.rnorm
     s.r = s.b - matvec(s.x)
     s.rnorm = column_norms(s.r)
-    s.noprogress = np.where(s.rnorm < old, 0, s.noprogress + 1)
-    s.best = np.minimum(s.best, s.rnorm)
+    s.noprogress = s.xp.where(s.rnorm < old, 0, s.noprogress + 1)
+    s.best = s.xp.minimum(s.best, s.rnorm)
     s.happy = cyc.happy | ~ok
     s.check_nonfinite(s.rnorm)
     done = s.rnorm <= s.tol
@@ -189,13 +198,13 @@ def gmres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter,
     restart = max(1, min(restart, b.shape[0]))
     s = State(run, cols, (), ("colits", "noprogress", "happy"),
               b=b, x=x, r=r, rnorm=rnorm, tol=tol)
-    s.colits = np.zeros(s.k, dtype=np.int64)
-    s.noprogress = np.zeros(s.k, dtype=np.int64)
+    s.colits = np.zeros(s.k, dtype=np.int64)  # host: counted by host steps
+    s.noprogress = s.xp.zeros(s.k, dtype=np.int64)
     while s.k:
         if s.it >= maxiter:
             s.finish(np.ones(s.k, dtype=bool), "maxiter")
             break
-        cyc = _Cycle(s.r, s.rnorm, restart, s.x.dtype)
+        cyc = _Cycle(s, restart)
         _iterate(run, s, cyc, matvec, psolve, min(restart, maxiter - s.it))
         _end_cycle(s, cyc, matvec, psolve)
 

@@ -63,14 +63,14 @@ def minres_algorithm(run, matvec, psolve, b, x, r, rnorm, tol, cols, maxiter):
             oldeps, delta, gamma, phi = _rotate(s, alfa, beta, oldb, eps)
             _update(s, v, av, oldeps, delta, gamma, phi, rdt)
             if psolve is None:
-                indefinite = np.zeros(s.k, dtype=bool)
+                indefinite = s.xp.zeros(s.k, dtype=bool)
             else:
                 indefinite = beta2 < -dot_eps * np.sqrt(
-                    col_sqnorm(s.kernels, s.r2) * col_sqnorm(s.kernels, s.y))
+                    col_sqnorm(s, s.r2) * col_sqnorm(s, s.y))
             s.indefinite = s.commit(indefinite, s.indefinite)
             s.tick()
             s.report()
-            s.rnorm = s.commit(np.sqrt(col_sqnorm(s.kernels, s.r)), s.rnorm)
+            s.rnorm = s.commit(np.sqrt(col_sqnorm(s, s.r)), s.rnorm)
             s.after_step(matvec, s.rnorm, s.beta)
             # the preconditioned Lanczos "norm" rᴴ M r must stay positive
             s.stop(s.indefinite, "indefinite")
@@ -88,7 +88,7 @@ def _start(s, psolve):
     is left (an indefinite or non-finite ``rᴴ M r``)."""
     r = s.r
     s.y = r if psolve is None else psolve(r)
-    s.beta1 = s.rnorm ** 2 if psolve is None else col_dot(s.kernels, r, s.y).real
+    s.beta1 = s.rnorm ** 2 if psolve is None else col_dot(s, r, s.y).real
     s.check_nonfinite(s.beta1)
     s.finish(~(s.beta1 > 0), "indefinite")
     if not s.k:
@@ -98,22 +98,22 @@ def _start(s, psolve):
     s.r1 = s.r.copy()
     s.r2 = s.r.copy()
     s.beta = s.beta1.copy()
-    s.oldb = np.zeros(k)
-    s.dbar = np.zeros(k)
-    s.epsln = np.zeros(k)
+    s.oldb = s.xp.zeros(k)
+    s.dbar = s.xp.zeros(k)
+    s.epsln = s.xp.zeros(k)
     s.phibar = s.beta1.copy()
-    s.cs = -np.ones(k)
-    s.sn = np.zeros(k)
-    s.tnorm2 = np.zeros(k)
-    s.gmax = np.zeros(k)
-    s.gmin = np.full(k, np.inf)
-    s.test2 = np.zeros(k)
-    s.indefinite = np.zeros(k, dtype=bool)
-    s.tnorm = np.zeros(k)
-    s.w = np.zeros_like(s.r)
-    s.w2 = np.zeros_like(s.r)
-    s.aw = np.zeros_like(s.r)
-    s.aw2 = np.zeros_like(s.r)
+    s.cs = -s.xp.ones(k)
+    s.sn = s.xp.zeros(k)
+    s.tnorm2 = s.xp.zeros(k)
+    s.gmax = s.xp.zeros(k)
+    s.gmin = s.xp.full(k, np.inf)
+    s.test2 = s.xp.zeros(k)
+    s.indefinite = s.xp.zeros(k, dtype=bool)
+    s.tnorm = s.xp.zeros(k)
+    s.w = s.xp.zeros_like(s.r)
+    s.w2 = s.xp.zeros_like(s.r)
+    s.aw = s.xp.zeros_like(s.r)
+    s.aw2 = s.xp.zeros_like(s.r)
     return True
 
 
@@ -125,13 +125,13 @@ def _lanczos(s, matvec, psolve, rdt):
     av = matvec(v)
     y = (av - (s.beta / s.safe(s.oldb)).astype(rdt) * s.r1 if s.it
          else av.copy())
-    alfa = col_dot(s.kernels, v, y).real
+    alfa = col_dot(s, v, y).real
     y -= (alfa / s.safe(s.beta)).astype(rdt) * s.r2
     s.r1 = c(s.r2, s.r1)
     s.r2 = c(y, s.r2)
     s.y = c(y if psolve is None else psolve(y), s.y)
     oldb = s.beta
-    beta2 = col_dot(s.kernels, s.r2, s.y).real
+    beta2 = col_dot(s, s.r2, s.y).real
     beta = np.sqrt(np.maximum(beta2, 0.0))
     return v, av, alfa, beta, beta2, oldb
 
@@ -172,7 +172,7 @@ def _rotate(s, alfa, beta, oldb, eps):
     s.gmin = c(np.minimum(s.gmin, gamma), s.gmin)
     # ‖A r‖ / (‖A‖ ‖r‖) (SciPy's test2), kept per column so that it follows
     # the compactions
-    s.test2 = c(np.divide(root, tnorm, out=np.zeros_like(root),
+    s.test2 = c(np.divide(root, tnorm, out=s.xp.zeros_like(root),
                           where=tnorm > 0), s.test2)
     s.tnorm = c(tnorm, s.tnorm)
     return oldeps, delta, gamma, phi
