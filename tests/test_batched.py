@@ -400,3 +400,139 @@ def test_op_helper_consistency(rng):
     """Sanity of the oracle helper itself (op of the conftest)."""
     D = randn(rng, (3, 3), np.complex128)
     assert np.array_equal(op(D, "H"), D.conj().T)
+
+
+# ---------------------------------------------------------------------------
+# Krylov path
+# ---------------------------------------------------------------------------
+
+def poisson_batch(rng, B=3, k=5, dtype=np.float64, hermitian=True):
+    """B 2-D diffusion matrices on one 5-point pattern with random
+    coefficients (symmetric positive definite when ``hermitian``)."""
+    n = k * k
+    idx = np.arange(n).reshape(k, k)
+    rows, cols = [], []
+    for di, dj in ((0, 1), (1, 0)):
+        a = idx[: k - di, : k - dj].ravel()
+        c = idx[di:, dj:].ravel()
+        rows += [a, c]
+        cols += [c, a]
+    rows = np.concatenate(rows + [np.arange(n)])
+    cols = np.concatenate(cols + [np.arange(n)])
+    A = sp.csr_array((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    A.sort_indices()
+    r = np.repeat(np.arange(n), np.diff(A.indptr))
+    off = r != A.indices
+    data = np.empty((B, A.nnz), dtype)
+    for e in range(B):
+        w = rng.uniform(0.5, 2.0, (n, n))
+        if hermitian:
+            w = (w + w.T) / 2
+        vals = -w[r, A.indices]
+        if np.dtype(dtype).kind == "c" and not hermitian:
+            vals = vals * np.exp(0.3j * rng.standard_normal(A.nnz))
+        vals[~off] = 0
+        rowsum = np.abs(vals).reshape(-1)
+        diag = np.bincount(r, weights=rowsum, minlength=n) + 0.5
+        vals = vals.astype(dtype)
+        vals[~off] = diag[r[~off]]
+        data[e] = vals
+    return A, data
+
+
+@pytest.mark.parametrize("method,M", [("cg", None), ("cg", "jacobi"),
+                                      ("bicgstab", None), ("bicgstab", "jacobi")])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+def test_krylov_matches_direct(rng, method, M, trans):
+    dtype = np.float64 if method == "cg" else np.complex128
+    A, data = poisson_batch(rng, dtype=dtype, hermitian=method == "cg")
+    b = randn(rng, (3, A.shape[0], 2), dtype)
+    g = randn(rng, b.shape, dtype)
+    kry = sd.BatchedSolver(A, data, method=method, M=M, rtol=1e-12).solve(b, trans=trans)
+    ref = sd.BatchedSolver(A, data).solve(b, trans=trans)
+    assert all(i.converged for i in kry.info)
+    assert kry.info[0].method == method + ("+jacobi" if M else "")
+    assert kry.info[0].iterations > 0
+    np.testing.assert_allclose(kry.x, ref.x, rtol=1e-9, atol=1e-10)
+    for got, want in zip(kry.vjp(g), ref.vjp(g)):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9)
+    assert all(i.converged for i in kry.adjoint_info)
+    for e in range(3):  # the true residual of each element meets the test
+        res = np.atleast_1d(kry.info[e].residual_norm)
+        assert np.all(res <= 1e-12 * np.atleast_1d(kry.info[e].rhs_norm) * 1.0001)
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+def test_krylov_finite_differences_and_dot_product(rng, method):
+    A, data = poisson_batch(rng, B=2)
+    b = rng.standard_normal((2, A.shape[0]))
+    g = rng.standard_normal(b.shape)
+    kw = dict(method=method, M="jacobi", rtol=1e-13)
+    sol = sd.BatchedSolver(A, data, **kw).solve(b)
+    grad_data, grad_b = sol.vjp(g)
+    # a symmetric direction keeps every element Hermitian (CG)
+    tperm = sp.csr_array((np.arange(A.nnz) + 1.0, A.indices, A.indptr),
+                         shape=A.shape).T.tocsr().data.astype(int) - 1
+    R = rng.standard_normal(data.shape)
+    dA = (R + R[:, tperm]) / 2
+    db = rng.standard_normal(b.shape)
+    h = 1e-6
+
+    def loss(t):
+        return np.sum(g * sd.BatchedSolver(A, data + t * dA, **kw).solve(b + t * db).x)
+
+    fd = (loss(h) - loss(-h)) / (2 * h)
+    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
+    assert fd == pytest.approx(exact, rel=1e-6)
+    assert np.sum(g * sol.jvp(dA, db)) == pytest.approx(exact, rel=1e-9)
+
+
+def test_krylov_nonconverged_element_alone(rng):
+    """maxiter stops the hard element only; the policy acts on it alone."""
+    A, data = poisson_batch(rng, B=3)
+    data = data.copy()
+    n = A.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    on = rows == A.indices
+    data[0] = 0.0
+    data[0, on] = 2.0          # element 0: 2·I, one iteration
+    data[2] = data[0]
+    b = rng.standard_normal((3, n))
+    sol = sd.BatchedSolver(A, data, method="cg", maxiter=3,
+                           on_failure="nan").solve(b)
+    assert sol.converged.tolist() == [True, False, True]
+    assert sol.info[1].reason == "maxiter" and np.isnan(sol.x[1]).all()
+    np.testing.assert_allclose(sol.x[[0, 2]], b[[0, 2]] / 2, rtol=1e-14)
+    grad_data, grad_b = sol.vjp(np.ones(b.shape))
+    assert np.isnan(grad_data[1]).all()
+    np.testing.assert_allclose(grad_b[[0, 2]], 0.5, rtol=1e-14)
+    with pytest.raises(sd.ConvergenceError, match="batch element 1"):
+        sd.BatchedSolver(A, data, method="cg", maxiter=3).solve(b)
+    with pytest.warns(sd.ConvergenceWarning, match="batch element 1"):
+        sd.BatchedSolver(A, data, method="cg", maxiter=3,
+                         on_failure="warn").solve(b)
+
+
+def test_krylov_refusals(rng):
+    A, data = poisson_batch(rng, hermitian=False)
+    with pytest.raises(ValueError, match="method='cg' needs Hermitian matrices; "
+                                         "batch element 0"):
+        sd.BatchedSolver(A, data, method="cg")
+    A2, data2 = poisson_batch(rng)
+    rows = np.repeat(np.arange(A2.shape[0]), np.diff(A2.indptr))
+    data2[1, (rows == A2.indices) & (rows == 3)] = 0.0
+    with pytest.raises(ValueError, match="nonzero diagonal; batch element 1 .* row 3"):
+        sd.BatchedSolver(A2, data2, method="bicgstab", M="jacobi")
+    with pytest.raises(ValueError, match="`M` must be None or 'jacobi'"):
+        sd.BatchedSolver(A2, data2, method="cg", M="ilu")
+
+
+def test_krylov_reference_backend(rng, monkeypatch):
+    from sparsediff.batched import _api
+
+    A, data = poisson_batch(rng)
+    b = rng.standard_normal((3, A.shape[0]))
+    ref = sd.BatchedSolver(A, data, method="cg", M="jacobi").solve(b)
+    monkeypatch.setattr(_api, "get_backend", lambda *a, func: REFERENCE)
+    sol = sd.BatchedSolver(A, data, method="cg", M="jacobi").solve(b)
+    np.testing.assert_allclose(sol.x, ref.x, rtol=1e-12)
