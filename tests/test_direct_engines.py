@@ -423,3 +423,43 @@ def test_bad_library_option():
         sd.Solver(A, method=("direct", {"library": "mumps"}))
     with pytest.raises(ValueError, match="only the option 'library'"):
         sd.Solver(A, method=("direct", {"ordering": "amd"}))
+
+
+def _grid(k, dim):
+    T = sp.diags_array([-np.ones(k - 1), 2 * np.ones(k), -np.ones(k - 1)],
+                       offsets=[-1, 0, 1])
+    eye = sp.eye_array(k)
+    A = sp.kron(T, eye) + sp.kron(eye, T) if dim == 2 else (
+        sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
+        + sp.kron(sp.kron(eye, eye), T))
+    A = sp.csr_array(A)
+    A.sort_indices()
+    return A
+
+
+def test_graph_dimension_separates_2d_from_3d():
+    from sparsediff._validation import as_matrix
+
+    d2 = direct.graph_dimension(as_matrix(_grid(40, 2), "A"))
+    d3 = direct.graph_dimension(as_matrix(_grid(12, 3), "A"))
+    assert 1.5 < d2 < direct.AUTO_CHOLMOD_2D_DIMENSION < d3 < 2.6
+
+
+def test_auto_spd_past_the_threshold_by_dimension(monkeypatch, rng):
+    """Past AUTO_DIRECT_MAX_N_SPD: CHOLMOD for a 2-D-looking SPD graph, CG + AMG
+    for a 3-D one (and always CG + AMG without CHOLMOD)."""
+    import sparsediff.solvers as solvers
+
+    monkeypatch.setattr(solvers, "AUTO_DIRECT_MAX_N_SPD", 100)
+    monkeypatch.setattr(direct, "LIBRARY_MIN_N", 100)
+    A2, A3 = _grid(30, 2), _grid(10, 3)
+    m2 = sd.Solver(A2, rtol=1e-10).method
+    m3 = sd.Solver(A3, rtol=1e-10).method
+    assert m3 == "cg+amg"
+    assert m2 == ("direct" if "cholmod" in INSTALLED else "cg+amg")
+    if "cholmod" in INSTALLED:
+        s = sd.Solver(A2)
+        assert s._state.engine.library == "cholmod"
+        b = rng.standard_normal(900)
+        np.testing.assert_allclose(s.solve(b).x, np.linalg.solve(A2.toarray(), b),
+                                   rtol=1e-10)

@@ -15,6 +15,7 @@ the method, ``engine.iterative`` says whether ``x0`` is used.
 """
 
 from ..backend._csr import diagonal
+from . import direct
 from ._krylov import is_hermitian, parse_options, resolve_preconditioner
 from .bicgstab import BiCGSTABEngine
 from .cg import CGEngine
@@ -32,7 +33,7 @@ KRYLOV = {"cg": CGEngine, "minres": MINRESEngine, "gmres": GMRESEngine,
 
 #: ``method="auto"`` solves Hermitian matrices with a positive diagonal (the
 #: SPD heuristic) directly up to this many unknowns, then by CG + AMG
-AUTO_DIRECT_MAX_N_SPD = 30_000
+AUTO_DIRECT_MAX_N_SPD = 20_000
 
 #: ``method="auto"`` solves every other matrix directly up to this many
 #: unknowns (see make_engine)
@@ -82,8 +83,13 @@ def make_engine(method, mat, M=None, *, func):
     ``method="auto"`` picks, without a preconditioner given:
 
     * Hermitian with a positive diagonal (the SPD heuristic): ``"direct"``
-      (SuperLU) up to ``AUTO_DIRECT_MAX_N_SPD`` = 30,000 unknowns, then
-      ``"cg"`` with ``M="amg"``;
+      up to ``AUTO_DIRECT_MAX_N_SPD`` = 20,000 unknowns, and, with CHOLMOD
+      installed (``sparsediff[direct]``), for an exactly Hermitian matrix
+      whose graph looks two-dimensional up to
+      ``direct.AUTO_CHOLMOD_MAX_N_2D`` = 300,000 (docs/direct.md: CHOLMOD
+      beats CG + AMG on 2-D Poisson at 262,144 unknowns, 2.5 s against 3.0 s,
+      and loses on 3-D Poisson from about 30,000, 1.4 s against 0.4 s at
+      32³); then ``"cg"`` with ``M="amg"``;
     * anything else: ``"direct"`` up to ``AUTO_DIRECT_MAX_N`` = 1,000,000
       unknowns, then ``"minres"`` without preconditioner for a Hermitian
       matrix (the Jacobi preconditioner ``D⁻¹`` is not positive definite for
@@ -109,7 +115,8 @@ def make_engine(method, mat, M=None, *, func):
     262,144            2.65    1.27                2.06          31.1
     ========  =======  ======  =========  =======  ============  ==========
 
-    CG + AMG overtakes SuperLU between 16k and 37k unknowns on SPD problems.
+    CG + AMG overtakes SuperLU between 16k and 37k unknowns on SPD problems
+    (the table; CHOLMOD moves the 2-D crossover past 262k, see above).
     On the non-symmetric problem ILU-preconditioned Krylov methods lose by
     10–15× at every size measured (GMRES(20) + ILU is slower still), so the
     direct solver is kept up to a memory-driven 10⁶ unknowns. Both crossovers
@@ -177,7 +184,7 @@ def _auto_class(mat, M):
     spd = hermitian and bool((diagonal(mat).real > 0).all())
     if M is None:
         if spd:
-            return CGEngine
+            return DirectEngine if direct.prefer_cholmod(mat) else CGEngine
         if n <= AUTO_DIRECT_MAX_N:
             return DirectEngine
         return MINRESEngine if hermitian else GMRESEngine

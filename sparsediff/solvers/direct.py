@@ -43,7 +43,8 @@ from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
 from ._conditioning import SINGULAR_BOUND, inverse_norm1
 
-__all__ = ["LIBRARIES", "LIBRARY_MIN_N", "DirectEngine"]
+__all__ = ["AUTO_CHOLMOD_MAX_N_2D", "LIBRARIES", "LIBRARY_MIN_N", "DirectEngine",
+           "graph_dimension", "prefer_cholmod"]
 
 #: ``library=`` values of ``method=("direct", {"library": ...})``
 LIBRARIES = ("auto", "superlu", "cholmod", "umfpack")
@@ -75,6 +76,45 @@ def hermitian_positive_diagonal(mat):
     t = a.T.tocsr()
     t.sort_indices()
     return bool(np.array_equal(t.data, np.conj(mat.data)))
+
+
+#: ``method="auto"`` with CHOLMOD installed solves an exactly Hermitian
+#: matrix with a positive diagonal whose graph looks two-dimensional
+#: (:func:`graph_dimension` below ``AUTO_CHOLMOD_2D_DIMENSION``) directly up to
+#: this many unknowns, instead of CG + AMG (measured in docs/direct.md)
+AUTO_CHOLMOD_MAX_N_2D = 300_000
+
+#: graphs below this estimated dimension count as two-dimensional
+AUTO_CHOLMOD_2D_DIMENSION = 2.0
+
+
+def graph_dimension(mat):
+    """``log n / log e``, ``e`` the eccentricity of a pseudo-peripheral node.
+
+    About 1.8 for 2-D grids and 2.2–2.4 for 3-D grids at the sizes where the
+    choice matters: the fill of a Cholesky factor grows like ``n log n`` in
+    2-D and ``n^(4/3)`` in 3-D, so this says whether a direct solve keeps up
+    with CG + AMG. Two breadth-first searches, O(nnz log n).
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    n = mat.shape[0]
+    graph = sp.csr_array((np.ones(mat.nnz), mat.indices, mat.indptr), shape=mat.shape)
+    dist = dijkstra(graph, unweighted=True, indices=0)
+    far = int(np.argmax(np.where(np.isfinite(dist), dist, -1.0)))
+    dist = dijkstra(graph, unweighted=True, indices=far)
+    ecc = float(dist[np.isfinite(dist)].max(initial=0.0))
+    return float(np.log(max(n, 2)) / np.log(max(ecc, 2.0)))
+
+
+def prefer_cholmod(mat):
+    """Whether ``method="auto"`` should factorize this SPD-looking matrix with
+    CHOLMOD although it is past ``AUTO_DIRECT_MAX_N_SPD`` (see the constants)."""
+    n = mat.shape[0]
+    return bool(LIBRARY_MIN_N <= n <= AUTO_CHOLMOD_MAX_N_2D
+                and "cholmod" in mat.backend.direct_libraries()
+                and hermitian_positive_diagonal(mat)
+                and graph_dimension(mat) < AUTO_CHOLMOD_2D_DIMENSION)
 
 
 class _SuperLUFactor:
