@@ -1,0 +1,656 @@
+"""Neural acceleration: network-proposed directions inside flexible Krylov methods.
+
+A :class:`DirectionNet` reads ``(A, x, r, b)`` on the sparsity graph of ``A``
+and proposes a direction ``z ≈ A⁻¹ r``. Three solvers use it:
+
+* :func:`neural_cg` — flexible CG (Notay's FCG with truncated
+  A-orthogonalization) for symmetric positive definite ``A``; the network is a
+  nonlinear preconditioner, and each step is an exact line search along a
+  direction A-orthogonal to the last ``truncation`` ones;
+* :func:`neural_gmres` — flexible GMRES (Saad's FGMRES, restarted) otherwise;
+* :func:`line_search_solve` — the plain form: ``x ← x + α z`` with the exact
+  line search ``α = rᵀz / zᵀAz`` and nothing else (a baseline with no
+  convergence guarantee).
+
+**Whatever the network outputs, the flexible solvers converge.** A direction
+that is not finite, is zero, or is nearly orthogonal to the residual in the
+Jacobi-scaled inner product (``|rᵀz| < guard·‖D^{-1/2} r‖·‖D^{1/2} z‖``) is
+replaced by the Jacobi step ``D⁻¹ r`` (counted in ``info.extra["fallbacks"]``).
+For SPD ``A`` every accepted step then reduces the A-norm of the error by at
+least the factor ``1 − guard²/κ(D^{-1/2} A D^{-1/2})``: a poor network costs
+iterations, never correctness. GMRES falls back to a Jacobi cycle after a cycle
+that did not reduce the residual. The stopping test is the library's
+(docs/design.md, section 3.3): ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` confirmed on
+the recomputed true residual, reported in a :class:`sparsediff.SolveInfo`.
+
+Training (:func:`train_direction_net`) runs ``k`` steps of the flexible CG as
+differentiable tensor operations (products by :func:`csr_matvec`) and
+backpropagates the loss — the log residual or the log A-norm error after ``k``
+steps — either through all of them (``mode="unrolled"``) or through segments of
+``truncate`` steps with the state detached between segments
+(``mode="truncated"``, truncated backpropagation: less memory, a biased gradient).
+"""
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..solvers._info import SolveInfo
+from ._gnn import DirectionNet, _node_scale
+from ._spmv import CSRPattern, csr_matvec
+
+__all__ = [
+    "DirectionNet",
+    "anisotropic_family",
+    "line_search_solve",
+    "neural_cg",
+    "neural_cg_loss",
+    "neural_gmres",
+    "train_direction_net",
+]
+
+GUARD = 1e-4   # smallest accepted Jacobi-scaled cosine between r and z
+
+
+# --------------------------------------------------------------------- checks
+
+
+def _check_system(A, b, func, *, spd, x0=None):
+    """Validated ``(csr, b, x0)`` as float64 arrays (copies: the caller's stay intact)."""
+    if not sp.issparse(A):
+        raise TypeError(f"`{func}`: `A` must be a scipy.sparse matrix or array; "
+                        f"got {type(A).__name__}.")
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"`{func}`: `A` must be square; got shape {A.shape}.")
+    if A.dtype.kind not in "biuf":
+        raise TypeError(f"`{func}`: `A` must be real; got dtype {A.dtype}.")
+    A = sp.csr_array(A, dtype=np.float64, copy=True)
+    A.sum_duplicates()
+    if not np.isfinite(A.data).all():
+        raise ValueError(f"`{func}`: `A` must have finite entries; got "
+                         f"{int((~np.isfinite(A.data)).sum())} NaN or infinite values.")
+    n = A.shape[0]
+    b = np.array(b, dtype=np.float64, copy=True) if np.ndim(b) else np.asarray(b)
+    if b.shape != (n,):
+        raise ValueError(f"`{func}`: `b` must have shape (n,) with n = {n}; "
+                         f"got {np.shape(b)}.")
+    if not np.isfinite(b).all():
+        raise ValueError(f"`{func}`: `b` must be finite; got NaN or infinite values.")
+    if x0 is not None:
+        x0 = np.array(x0, dtype=np.float64, copy=True)
+        if x0.shape != (n,) or not np.isfinite(x0).all():
+            raise ValueError(f"`{func}`: `x0` must be a finite array of shape ({n},); "
+                             f"got shape {x0.shape}.")
+    if spd:
+        diag = A.diagonal()
+        asym = abs(A - A.T).max() if A.nnz else 0.0
+        scale = abs(A).max() if A.nnz else 0.0
+        if asym > 1e-12 * scale:
+            raise ValueError(
+                f"`{func}`: `A` must be symmetric positive definite (use `neural_gmres` "
+                f"otherwise); got max|A − Aᵀ| = {asym:.3g} with max|A| = {scale:.3g}.")
+        if n and diag.min() <= 0:
+            raise ValueError(
+                f"`{func}`: `A` must be symmetric positive definite (use `neural_gmres` "
+                f"otherwise); got a diagonal entry {diag.min():.3g} <= 0.")
+    return A, b, x0
+
+
+def _check_net(net, func):
+    if net is not None and not isinstance(net, DirectionNet):
+        raise TypeError(f"`{func}`: `net` must be a DirectionNet or None (Jacobi); "
+                        f"got {type(net).__name__}.")
+
+
+def _check_direction(z, r, func):
+    if not torch.is_tensor(z) or z.shape != r.shape:
+        shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
+        raise ValueError(f"`{func}`: `net` must return a direction of the shape of `r`, "
+                         f"{tuple(r.shape)}; got {shape}.")
+
+
+class _Proposer:
+    """The network (or Jacobi) as a NumPy callable ``(x, r, b) -> z`` with the guard."""
+
+    def __init__(self, net, A, func, guard):
+        self.func, self.guard, self.net = func, guard, net
+        pattern = CSRPattern(A.indptr, A.indices, A.shape)
+        values = torch.from_numpy(A.data)
+        self.d = _node_scale(values, pattern).numpy()
+        self.fallbacks = 0
+        self.ctx = None
+        if net is not None:
+            with torch.no_grad():
+                self.ctx = net.context(values, pattern)
+
+    def jacobi(self, r):
+        return r / self.d
+
+    def __call__(self, x, r, b):
+        if self.net is None:
+            return self.jacobi(r)
+        rt = torch.from_numpy(r)
+        with torch.no_grad():
+            z = self.net.apply(self.ctx, torch.from_numpy(x), rt, torch.from_numpy(b))
+        _check_direction(z, rt, self.func)
+        z = z.numpy()
+        # the guard: a finite direction with a Jacobi-scaled cosine >= guard
+        num = abs(r @ z)
+        den = np.linalg.norm(r / np.sqrt(self.d)) * np.linalg.norm(z * np.sqrt(self.d))
+        if not (np.isfinite(num) and np.isfinite(den)) or not num > self.guard * den:
+            self.fallbacks += 1
+            return self.jacobi(r)
+        return z
+
+
+def _info(converged, it, res, bnorm, method, reason, history, fallbacks):
+    return SolveInfo(converged=bool(converged), iterations=int(it),
+                     residual_norm=float(res), method=method, reason=reason,
+                     rhs_norm=float(bnorm),
+                     extra={"residuals": np.array(history), "fallbacks": fallbacks})
+
+
+def _start(A, b, x0):
+    x = np.zeros_like(b) if x0 is None else x0
+    r = b - A @ x if x0 is not None else b.copy()
+    return x, r
+
+
+# ------------------------------------------------------------------- solvers
+
+
+def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
+              truncation=4, guard=GUARD, callback=None):
+    """Flexible CG with a graph network as nonlinear preconditioner (SPD ``A``).
+
+    Parameters
+    ----------
+    A : scipy.sparse matrix, shape (n, n)
+        Real symmetric positive definite.
+    b : array_like, shape (n,)
+    net : DirectionNet or None
+        Proposes ``z ≈ A⁻¹ r`` from ``(A, x, r, b)``; None gives Jacobi PCG.
+    x0 : array_like, optional
+    rtol, atol : float
+        Stop when ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` on the true residual.
+    maxiter : int, optional
+        Default ``10·n``.
+    truncation : int
+        Each direction is A-orthogonalized against the last ``truncation``
+        ones (FCG(m); 1 is Notay's default, more helps a very nonlinear net).
+    guard : float
+        Smallest accepted Jacobi-scaled cosine between ``r`` and ``z``; a
+        direction below it (or not finite) is replaced by ``D⁻¹ r``.
+    callback : callable, optional
+        ``callback(x)`` after each iteration.
+
+    Returns
+    -------
+    x : ndarray, shape (n,)
+    info : SolveInfo
+        ``method="fcg+gnn"`` (``"fcg+jacobi"`` without a net);
+        ``info.extra["residuals"]`` is the history of ``‖r‖`` (``r₀`` first),
+        ``info.extra["fallbacks"]`` how many directions the guard replaced.
+
+    Raises
+    ------
+    ValueError
+        ``A`` not square, not finite, not symmetric or with a diagonal entry
+        ``<= 0``; ``pᵀAp <= 0`` met during the iteration (``A`` indefinite);
+        ``b`` of the wrong shape; the net's output of the wrong shape.
+    TypeError
+        ``A`` not a scipy.sparse matrix, complex; ``net`` not a DirectionNet.
+
+    See Also
+    --------
+    scipy.sparse.linalg.cg, neural_gmres, line_search_solve
+
+    Notes
+    -----
+    FCG (Notay, SIAM J. Sci. Comput. 22, 2000): ``p = z − Σ_j (zᵀq_j / p_jᵀq_j) p_j``
+    over the last ``truncation`` pairs ``(p_j, q_j = A p_j)``, then
+    ``α = rᵀp / pᵀq``. With a linear SPD preconditioner and full
+    orthogonalization it is PCG.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from sparsediff.learn import DirectionNet, neural_cg
+    >>> A = sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(50, 50), format="csr")
+    >>> x, info = neural_cg(A, np.ones(50), DirectionNet(8, 2))
+    >>> info.converged, bool(np.linalg.norm(A @ x - 1) <= 1e-8 * np.sqrt(50))
+    (True, True)
+    """
+    func = "neural_cg"
+    A, b, x0 = _check_system(A, b, func, spd=True, x0=x0)
+    _check_net(net, func)
+    n = b.shape[0]
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    method = "fcg+gnn" if net is not None else "fcg+jacobi"
+    bnorm = np.linalg.norm(b)
+    tol = max(rtol * bnorm, atol)
+    if tol == 0 and bnorm > 0:
+        raise ValueError(f"`{func}`: `rtol` and `atol` are both 0; the solve could "
+                         f"never stop.")
+    prop = _Proposer(net, A, func, guard)
+    x, r = _start(A, b, x0)
+    rnorm = np.linalg.norm(r)
+    history = [rnorm]
+    P, Q = [], []
+    it = 0
+    reason = "maxiter"
+    while True:
+        if rnorm <= tol:
+            true = np.linalg.norm(b - A @ x)
+            if true <= tol:
+                rnorm, reason = true, "converged"
+                break
+            r = b - A @ x               # drift: restart from the true residual
+            rnorm, P, Q = true, [], []
+        if it >= maxiter:
+            rnorm = np.linalg.norm(b - A @ x)
+            break
+        z = prop(x, r, b)
+        p = z.copy()
+        for pj, qj, pq in zip(P, Q, [pj @ qj for pj, qj in zip(P, Q)]):
+            p -= ((z @ qj) / pq) * pj
+        q = A @ p
+        pq = p @ q
+        if not pq > 0:
+            if np.linalg.norm(p) == 0:
+                reason = "breakdown"
+                rnorm = np.linalg.norm(b - A @ x)
+                break
+            raise ValueError(
+                f"`{func}`: `A` must be symmetric positive definite; got pᵀAp = "
+                f"{pq:.3g} <= 0 at iteration {it + 1}.")
+        alpha = (r @ p) / pq
+        x = x + alpha * p
+        r = r - alpha * q
+        P.append(p)
+        Q.append(q)
+        if len(P) > truncation:
+            P.pop(0)
+            Q.pop(0)
+        it += 1
+        rnorm = np.linalg.norm(r)
+        history.append(rnorm)
+        if callback is not None:
+            callback(x)
+    return x, _info(reason == "converged", it, rnorm, bnorm, method, reason, history,
+                    prop.fallbacks)
+
+
+def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
+                 restart=30, guard=GUARD, callback=None):
+    """Flexible GMRES with a graph network as nonlinear preconditioner (any ``A``).
+
+    Arguments as in :func:`neural_cg`, except ``restart`` (Arnoldi vectors
+    per cycle) and that ``A`` need not be symmetric or definite. Each cycle
+    stores the proposed directions ``Z`` and minimizes ``‖b − A(x + Z y)‖``
+    (Saad, SIAM J. Sci. Comput. 14, 1993). A cycle that does not reduce the
+    true residual is followed by a Jacobi cycle (``D⁻¹`` on the Arnoldi
+    vectors), so the method is never worse than restarted Jacobi-GMRES;
+    ``maxiter`` (default ``10·n``) counts inner iterations.
+
+    Returns
+    -------
+    x : ndarray
+    info : SolveInfo
+        ``method="fgmres+gnn"``; ``reason`` ``"converged"`` or ``"maxiter"``.
+
+    See Also
+    --------
+    scipy.sparse.linalg.gmres, neural_cg
+    """
+    func = "neural_gmres"
+    A, b, x0 = _check_system(A, b, func, spd=False, x0=x0)
+    _check_net(net, func)
+    n = b.shape[0]
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    restart = max(1, min(int(restart), max(n, 1)))
+    method = "fgmres+gnn" if net is not None else "fgmres+jacobi"
+    bnorm = np.linalg.norm(b)
+    tol = max(rtol * bnorm, atol)
+    if tol == 0 and bnorm > 0:
+        raise ValueError(f"`{func}`: `rtol` and `atol` are both 0; the solve could "
+                         f"never stop.")
+    prop = _Proposer(net, A, func, guard)
+    x, r = _start(A, b, x0)
+    rnorm = np.linalg.norm(r)
+    history = [rnorm]
+    it, reason, use_net = 0, "maxiter", True
+    while rnorm > tol and it < maxiter:
+        V = np.zeros((restart + 1, n))
+        Z = np.zeros((restart, n))
+        H = np.zeros((restart + 1, restart))
+        cs, sn = np.zeros(restart), np.zeros(restart)
+        g = np.zeros(restart + 1)
+        g[0] = rnorm
+        V[0] = r / rnorm
+        j = 0
+        while j < restart and it < maxiter:
+            Z[j] = prop(x, V[j], b) if use_net else prop.jacobi(V[j])
+            w = A @ Z[j]
+            for i in range(j + 1):                    # modified Gram-Schmidt
+                H[i, j] = w @ V[i]
+                w -= H[i, j] * V[i]
+            H[j + 1, j] = np.linalg.norm(w)
+            for i in range(j):                        # previous Givens rotations
+                H[i, j], H[i + 1, j] = (cs[i] * H[i, j] + sn[i] * H[i + 1, j],
+                                        -sn[i] * H[i, j] + cs[i] * H[i + 1, j])
+            den = np.hypot(H[j, j], H[j + 1, j])
+            cs[j], sn[j] = (1.0, 0.0) if den == 0 else (H[j, j] / den, H[j + 1, j] / den)
+            H[j, j] = den
+            g[j + 1] = -sn[j] * g[j]
+            g[j] = cs[j] * g[j]
+            it += 1
+            j += 1
+            history.append(abs(g[j]))
+            if abs(g[j]) <= tol or H[j, j - 1] == 0 and den == 0:
+                break
+            if H[j, j - 1] <= 1e-14 * den:            # (near) breakdown: end the cycle
+                break
+            V[j] = w / np.linalg.norm(w)
+        # y = R⁻¹ g on the leading j × j triangle (skip zero pivots)
+        y = np.zeros(j)
+        for i in range(j - 1, -1, -1):
+            s = g[i] - H[i, i + 1:j] @ y[i + 1:]
+            y[i] = s / H[i, i] if H[i, i] != 0 else 0.0
+        x = x + y @ Z[:j]
+        r = b - A @ x
+        new = np.linalg.norm(r)
+        use_net = new < (1 - 1e-3) * rnorm if use_net else True
+        rnorm = new
+        history[-1] = rnorm
+        if callback is not None:
+            callback(x)
+    if rnorm <= tol:
+        reason = "converged"
+    return x, _info(reason == "converged", it, rnorm, bnorm, method, reason, history,
+                    prop.fallbacks)
+
+
+def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
+                      callback=None):
+    """The plain form: ``x ← x + α z`` with ``z`` from the net and ``α = rᵀz / zᵀAz``.
+
+    The exact line search minimizes the A-norm of the error along ``z``
+    (``A`` SPD); nothing else is done — no orthogonalization and no guard —
+    so nothing guarantees convergence: this is the baseline that
+    :func:`neural_cg` improves on. Arguments as in :func:`neural_cg`.
+
+    Returns
+    -------
+    x : ndarray
+    info : SolveInfo
+        ``method="linesearch+gnn"``; ``reason`` ``"converged"``,
+        ``"maxiter"`` or ``"breakdown"`` (``zᵀAz = 0`` or a non-finite step).
+    """
+    func = "line_search_solve"
+    A, b, x0 = _check_system(A, b, func, spd=True, x0=x0)
+    _check_net(net, func)
+    n = b.shape[0]
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    method = "linesearch+gnn" if net is not None else "linesearch+jacobi"
+    bnorm = np.linalg.norm(b)
+    tol = max(rtol * bnorm, atol)
+    prop = _Proposer(net, A, func, guard=0.0)
+    prop.guard = -np.inf                           # no guard: the plain form
+    x, r = _start(A, b, x0)
+    rnorm = np.linalg.norm(r)
+    history = [rnorm]
+    it, reason = 0, "maxiter"
+    while it < maxiter:
+        if rnorm <= tol:
+            rnorm = np.linalg.norm(b - A @ x)
+            if rnorm <= tol:
+                reason = "converged"
+                break
+            r = b - A @ x
+        z = prop(x, r, b)
+        Az = A @ z
+        zAz = z @ Az
+        alpha = (r @ z) / zAz if zAz != 0 else np.nan
+        if not np.isfinite(alpha):
+            reason = "breakdown"
+            break
+        x = x + alpha * z
+        r = r - alpha * Az
+        it += 1
+        rnorm = np.linalg.norm(r)
+        history.append(rnorm)
+        if callback is not None:
+            callback(x)
+    rnorm = np.linalg.norm(b - A @ x)
+    return x, _info(reason == "converged", it, rnorm, bnorm, method, reason, history,
+                    prop.fallbacks)
+
+
+# ------------------------------------------------------------------ training
+
+
+def _fcg_unrolled(net, ctx, matvec, b, k, *, x=None, r=None, P=(), Q=(), truncation=4):
+    """``k`` differentiable FCG steps from ``(x, r, P, Q)``; returns the new state."""
+    if x is None:
+        x, r = torch.zeros_like(b), b
+    P, Q = list(P), list(Q)
+    for _ in range(k):
+        z = net.apply(ctx, x, r, b)
+        _check_direction(z, r, "neural_cg_loss")
+        p = z
+        for pj, qj in zip(P, Q):
+            p = p - ((z * qj).sum(-1, keepdim=True) / (pj * qj).sum(-1, keepdim=True)) * pj
+        q = matvec(p)
+        alpha = (r * p).sum(-1, keepdim=True) / (p * q).sum(-1, keepdim=True)
+        x = x + alpha * p
+        r = r - alpha * q
+        P.append(p)
+        Q.append(q)
+        if len(P) > truncation:
+            P.pop(0)
+            Q.pop(0)
+    return x, r, P, Q
+
+
+def _measure(loss, values, pattern, b, x, x_star):
+    if loss == "residual":
+        res = b - csr_matvec(values, pattern, x)
+        return torch.log(res.norm(dim=-1) / b.norm(dim=-1))
+    e = x_star - x
+    energy = (e * csr_matvec(values, pattern, e)).sum(-1)
+    e0 = (x_star * csr_matvec(values, pattern, x_star)).sum(-1)
+    return 0.5 * torch.log(energy / e0)
+
+
+def neural_cg_loss(net, A, b, k, *, loss="residual", x_star=None, mode="unrolled",
+                   truncate=5, truncation=4, backward=False, weight=1.0):
+    """The loss after ``k`` flexible-CG steps driven by ``net``, differentiably.
+
+    Parameters
+    ----------
+    net : DirectionNet
+    A : (values, CSRPattern)
+        SPD matrices sharing a pattern, ``values`` of shape ``(nnz,)`` or
+        ``(B, nnz)``.
+    b : torch.Tensor, shape (n,) or (B, n)
+    k : int
+        FCG steps.
+    loss : {"residual", "energy"}
+        ``log(‖b − A x_k‖/‖b‖)``, or ``log(‖x* − x_k‖_A / ‖x*‖_A)`` (needs
+        ``x_star``), averaged over the batch.
+    mode : {"unrolled", "truncated"}
+        Backpropagate through all ``k`` steps, or through segments of
+        ``truncate`` steps with the state detached at each segment boundary;
+        the loss is then the sum of each segment's log reduction (the same
+        value, a truncated gradient).
+    backward : bool
+        Call ``.backward()`` (segment by segment in ``"truncated"`` mode, so
+        only one segment's tape is alive at a time) and return the loss as a float.
+    weight : float
+        Multiplies the loss before ``.backward()`` (the returned value is
+        unweighted).
+
+    Returns
+    -------
+    torch.Tensor or float
+    """
+    func = "neural_cg_loss"
+    if loss not in ("residual", "energy"):
+        raise ValueError(f"`{func}`: `loss` must be 'residual' or 'energy'; got {loss!r}.")
+    if mode not in ("unrolled", "truncated"):
+        raise ValueError(f"`{func}`: `mode` must be 'unrolled' or 'truncated'; "
+                         f"got {mode!r}.")
+    if loss == "energy" and x_star is None:
+        raise ValueError(f"`{func}`: `x_star` is required with loss='energy'.")
+    values, pattern = A
+    matvec = lambda v: csr_matvec(values, pattern, v)  # noqa: E731
+    if mode == "unrolled":
+        ctx = net.context(values, pattern)
+        x, *_ = _fcg_unrolled(net, ctx, matvec, b, k, truncation=truncation)
+        out = _measure(loss, values, pattern, b, x, x_star).mean()
+        if backward:
+            (weight * out).backward()
+            return out.item()
+        return out
+    total = 0.0
+    state = dict(x=None, r=None, P=(), Q=())
+    prev = torch.zeros(b.shape[:-1], dtype=b.dtype)
+    done = 0
+    while done < k:
+        steps = min(truncate, k - done)
+        ctx = net.context(values, pattern)
+        x, r, P, Q = _fcg_unrolled(net, ctx, matvec, b, steps, truncation=truncation,
+                                   **state)
+        cur = _measure(loss, values, pattern, b, x, x_star)
+        seg = (cur - prev).mean()
+        if backward:
+            (weight * seg).backward()
+            total = total + seg.item()
+        else:
+            total = total + seg
+        prev = cur.detach()
+        state = dict(x=x.detach(), r=r.detach(), P=[p.detach() for p in P],
+                     Q=[q.detach() for q in Q])
+        done += steps
+    return total
+
+
+def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrolled",
+                        truncate=5, loss="residual", truncation=4, generator=None,
+                        time_budget=None, callback=None):
+    """Fit a :class:`DirectionNet` by Adam on the loss after ``k`` FCG steps.
+
+    Parameters
+    ----------
+    net : DirectionNet
+    problems : list of (values, CSRPattern)
+        Families of SPD matrices, ``values`` of shape ``(B, nnz)``; every step
+        draws one fresh standard-normal right-hand side per matrix and
+        averages the loss over the families.
+    k, loss, mode, truncate, truncation
+        As in :func:`neural_cg_loss`. ``loss="energy"`` solves each matrix
+        once for the right-hand side ``A·1`` (the exact solution is known).
+    num_steps, lr
+        Adam steps and learning rate.
+    generator : torch.Generator, optional
+    time_budget : float, optional
+        Stop after this many seconds of training.
+    callback : callable, optional
+        ``callback(step, seconds, loss)`` after every step.
+
+    Returns
+    -------
+    list of (float, float)
+        ``(seconds since the start, loss)`` at every step.
+    """
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    history = []
+    t0 = time.perf_counter()
+    for step in range(num_steps):
+        opt.zero_grad()
+        value = 0.0
+        for values, pattern in problems:
+            vals = values if values.dim() == 2 else values[None]
+            n = pattern.shape[0]
+            x_star = None
+            if loss == "energy":
+                x_star = torch.ones(vals.shape[0], n, dtype=vals.dtype)
+                b = csr_matvec(vals, pattern, x_star)
+            else:
+                b = torch.randn(vals.shape[0], n, dtype=vals.dtype, generator=generator)
+            value += neural_cg_loss(
+                net, (vals, pattern), b, k, loss=loss, x_star=x_star, mode=mode,
+                truncate=truncate, truncation=truncation, backward=True,
+                weight=1.0 / len(problems)) / len(problems)
+        opt.step()
+        history.append((time.perf_counter() - t0, value))
+        if callback is not None:
+            callback(step, history[-1][0], value)
+        if time_budget is not None and history[-1][0] >= time_budget:
+            break
+    return history
+
+
+# ------------------------------------------------------------------ families
+
+
+def anisotropic_family(nx, count, *, max_ratio=100.0, sigma=0.5, correlation=0.1, seed=0):
+    """Anisotropic random-coefficient diffusion ``−∂x(κ_x ∂x u) − ∂y(κ_y ∂y u)``.
+
+    The second training family: on each matrix the conductivities along x
+    and along y are independent log-normal fields (as in
+    :func:`diffusion_family`, without the layers) and one direction is
+    weakened by a random factor in ``[1/max_ratio, 1]`` (log-uniform), with
+    the weak direction chosen at random. Strong anisotropy is where
+    point smoothers such as Jacobi are slowest.
+
+    Returns
+    -------
+    pattern_csr : scipy.sparse.csr_array
+    values : ndarray, shape (count, nnz)
+        In the entry order of ``pattern_csr`` (the pattern of
+        :func:`diffusion_family` on the same grid).
+    """
+    import scipy.ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    n = nx * nx
+    idx = np.arange(n).reshape(nx, nx)
+    ax, bx = idx[:, :-1].ravel(), idx[:, 1:].ravel()
+    ay, by = idx[:-1, :].ravel(), idx[1:, :].ravel()
+    bndx = np.concatenate([idx[:, 0], idx[:, -1]])
+    bndy = np.concatenate([idx[0, :], idx[-1, :]])
+    a = np.concatenate([ax, ay])
+    bb = np.concatenate([bx, by])
+    bnd = np.concatenate([bndx, bndy])
+    rows = np.concatenate([a, bb, a, bb, bnd])
+    cols = np.concatenate([a, bb, bb, a, bnd])
+    out, first = [], None
+
+    def field():
+        g = ndi.gaussian_filter(rng.standard_normal((nx, nx)), sigma=correlation * nx,
+                                mode="wrap")
+        return np.exp(sigma * g / g.std()).ravel()
+
+    for _ in range(count):
+        kx, ky = field(), field()
+        eps = np.exp(-rng.uniform(0, np.log(max_ratio)))
+        if rng.random() < 0.5:
+            kx = kx * eps
+        else:
+            ky = ky * eps
+        tx = 2 * kx[ax] * kx[bx] / (kx[ax] + kx[bx])
+        ty = 2 * ky[ay] * ky[by] / (ky[ay] + ky[by])
+        t = np.concatenate([tx, ty])
+        vals = np.concatenate([t, t, -t, -t, 2 * kx[bndx], 2 * ky[bndy]])
+        A = sp.csr_array((vals, (rows, cols)), shape=(n, n))
+        A.sum_duplicates()
+        A.sort_indices()
+        if first is None:
+            first = A
+        out.append(A.data.copy())
+    return first, np.stack(out)
+

@@ -1,0 +1,394 @@
+"""Tests of sparsediff.learn.neural: graph-network directions in flexible Krylov solvers."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+torch = pytest.importorskip("torch")
+
+from sparsediff.learn import (  # noqa: E402
+    CSRPattern,
+    DirectionNet,
+    anisotropic_family,
+    csr_matvec,
+    diffusion_family,
+    line_search_solve,
+    neural_cg,
+    neural_cg_loss,
+    neural_gmres,
+    pcg_numpy,
+    train_direction_net,
+)
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(2024)
+
+
+def random_net(hidden=6, layers=2, seed=0, scale=1.0):
+    """An untrained network whose correction to Jacobi is far from zero."""
+    return DirectionNet(hidden, layers, init_scale=scale,
+                        generator=torch.Generator().manual_seed(seed))
+
+
+def diffusion(nx, seed=0):
+    A0, values = diffusion_family(nx, 1, seed=seed)
+    return sp.csr_array((values[0], A0.indices, A0.indptr), shape=A0.shape)
+
+
+def convection_diffusion(nx, peclet=20.0):
+    """Upwind convection-diffusion on an nx × nx grid: nonsymmetric, diagonally dominant."""
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(nx, nx))
+    C = sp.diags([-1.0, 1.0], [-1, 0], shape=(nx, nx))
+    I_ = sp.eye(nx)
+    h = 1.0 / (nx + 1)
+    A = (sp.kron(I_, T) + sp.kron(T, I_)) / h**2 + peclet * sp.kron(I_, C) / h
+    return sp.csr_array(A)
+
+
+class OrthogonalNet(DirectionNet):
+    """Returns a direction orthogonal to r: useless, the guard must reject it."""
+
+    def apply(self, ctx, x, r, b):
+        z = torch.roll(r, 1)
+        return z - (z @ r) / (r @ r) * r
+
+
+class NaNNet(DirectionNet):
+    def apply(self, ctx, x, r, b):
+        return torch.full_like(r, float("nan"))
+
+
+class WrongShapeNet(DirectionNet):
+    def apply(self, ctx, x, r, b):
+        return super().apply(ctx, x, r, b)[..., None]
+
+
+# ---------------------------------------------------------------- convergence
+
+
+class TestConvergence:
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_untrained_random_net_converges_cg(self, seed, rng):
+        A = diffusion(12, seed=seed)
+        b = rng.standard_normal(A.shape[0])
+        x, info = neural_cg(A, b, random_net(seed=seed), rtol=1e-8)
+        assert info.converged and info.reason == "converged"
+        assert info.method == "fcg+gnn"
+        res = np.linalg.norm(b - A @ x)
+        assert res <= 1e-8 * np.linalg.norm(b)
+        assert info.residual_norm == pytest.approx(res, rel=1e-12)
+        np.testing.assert_allclose(x, spla.spsolve(A.tocsc(), b), rtol=1e-5)
+
+    def test_useless_directions_cost_iterations_not_correctness(self, rng):
+        A = diffusion(10)
+        b = rng.standard_normal(A.shape[0])
+        for net in (OrthogonalNet(4, 1), NaNNet(4, 1)):
+            x, info = neural_cg(A, b, net, rtol=1e-8)
+            assert info.converged
+            assert info.extra["fallbacks"] == info.iterations > 0   # every one replaced
+            assert np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
+            _, jac = neural_cg(A, b, None, rtol=1e-8)
+            assert info.iterations == jac.iterations                 # Jacobi's steps
+
+    def test_energy_error_decreases_monotonically(self, rng):
+        # each FCG step is an exact line search: ‖e‖_A never increases (SPD)
+        A = diffusion(10, seed=3)
+        b = rng.standard_normal(A.shape[0])
+        xs = spla.spsolve(A.tocsc(), b)
+        energies = []
+        neural_cg(A, b, random_net(seed=4), rtol=1e-10,
+                  callback=lambda x: energies.append((xs - x) @ (A @ (xs - x))))
+        e = np.array(energies)
+        assert len(e) > 5
+        assert (np.diff(e) <= 1e-12 * e[0]).all()
+
+    def test_without_net_is_jacobi_pcg(self, rng):
+        A = diffusion(16, seed=5)
+        b = rng.standard_normal(A.shape[0])
+        x, info = neural_cg(A, b, None, rtol=1e-8, truncation=50)
+        M = spla.LinearOperator(A.shape, matvec=lambda r: r / A.diagonal())
+        _, its, conv = pcg_numpy(A, b, M, rtol=1e-8)
+        assert conv and info.converged and info.method == "fcg+jacobi"
+        assert abs(info.iterations - its) <= 2
+
+    def test_gmres_nonsymmetric_random_net(self, rng):
+        A = convection_diffusion(10)
+        b = rng.standard_normal(A.shape[0])
+        x, info = neural_gmres(A, b, random_net(seed=7), rtol=1e-9, restart=20)
+        assert info.converged and info.method == "fgmres+gnn"
+        assert np.linalg.norm(b - A @ x) <= 1e-9 * np.linalg.norm(b)
+        np.testing.assert_allclose(x, spla.spsolve(A.tocsc(), b), rtol=1e-6, atol=1e-12)
+
+    def test_gmres_with_useless_net_still_converges(self, rng):
+        A = convection_diffusion(8)
+        b = rng.standard_normal(A.shape[0])
+        x, info = neural_gmres(A, b, NaNNet(4, 1), rtol=1e-8, restart=15)
+        assert info.converged and info.extra["fallbacks"] > 0
+        assert np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
+
+    def test_maxiter_reports_unconverged_with_true_residual(self, rng):
+        A = diffusion(12)
+        b = rng.standard_normal(A.shape[0])
+        x, info = neural_cg(A, b, random_net(), maxiter=3)
+        assert not info.converged and info.reason == "maxiter" and info.iterations == 3
+        assert info.residual_norm == pytest.approx(np.linalg.norm(b - A @ x), rel=1e-12)
+
+    def test_zero_rhs_and_caller_arrays_untouched(self, rng):
+        A = diffusion(6)
+        data = A.data.copy()
+        x, info = neural_cg(A, np.zeros(36), random_net())
+        assert info.converged and info.iterations == 0 and not x.any()
+        b = rng.standard_normal(36)
+        b0 = b.copy()
+        neural_cg(A, b, random_net())
+        neural_gmres(A, b, random_net())
+        line_search_solve(A, b, random_net(), maxiter=5)
+        np.testing.assert_array_equal(A.data, data)
+        np.testing.assert_array_equal(b, b0)
+
+
+# ----------------------------------------------------------- scale invariance
+
+
+class TestScaleInvariance:
+    @pytest.mark.parametrize("s", [1e-3, 7.5, 1e4])
+    def test_direction_unchanged_by_scaling(self, s, rng):
+        A0, values = anisotropic_family(8, 1, seed=2)
+        pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
+        v = torch.tensor(values[0])
+        net = random_net(seed=3)
+        x = torch.tensor(rng.standard_normal(64))
+        b = torch.tensor(rng.standard_normal(64))
+        r = b - csr_matvec(v, pattern, x)
+        z = net(v, pattern, x, r, b)
+        zs = net(s * v, pattern, x, s * r, s * b)
+        np.testing.assert_allclose(zs.detach().numpy(), z.detach().numpy(),
+                                   rtol=1e-10, atol=1e-12 * z.abs().max().item())
+        # a different matrix gives a different direction: the test can fail
+        z2 = net(v * (1 + 0.3 * torch.arange(v.numel()) / v.numel()), pattern, x, r, b)
+        assert not torch.allclose(z2, z, rtol=1e-3)
+
+    def test_solver_iterates_scale(self, rng):
+        A = diffusion(10, seed=1)
+        b = rng.standard_normal(100)
+        net = random_net(seed=9)
+        x1, i1 = neural_cg(A, b, net)
+        x2, i2 = neural_cg(1e3 * A, 1e3 * b, net)
+        assert i1.iterations == i2.iterations
+        np.testing.assert_allclose(x2, x1, rtol=1e-7)
+
+    def test_untrained_default_is_jacobi(self, rng):
+        A0, values = diffusion_family(6, 1)
+        pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
+        v = torch.tensor(values[0])
+        r = torch.tensor(rng.standard_normal(36))
+        z = DirectionNet(4, 2)(v, pattern, torch.zeros(36, dtype=torch.float64), r, r)
+        np.testing.assert_allclose(z.detach().numpy(), r.numpy() / A0.diagonal(),
+                                   rtol=1e-12)
+
+
+# ---------------------------------------------------------- exact line search
+
+
+class TestLineSearch:
+    def test_one_step_minimizes_energy_along_direction(self, rng):
+        A = diffusion(8, seed=2)
+        b = rng.standard_normal(64)
+        net = random_net(seed=5)
+        x1, info = line_search_solve(A, b, net, maxiter=1)
+        assert info.iterations == 1
+        pattern = CSRPattern(A.indptr, A.indices, A.shape)
+        bt = torch.tensor(b)
+        z = net(torch.tensor(A.data), pattern, torch.zeros_like(bt), bt, bt)
+        z = z.detach().numpy()
+        xs = np.linalg.solve(A.toarray(), b)
+        alpha = (z @ (A @ xs)) / (z @ (A @ z))         # argmin_α ‖x* − α z‖_A (dense)
+        np.testing.assert_allclose(x1, alpha * z, rtol=1e-12)
+        r1 = b - A @ x1
+        assert abs(z @ r1) <= 1e-12 * np.linalg.norm(z) * np.linalg.norm(r1)
+
+        def energy(a):
+            e = xs - a * z
+            return e @ (A @ e)
+
+        assert energy(alpha) < min(energy(1.01 * alpha), energy(0.99 * alpha))
+
+    def test_plain_form_can_stall_where_fcg_does_not(self, rng):
+        A = diffusion(10)
+        b = rng.standard_normal(100)
+        _, plain = line_search_solve(A, b, OrthogonalNet(4, 1), maxiter=50)
+        assert not plain.converged and plain.reason in ("maxiter", "breakdown")
+        _, flex = neural_cg(A, b, OrthogonalNet(4, 1))
+        assert flex.converged
+
+
+# ------------------------------------------------------------------ gradients
+
+
+def _tiny_problem():
+    A0, values = diffusion_family(3, 2, seed=1)
+    pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
+    b = torch.tensor(np.random.default_rng(3).standard_normal((2, 9)))
+    return torch.tensor(values), pattern, b
+
+
+class TestGradients:
+    def test_directional_derivative_through_the_steps(self):
+        # <∇L, u> against a central difference along a random direction u of all
+        # the network's parameters (float64, 4 unrolled FCG steps)
+        values, pattern, b = _tiny_problem()
+        net = random_net(hidden=3, layers=2, seed=11, scale=0.5)
+        to_vec = torch.nn.utils.parameters_to_vector
+        from_vec = torch.nn.utils.vector_to_parameters
+        flat = to_vec(net.parameters()).detach().clone()
+        grad = torch.autograd.grad(neural_cg_loss(net, (values, pattern), b, 4),
+                                   list(net.parameters()))
+        g = torch.cat([t.reshape(-1) for t in grad])
+        u = torch.tensor(np.random.default_rng(5).standard_normal(flat.numel()))
+        h = 1e-6
+
+        def at(vec):
+            from_vec(vec, net.parameters())
+            with torch.no_grad():
+                return neural_cg_loss(net, (values, pattern), b, 4).item()
+
+        fd = (at(flat + h * u) - at(flat - h * u)) / (2 * h)
+        from_vec(flat, net.parameters())
+        assert g.abs().max() > 1e-3                     # not trivially zero
+        assert (g @ u).item() == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+    def test_per_parameter_central_differences(self):
+        values, pattern, b = _tiny_problem()
+        net = random_net(hidden=3, layers=2, seed=12, scale=0.5)
+        xs = torch.ones(2, 9, dtype=torch.float64)
+        bb = csr_matvec(values, pattern, xs)
+        out = neural_cg_loss(net, (values, pattern), bb, 3, loss="energy", x_star=xs)
+        (gw,) = torch.autograd.grad(out, [net.w_out])
+        for i in range(net.w_out.numel()):
+            with torch.no_grad():
+                old = net.w_out[i].item()
+                vals = []
+                for step in (1e-6, -1e-6):
+                    net.w_out[i] = old + step
+                    vals.append(neural_cg_loss(net, (values, pattern), bb, 3,
+                                               loss="energy", x_star=xs).item())
+                net.w_out[i] = old
+            assert gw[i].item() == pytest.approx((vals[0] - vals[1]) / 2e-6,
+                                                 rel=1e-5, abs=1e-8)
+
+    def test_truncated_equals_unrolled_when_segment_covers_all(self):
+        values, pattern, b = _tiny_problem()
+        grads = {}
+        for mode, trunc in (("unrolled", 5), ("truncated", 5), ("truncated", 2)):
+            net = random_net(hidden=3, layers=2, seed=13, scale=0.5)
+            value = neural_cg_loss(net, (values, pattern), b, 5, mode=mode,
+                                   truncate=trunc, backward=True)
+            grads[mode, trunc] = (value, net.w_out.grad.clone())
+        v0, g0 = grads["unrolled", 5]
+        v1, g1 = grads["truncated", 5]
+        v2, g2 = grads["truncated", 2]
+        assert v1 == pytest.approx(v0, rel=1e-12) and v2 == pytest.approx(v0, rel=1e-12)
+        torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-14)
+        assert not torch.allclose(g2, g0, rtol=1e-3)      # truncation biases it
+
+
+# ------------------------------------------------------------------- training
+
+
+def test_training_reduces_the_loss_on_a_fixed_family():
+    A0, values = diffusion_family(8, 4, seed=0)
+    A1, values1 = anisotropic_family(8, 4, seed=1)
+    problems = [(torch.tensor(values), CSRPattern(A0.indptr, A0.indices, A0.shape)),
+                (torch.tensor(values1), CSRPattern(A1.indptr, A1.indices, A1.shape))]
+    net = DirectionNet(6, 2, generator=torch.Generator().manual_seed(0))
+
+    def total():
+        out = 0.0
+        for vals, pattern in problems:
+            xs = torch.ones(vals.shape[0], pattern.shape[0], dtype=torch.float64)
+            with torch.no_grad():
+                out += neural_cg_loss(net, (vals, pattern), csr_matvec(vals, pattern, xs),
+                                      6, loss="energy", x_star=xs).item()
+        return out / len(problems)
+
+    before = total()
+    history = train_direction_net(net, problems, 6, num_steps=25, lr=2e-2, loss="energy")
+    after = total()
+    assert len(history) == 25 and history[0][1] == pytest.approx(before, rel=1e-10)
+    assert after < before - 0.3, (before, after)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+class TestBadInput:
+    def test_non_square(self):
+        A = sp.random(5, 4, density=0.5, format="csr", random_state=0)
+        for fn in (neural_cg, neural_gmres, line_search_solve):
+            with pytest.raises(ValueError, match=rf"`{fn.__name__}`: `A` must be square; "
+                                                 r"got shape \(5, 4\)"):
+                fn(A, np.ones(5))
+
+    def test_non_finite_matrix_and_rhs(self):
+        A = diffusion(4)
+        A.data[3] = np.nan
+        with pytest.raises(ValueError, match=r"`neural_cg`: `A` must have finite entries; "
+                                             r"got 1 NaN"):
+            neural_cg(A, np.ones(16))
+        B = diffusion(4)
+        B.data[0] = np.inf
+        with pytest.raises(ValueError, match=r"`neural_gmres`: `A` must have finite"):
+            neural_gmres(B, np.ones(16))
+        with pytest.raises(ValueError, match=r"`neural_cg`: `b` must be finite"):
+            neural_cg(diffusion(4), np.full(16, np.nan))
+
+    def test_wrong_rhs_shape_and_types(self):
+        A = diffusion(4)
+        with pytest.raises(ValueError, match=r"`neural_cg`: `b` must have shape \(n,\) "
+                                             r"with n = 16; got \(15,\)"):
+            neural_cg(A, np.ones(15))
+        with pytest.raises(TypeError, match=r"`neural_cg`: `A` must be a scipy.sparse"):
+            neural_cg(A.toarray(), np.ones(16))
+        with pytest.raises(TypeError, match=r"`neural_gmres`: `net` must be a Direction"):
+            neural_gmres(A, np.ones(16), net=lambda r: r)
+
+    def test_network_output_of_wrong_shape(self):
+        A = diffusion(4)
+        with pytest.raises(ValueError, match=r"`neural_cg`: `net` must return a direction "
+                                             r"of the shape of `r`, \(16,\); "
+                                             r"got \(16, 1\)"):
+            neural_cg(A, np.ones(16), WrongShapeNet(4, 1))
+        with pytest.raises(ValueError, match=r"`neural_gmres`: `net` must return"):
+            neural_gmres(A, np.ones(16), WrongShapeNet(4, 1))
+        values, pattern, b = _tiny_problem()
+        with pytest.raises(ValueError, match=r"`neural_cg_loss`: `net` must return"):
+            neural_cg_loss(WrongShapeNet(4, 1), (values, pattern), b, 2)
+
+    def test_non_spd_to_cg_variant(self):
+        N = convection_diffusion(4)
+        with pytest.raises(ValueError, match=r"`neural_cg`: `A` must be symmetric positive "
+                                             r"definite \(use `neural_gmres` otherwise\); "
+                                             r"got max\|A − Aᵀ\|"):
+            neural_cg(N, np.ones(16))
+        with pytest.raises(ValueError, match=r"`line_search_solve`: `A` must be symmetric "
+                                             r"positive definite .* entry -2 <= 0"):
+            line_search_solve(-diffusion(4) * (2 / diffusion(4).diagonal().max()),
+                              np.ones(16))
+        # symmetric, positive diagonal, indefinite: found during the iteration
+        S = sp.csr_array(np.array([[1.0, 3.0], [3.0, 1.0]]))
+        with pytest.raises(ValueError, match=r"`neural_cg`: `A` must be symmetric positive "
+                                             r"definite; got pᵀAp = .* <= 0 at iteration"):
+            neural_cg(S, np.array([1.0, -0.5]))
