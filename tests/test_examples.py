@@ -24,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUMBER = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
 
 TESTED = {
-    "compare_gradients", "implicit_vs_unrolled", "inverse_diffusion",
+    "compare_gradients", "gmrf_logdet", "implicit_vs_unrolled", "inverse_diffusion",
     "jax_inverse_problem", "learn_chebyshev", "learn_jacobi_damping",
     "learned_preconditioner", "neural_ode_solve", "torch_inverse_problem",
     "unrolled_cg",
@@ -229,3 +229,14 @@ def test_jax_inverse_problem(tmp_path):
     assert error < 0.4                             # 1 at the start (log κ = 0)
     assert f"figure written to {png}" in out
     assert_png(png)
+
+
+def test_gmrf_logdet(tmp_path):
+    out = run_example("gmrf_logdet", "--quick", "--out", tmp_path / "g.png",
+                      cwd=tmp_path)
+    kappa2, tau = numbers(rf"exact gradient .*: kappa2 = ({NUMBER}), tau = ({NUMBER})",
+                          out)
+    assert 0.02 < kappa2 < 0.1 and 1.5 < tau < 2.7      # truth 0.05, 2
+    gap, = numbers(rf"max \|theta_stochastic - theta_exact\| = ({NUMBER})", out)
+    assert gap < 0.5
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG_MAGIC)

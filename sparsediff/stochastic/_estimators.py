@@ -60,25 +60,52 @@ def _pattern_terms(rows, cols, Y, Z):
         yield Yt[c][rows] * Zt[c][cols]
 
 
-def hutchinson(solve_h, rows, cols, n, num_probes, rng, block, dtype):
-    """Hutchinson's estimate of ``(A⁻ᴴ)[rows, cols]`` and its standard error.
+def _project(v, J):
+    """``Re(conj(v) @ J)``: a pattern gradient through a real parametrization."""
+    return (np.conj(v) @ J).real if J is not None else None
+
+
+def _probes(solve_h, rows, cols, n, count, rng, block, dtype, J, deflate=None):
+    """Moments of the per-probe terms (and of their projections on ``J``)."""
+    acc = _Moments(rows.shape[0], dtype)
+    pacc = _Moments(J.shape[1], np.float64) if J is not None else None
+    done = 0
+    while done < count:
+        b = min(block, count - done)
+        Z = rademacher(rng, n, b)
+        Y = solve_h(Z)
+        if deflate is not None:
+            Y = Y - deflate @ (deflate.conj().T @ Y)
+        for v in _pattern_terms(rows, cols, Y, Z):
+            acc.add(v)
+            if pacc is not None:
+                pacc.add(_project(v, J))
+        done += b
+    return acc, pacc
+
+
+def _result(mean, acc, pacc, low_p=0.0):
+    if pacc is None:
+        return mean, acc.stderr(), None, None
+    return mean, acc.stderr(), low_p + pacc.mean, pacc.stderr()
+
+
+def hutchinson(solve_h, rows, cols, n, num_probes, rng, block, dtype, J=None):
+    """Hutchinson's estimate of ``(A⁻ᴴ)[rows, cols]`` and its standard error;
+    with ``J`` (canonical ``(nnz, p)``, real) also ``Re(conj(ĝ) @ J)`` and its
+    standard error, from the per-probe projections (the entries' errors are
+    correlated, so this is not a function of the entries' standard errors).
 
     ``solve_h(Z)`` returns ``A⁻ᴴ Z`` for an ``(n, b)`` block.
     """
-    acc = _Moments(rows.shape[0], dtype)
-    done = 0
-    while done < num_probes:
-        b = min(block, num_probes - done)
-        Z = rademacher(rng, n, b)
-        for v in _pattern_terms(rows, cols, solve_h(Z), Z):
-            acc.add(v)
-        done += b
-    return acc.mean, acc.stderr()
+    acc, pacc = _probes(solve_h, rows, cols, n, num_probes, rng, block, dtype, J)
+    return _result(acc.mean, acc, pacc)
 
 
-def hutchpp(solve_h, solve_n, rows, cols, n, num_probes, rng, block, dtype):
+def hutchpp(solve_h, solve_n, rows, cols, n, num_probes, rng, block, dtype, J=None):
     """Hutch++ estimate of ``(A⁻ᴴ)[rows, cols]`` with ``num_probes`` solves
-    (``num_probes >= 3``) and its standard error."""
+    (``num_probes >= 3``), its standard error, and the projections on ``J``
+    as in :func:`hutchinson`."""
     k = num_probes // 3
     s = num_probes - 2 * k
     Y = solve_h(rademacher(rng, n, k))
@@ -87,17 +114,8 @@ def hutchpp(solve_h, solve_n, rows, cols, n, num_probes, rng, block, dtype):
     low = np.zeros(rows.shape[0], dtype)
     for v in _pattern_terms(rows, cols, Q, W):
         low += v
-    acc = _Moments(rows.shape[0], dtype)
-    done = 0
-    while done < s:
-        b = min(block, s - done)
-        Z = rademacher(rng, n, b)
-        Yr = solve_h(Z)
-        Yr = Yr - Q @ (Q.conj().T @ Yr)
-        for v in _pattern_terms(rows, cols, Yr, Z):
-            acc.add(v)
-        done += b
-    return low + acc.mean, acc.stderr()
+    acc, pacc = _probes(solve_h, rows, cols, n, s, rng, block, dtype, J, deflate=Q)
+    return _result(low + acc.mean, acc, pacc, _project(low, J))
 
 
 def slq_logdet(matvec, n, num_probes, steps, rng, block):
