@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from ._api import _solver_for
 from ._lru import LRUCache
+from .batched import BatchedSolver
 
 __all__ = ["solve"]
 
@@ -65,17 +66,87 @@ def _host_solver(kind, n, options, data, a, b):
     return _CACHE.get_or_build(key, build)
 
 
+_BATCHED_METHODS = ("auto", "direct", "cg", "bicgstab")
+
+
+def _batchable(options):
+    return (options["method"] in _BATCHED_METHODS and options["M"] in (None, "jacobi")
+            and not (options["M"] is not None and options["method"] == "direct"))
+
+
+def _host_batched_solver(kind, n, options, data, a, b):
+    """A cached :class:`sparsediff.BatchedSolver` for values (B, nnz) on one
+    pattern: the transposed solves of the backward find it again."""
+    h = hashlib.blake2b(digest_size=20)
+    for arr in (data, a, b):
+        arr = np.ascontiguousarray(arr)
+        h.update(str((arr.dtype, arr.shape)).encode())
+        h.update(arr.tobytes())
+    key = ("batched", kind, n, _option_key(options), h.hexdigest())
+
+    def build():
+        if kind == "csr":
+            pattern = sp.csr_array((np.zeros(b.shape[0]), b, a), shape=(n, n))
+        else:
+            pattern = sp.coo_array((np.zeros(b.shape[0]), (a, b)), shape=(n, n))
+        return BatchedSolver(pattern, data, **options)
+
+    return _CACHE.get_or_build(key, build)
+
+
+def _host_solve(kind, n, options, trans, core, data, a, b, rhs):
+    """The host side of one (possibly batched) callback.
+
+    Under ``jax.vmap`` the callback runs once for the whole batch
+    (``vmap_method="expand_dims"``): every argument carries the batch axes
+    in front, of size 1 where it is not batched. A batch of right-hand sides
+    on one matrix is one multi-column solve; a batch of values on one pattern
+    is one :class:`sparsediff.BatchedSolver` (one ordering, B
+    factorizations); batched index arrays (several patterns) loop.
+    """
+    nb = data.ndim - 1
+    if nb == 0:
+        solver = _host_solver(kind, n, options, data, a, b)
+        return np.asarray(solver.solve(rhs, trans=trans).x, dtype=rhs.dtype)
+    shape = np.broadcast_shapes(data.shape[:nb], a.shape[:nb], b.shape[:nb],
+                                rhs.shape[:nb])
+    size = int(np.prod(shape))
+    rhs_f = np.broadcast_to(rhs, shape + core).reshape((size,) + core)
+    one_pattern = a.reshape(-1, a.shape[-1]).shape[0] == 1 and (
+        b.reshape(-1, b.shape[-1]).shape[0] == 1)
+    data_f = data.reshape(-1, data.shape[-1])
+    if one_pattern and data_f.shape[0] == 1:
+        # one matrix, many right-hand sides: one multi-column solve
+        solver = _host_solver(kind, n, options, data_f[0], a.reshape(-1),
+                              b.reshape(-1))
+        cols = np.moveaxis(rhs_f, 0, -1).reshape(n, -1)
+        x = solver.solve(cols, trans=trans).x.reshape(core + (size,))
+        x = np.moveaxis(x, -1, 0)
+    elif one_pattern and _batchable(options):
+        data_f = np.broadcast_to(data, shape + data.shape[-1:]).reshape(size, -1)
+        solver = _host_batched_solver(kind, n, options, data_f, a.reshape(-1),
+                                      b.reshape(-1))
+        x = solver.solve(rhs_f, trans=trans).x
+    else:
+        data_f = np.broadcast_to(data, shape + data.shape[-1:]).reshape(size, -1)
+        a_f = np.broadcast_to(a, shape + a.shape[-1:]).reshape(size, -1)
+        b_f = np.broadcast_to(b, shape + b.shape[-1:]).reshape(size, -1)
+        x = np.stack([_host_solver(kind, n, options, data_f[i], a_f[i], b_f[i])
+                      .solve(rhs_f[i], trans=trans).x for i in range(size)])
+    return np.asarray(x, dtype=rhs.dtype).reshape(shape + core)
+
+
 def _callback_solve(kind, n, options, trans, data, a, b, rhs):
-    """``op(A)⁻¹ rhs`` on the host, through a pure callback."""
+    """``op(A)⁻¹ rhs`` on the host, through a pure callback (one call for a
+    whole ``vmap`` batch)."""
+    core = tuple(rhs.shape)
 
     def host(data, a, b, rhs):
         data, a, b, rhs = (np.asarray(t) for t in (data, a, b, rhs))
-        solver = _host_solver(kind, n, options, data, a, b)
-        x = solver.solve(rhs, trans=trans).x
-        return np.asarray(x, dtype=rhs.dtype)
+        return _host_solve(kind, n, options, trans, core, data, a, b, rhs)
 
     out = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
-    return jax.pure_callback(host, out, data, a, b, rhs, vmap_method="sequential")
+    return jax.pure_callback(host, out, data, a, b, rhs, vmap_method="expand_dims")
 
 
 def _parts(A, func):

@@ -46,6 +46,7 @@ import scipy.sparse as sp
 from ._api import _solver_for
 from ._lru import LRUCache
 from ._validation import check_on_failure, check_tolerances
+from .batched import BatchedSolver
 
 __all__ = ["solve"]
 
@@ -137,8 +138,17 @@ def _parts(A, func):
             raise TypeError(
                 f"`{func}`: `{name}` must be an integer tensor; got {t.dtype.name}.")
     vshape, ishape = _static_shape(values), _static_shape(indices)
-    if vshape is not None and len(vshape) != 1:
-        raise ValueError(f"`{func}`: `values` must be 1-D; got shape {vshape}.")
+    if vshape is not None and len(vshape) == 2:
+        # a batch (B, nnz) on one pattern (_solve_batched)
+        if ishape is not None and None not in (vshape[1], ishape[0]) and (
+                vshape[1] != ishape[0]):
+            raise ValueError(
+                f"`{func}`: `values` must be 1-D (nnz,) or a batch (B, nnz) with "
+                f"nnz = {ishape[0]} (the rows of `indices`); got shape {vshape}.")
+        vshape = vshape[1:]
+    elif vshape is not None and len(vshape) != 1:
+        raise ValueError(f"`{func}`: `values` must be 1-D (nnz,) or a batch "
+                         f"(B, nnz); got shape {vshape}.")
     if ishape is not None and (len(ishape) != 2 or ishape[1] not in (None, 2)):
         raise ValueError(
             f"`{func}`: `indices` must have shape (nnz, 2); got {ishape}.")
@@ -354,6 +364,81 @@ def _solve_graph(values, b, indices, dense_shape, options):
     return _op(values, b, _System(options), "N", (indices, dense_shape, token), x=x)
 
 
+# ---------------------------------------------------------------------------
+# batches of values on one pattern: values (B, nnz), b (B, n) or (B, n, m)
+# ---------------------------------------------------------------------------
+
+
+def _host_batched(values, indices, dense_shape, options):
+    """A core :class:`sparsediff.BatchedSolver` (pattern in the caller's
+    entry order, through COO)."""
+    indices = np.asarray(indices)
+    shape = tuple(int(s) for s in np.ravel(dense_shape))
+    if indices.ndim != 2 or indices.shape[1] != 2 or len(shape) != 2:
+        raise ValueError(
+            f"`{_FUNC}`: `indices` must have shape (nnz, 2) and `dense_shape` be "
+            f"(n, n); got {indices.shape} and {shape}.")
+    if indices.shape[0] and (indices.min() < 0 or indices.max() >= shape[0]):
+        raise ValueError(
+            f"`{_FUNC}`: `indices` must lie in [0, {shape[0]}); got values in "
+            f"[{indices.min()}, {indices.max()}].")
+    pattern = sp.coo_array((np.zeros(indices.shape[0]),
+                            (indices[:, 0], indices[:, 1])), shape=shape)
+    return BatchedSolver(pattern, np.asarray(values), **options)
+
+
+def _no_second_order(t, *sources):
+    """``t`` whose derivative in ``sources`` raises (never a silent zero:
+    the host gradient alone would look unconnected to the values)."""
+
+    @tf.custom_gradient
+    def ident(t, *sources):
+        def grad(_):
+            raise NotImplementedError(
+                f"`{_FUNC}`: second derivatives of a batched solve (values of "
+                f"shape (B, nnz)) are not supported; differentiate each element "
+                f"with 1-D values, or use sparsediff.torch / sparsediff.jax.")
+        return tf.identity(t), grad
+
+    return ident(t, *sources)
+
+
+def _solve_batched(values, b, indices, dense_shape, options):
+    """One batched host solve for values (B, nnz) on one pattern, with its
+    first-order gradient (``BatchedSolution.vjp``; docs/batched.md)."""
+
+    def forward(values, b, indices, dense_shape):
+        sol = _host_batched(values, indices, dense_shape, options).solve(b)
+        return sol.x.astype(b.dtype), np.int64(_keep(sol))
+
+    def backward(g, token, values, b, indices, dense_shape):
+        sol = _CACHE.get(int(token))
+        if sol is None:  # evicted: refactorize (same numbers)
+            sol = _host_batched(values, indices, dense_shape, options).solve(b)
+        grad_data, grad_b = sol.vjp(g)
+        return grad_data.astype(values.dtype), grad_b.astype(b.dtype)
+
+    @tf.custom_gradient
+    def _solve(values, b):
+        x, token = tf.numpy_function(forward, [values, b, indices, dense_shape],
+                                     [b.dtype, tf.int64], stateful=True)
+        x.set_shape(b.shape)
+
+        def grad(g):
+            g = tf.convert_to_tensor(g)
+            gv, gb = tf.numpy_function(
+                backward, [g, token, values, b, indices, dense_shape],
+                [values.dtype, b.dtype], stateful=True)
+            gv.set_shape(values.shape)
+            gb.set_shape(b.shape)
+            return (_no_second_order(gv, values, b, g),
+                    _no_second_order(gb, values, b, g))
+
+        return x, grad
+
+    return _solve(values, b)
+
+
 def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
           on_failure="raise"):
     """Solve ``A x = b`` differentiably for TensorFlow tensors.
@@ -460,6 +545,19 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
                    on_failure=on_failure)
     values, indices, dense_shape, shape = _parts(A, func)
     b = _as_tensor(b, func, "b")
+    if values.shape.rank == 2:
+        bshape = _static_shape(b)
+        if bshape is None or len(bshape) not in (2, 3) or bshape[0] != values.shape[0]:
+            raise ValueError(
+                f"`{func}`: with values of shape (B, nnz) = "
+                f"{tuple(values.shape.as_list())}, `b` must have shape (B, n) or "
+                f"(B, n, m) with the same B; got {bshape}.")
+        if b.dtype != values.dtype:
+            raise TypeError(
+                f"`{func}`: `b` must have the dtype of `A`'s values, "
+                f"{values.dtype.name}; got {b.dtype.name}.")
+        return _solve_batched(values, b, tf.cast(indices, tf.int64),
+                              tf.cast(dense_shape, tf.int64), options)
     _check_b(b, None if shape is None else shape[0], values.dtype, func)
     indices = tf.cast(indices, tf.int64)
     dense_shape = tf.cast(dense_shape, tf.int64)

@@ -536,3 +536,146 @@ def test_krylov_reference_backend(rng, monkeypatch):
     monkeypatch.setattr(_api, "get_backend", lambda *a, func: REFERENCE)
     sol = sd.BatchedSolver(A, data, method="cg", M="jacobi").solve(b)
     np.testing.assert_allclose(sol.x, ref.x, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# glue: torch, jax, tensorflow
+# ---------------------------------------------------------------------------
+
+def _glue_problem(rng, B=3, n=7):
+    A, data, b = batch_problem(rng, B=B, n=n)
+    return sp.csr_array(A), data, b
+
+
+def _count_batched(monkeypatch):
+    from sparsediff.batched import _api
+
+    count = {"build": 0, "solve": 0}
+    init, solve = _api.BatchedSolver.__init__, _api.BatchedSolver.solve
+
+    def spy_init(self, *a, **k):
+        count["build"] += 1
+        init(self, *a, **k)
+
+    def spy_solve(self, *a, **k):
+        count["solve"] += 1
+        return solve(self, *a, **k)
+
+    monkeypatch.setattr(_api.BatchedSolver, "__init__", spy_init)
+    monkeypatch.setattr(_api.BatchedSolver, "solve", spy_solve)
+    return count
+
+
+def test_torch_values_batch(rng, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import sparsediff.torch as sdt
+
+    A, data, b = _glue_problem(rng)
+    indptr, indices = torch.tensor(A.indptr), torch.tensor(A.indices)
+    v = torch.tensor(data, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    count = _count_batched(monkeypatch)
+    x = sdt.solve_values(v, bt, indptr=indptr, indices=indices)
+    (x ** 2).sum().backward()
+    assert count == {"build": 1, "solve": 1}
+    ref = sd.batched_solve(A, data, b)
+    gd, gb = ref.vjp(2 * ref.x)
+    np.testing.assert_allclose(x.detach().numpy(), ref.x, rtol=1e-13)
+    np.testing.assert_allclose(v.grad.numpy(), gd, rtol=1e-12)
+    np.testing.assert_allclose(bt.grad.numpy(), gb, rtol=1e-12)
+
+    def f(vv, bb):
+        return sdt.solve_values(vv, bb, indptr=indptr, indices=indices)
+
+    args = (torch.tensor(data, requires_grad=True), torch.tensor(b, requires_grad=True))
+    assert torch.autograd.gradcheck(f, args, check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(f, args)
+    with pytest.raises(ValueError, match=r"`b` must have shape \(B, n\) or "
+                                         r"\(B, n, m\) with B = 3"):
+        f(args[0], args[1][:2])
+
+
+def test_torch_vmap_over_values_is_one_batched_solve(rng, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from torch.func import grad, vmap
+
+    import sparsediff.torch as sdt
+
+    A, data, b = _glue_problem(rng)
+    indptr, indices = torch.tensor(A.indptr), torch.tensor(A.indices)
+
+    def loss(vv, bb):
+        return (sdt.solve_values(vv, bb, indptr=indptr, indices=indices) ** 2).sum()
+
+    count = _count_batched(monkeypatch)
+    gv, gb = vmap(grad(loss, argnums=(0, 1)))(torch.tensor(data), torch.tensor(b))
+    assert count["build"] == 1 and count["solve"] == 2   # forward, adjoint
+    for e in range(3):
+        ge = sd.solve(element(A, data[e]), b[e])
+        gA, gbe = ge.vjp(2 * ge.x)
+        np.testing.assert_allclose(gv[e].numpy(), gA.data, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(gb[e].numpy(), gbe, rtol=1e-11, atol=1e-13)
+
+
+def test_jax_vmap_over_data_is_one_host_call(rng, monkeypatch):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    import sparsediff.jax as sdj
+
+    A, data, b = _glue_problem(rng)
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        ind, ptr = jnp.array(A.indices), jnp.array(A.indptr)
+
+        def loss(d, bb):
+            return (sdj.solve((d, ind, ptr), bb) ** 2).sum()
+
+        count = _count_batched(monkeypatch)
+        x = jax.vmap(lambda d, bb: sdj.solve((d, ind, ptr), bb))(
+            jnp.array(data), jnp.array(b))
+        assert count["solve"] == 1
+        gd, gb = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(
+            jnp.array(data), jnp.array(b))
+        assert count["solve"] == 3    # + forward and transposed solve
+        xb = jax.vmap(lambda bb: sdj.solve((jnp.array(data[0]), ind, ptr), bb))(
+            jnp.array(b))
+        assert count["solve"] == 3    # one matrix: a multi-column solve
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    ref = sd.batched_solve(A, data, b)
+    rgd, rgb = ref.vjp(2 * ref.x)
+    np.testing.assert_allclose(np.asarray(x), ref.x, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(gd), rgd, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(gb), rgb, rtol=1e-11, atol=1e-13)
+    for e in range(3):
+        np.testing.assert_allclose(np.asarray(xb[e]),
+                                   sd.solve(element(A, data[0]), b[e]).x, rtol=1e-12)
+
+
+def test_tensorflow_values_batch(rng):
+    tf = pytest.importorskip("tensorflow")
+    import sparsediff.tensorflow as sdtf
+
+    A, data, b = _glue_problem(rng)
+    coo = A.tocoo()
+    idx = np.stack([coo.row, coo.col], axis=1)
+    v, bt = tf.Variable(data), tf.Variable(b)
+    with tf.GradientTape() as tape:
+        x = sdtf.solve((v, idx, A.shape), bt)
+        loss = tf.reduce_sum(x ** 2)
+    gv, gb = tape.gradient(loss, [v, bt])
+    ref = sd.batched_solve(coo, data, b)
+    rgd, rgb = ref.vjp(2 * ref.x)
+    np.testing.assert_allclose(x.numpy(), ref.x, rtol=1e-13)
+    np.testing.assert_allclose(gv.numpy(), rgd, rtol=1e-12)
+    np.testing.assert_allclose(gb.numpy(), rgb, rtol=1e-12)
+    with pytest.raises(NotImplementedError, match="second derivatives of a batched"):
+        with tf.GradientTape() as t2:
+            with tf.GradientTape() as t1:
+                loss = tf.reduce_sum(sdtf.solve((v, idx, A.shape), bt) ** 2)
+            s = tf.reduce_sum(t1.gradient(loss, v))
+        t2.gradient(s, v)
+    with pytest.raises(ValueError, match=r"`b` must have shape \(B, n\)"):
+        sdtf.solve((v, idx, A.shape), bt[:2])

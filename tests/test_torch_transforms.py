@@ -164,13 +164,21 @@ def test_vmap_over_b_is_one_multicolumn_solve(rng, monkeypatch, m):
     _close(xs1.movedim(-1, 0), xs)
 
 
-def test_vmap_over_values_loops_one_system_each(rng, monkeypatch):
+def test_vmap_over_values_is_one_batched_solver(rng, monkeypatch):
+    # one sparsediff.BatchedSolver for the batch (docs/batched.md), no
+    # per-element Solver
+    from sparsediff.batched import _api
+
     p = _problem(rng)
     count = _count_factorizations(monkeypatch)
+    built = []
+    init = _api.BatchedSolver.__init__
+    monkeypatch.setattr(_api.BatchedSolver, "__init__",
+                        lambda self, *a, **k: built.append(1) or init(self, *a, **k))
     vs = p["values"] + 0.1 * torch.tensor(rng.standard_normal((3, p["values"].shape[0])))
     bs = torch.tensor(rng.standard_normal((3, p["n"])))
     xs = vmap(_ours(p), in_dims=(0, None))(vs, p["b"])
-    assert count["n"] == 3
+    assert count["n"] == 0 and len(built) == 1
     _close(xs, vmap(_oracle(p), in_dims=(0, None))(vs, p["b"]))
     xs = vmap(_ours(p))(vs, bs)
     _close(xs, vmap(_oracle(p))(vs, bs))

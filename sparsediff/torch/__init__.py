@@ -21,12 +21,14 @@ torch.sparse_csr
 The solves work under the ``torch.func`` transforms and their compositions
 (``grad``, ``jvp``, ``vjp``, ``vmap``, ``jacrev``, ``jacfwd``, ``hessian``).
 Under ``vmap`` a batch of right-hand sides is one multi-column solve (one
-factorization); a batch of values is, for now, a loop with one factorization
-per element. A sparse CSR ``A`` cannot be read inside ``grad``/``jvp``-based
-transforms (PyTorch does not support it there): pass ``(values, (indptr,
-indices))`` or a COO tensor instead, or use :func:`solve_values`. Under
-``torch.compile`` each solve is an opaque eager call between compiled pieces
-(a graph break), with the same values and gradients.
+factorization); a batch of values is one :class:`sparsediff.BatchedSolver`
+(one ordering, one factorization per element, docs/batched.md), as are
+values of shape ``(B, nnz)`` passed directly. A sparse CSR ``A`` cannot be
+read inside ``grad``/``jvp``-based transforms (PyTorch does not support it
+there): pass ``(values, (indptr, indices))`` or a COO tensor instead, or use
+:func:`solve_values`. Under ``torch.compile`` each solve is an opaque eager
+call between compiled pieces (a graph break), with the same values and
+gradients.
 
 Only CPU tensors are supported in this version (the GPU backend is not
 available yet); CUDA tensors raise ``TypeError``.

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 import torch
 
 from .._api import _solver_for
+from ..batched import BatchedSolver
 
 __all__ = ["solve", "solve_values"]
 
@@ -121,8 +122,10 @@ class _System:
         self.pattern = pattern
         self.options = options
         self.solver = None
-        # under torch.func.vmap over the values: one system per batch element
-        # (built by the batched forward, reused by its derivative solves)
+        # under torch.func.vmap over the values: one batched solver (built by
+        # the batched forward, reused by its derivative solves), or one system
+        # per batch element for options the batched solver does not take
+        self.batched = None
         self.children = None
 
     def build(self, values):
@@ -246,6 +249,12 @@ class _Solve(torch.autograd.Function):
         values = values.movedim(vdim, 0)
         if bdim is not None:
             b = b.movedim(bdim, 0)
+        if _batchable(system.options) and (fresh or system.batched is not None):
+            # one batched solver: one ordering, B factorizations (docs/batched.md)
+            if bdim is None:
+                b = b.expand(size, *b.shape)
+            x = _BatchedSolve.apply(values, b, system, trans, fresh, _Call())
+            return x, 0
         if fresh:
             system.children = [_System(system.pattern, system.options)
                                for _ in range(size)]
@@ -258,6 +267,113 @@ class _Solve(torch.autograd.Function):
                            system.children[i], trans, fresh, _Call())
               for i in range(size)]
         return torch.stack(xs), 0
+
+
+# ---------------------------------------------------------------------------
+# batches of values on one pattern (values of shape (B, nnz))
+# ---------------------------------------------------------------------------
+
+#: Options the batched core solver takes (docs/batched.md); other options
+#: under a batch of values fall back to one system per element.
+_BATCHED_METHODS = ("auto", "direct", "cg", "bicgstab")
+
+
+def _batchable(options):
+    return (options["method"] in _BATCHED_METHODS
+            and options["M"] in (None, "jacobi")
+            and not (options["M"] is not None and options["method"] == "direct"))
+
+
+def _batched_pattern_gradient(pattern, x, lam, trans):
+    """Differentiable ``∂L/∂data`` of every element: (B, nnz)."""
+    rows, cols = pattern.rows_cols()
+    if trans == "N":
+        u, v = lam.index_select(1, rows), x.index_select(1, cols).conj()
+    else:  # "H"
+        u, v = x.index_select(1, rows), lam.index_select(1, cols).conj()
+    prod = u * v
+    if prod.ndim == 3:
+        prod = prod.sum(dim=2)
+    return -prod
+
+
+def _batched_pattern_matvec(pattern, data, x, trans):
+    """``op(D_e) x_e`` for every element, values ``data`` (B, nnz)."""
+    rows, cols = pattern.rows_cols()
+    if trans == "H":
+        rows, cols, data = cols, rows, data.conj()
+    d = data if x.ndim == 2 else data[:, :, None]
+    out = torch.zeros(x.shape, dtype=torch.promote_types(data.dtype, x.dtype))
+    return out.index_add(1, rows, d * x.index_select(1, cols))
+
+
+class _BatchedSolve(torch.autograd.Function):
+    """``x_e = op(A_e)⁻¹ b_e`` for values (B, nnz) on one pattern, with one
+    :class:`sparsediff.BatchedSolver` (one ordering, B factorizations) shared
+    by the forward and every derivative solve."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(values, b, system, trans, fresh, call):
+        if fresh:
+            mat = system.pattern.matrix(np.zeros(system.pattern.nnz))
+            system.batched = BatchedSolver(mat, _numpy(values), **system.options)
+        sol = system.batched.solve(_numpy(b), trans=trans)
+        call.sol = sol
+        return torch.from_numpy(sol.x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values, b, system, trans, fresh, call = inputs
+        ctx.system = system
+        ctx.trans = trans
+        ctx.sol = call.sol
+        ctx.save_for_backward(values, output)
+        ctx.save_for_forward(values, output)
+
+    @staticmethod
+    def backward(ctx, gx):
+        values, x = ctx.saved_tensors
+        need_values, need_b = ctx.needs_input_grad[:2]
+        if not (need_values or need_b):
+            return None, None, None, None, None, None
+        g = None
+        if ctx.sol is not None and not torch.is_grad_enabled():
+            try:
+                g = _numpy(gx)
+            except RuntimeError:
+                g = None
+        if g is None:   # create_graph=True or inside torch.func
+            lam = _BatchedSolve.apply(values, gx, ctx.system, _FLIP[ctx.trans], False,
+                                      _Call())
+            grad_values = (_batched_pattern_gradient(ctx.system.pattern, x, lam,
+                                                     ctx.trans)
+                           if need_values else None)
+            grad_b = lam
+        else:
+            grad_data, grad_b = ctx.sol.vjp(g)
+            grad_values = (torch.from_numpy(grad_data).to(values.dtype)
+                           if need_values else None)
+            grad_b = torch.from_numpy(grad_b)
+        return (grad_values, grad_b if need_b else None, None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, dvalues, db, *_):
+        values, x = ctx.saved_tensors
+        rhs = db
+        if dvalues is not None:
+            prod = _batched_pattern_matvec(ctx.system.pattern, dvalues, x, ctx.trans)
+            rhs = -prod if rhs is None else rhs - prod
+        if rhs is None:
+            return None
+        return _BatchedSolve.apply(values, rhs, ctx.system, ctx.trans, False, _Call())
+
+    @staticmethod
+    def vmap(info, in_dims, values, b, system, trans, fresh, call):
+        raise NotImplementedError(
+            f"`{_FUNC}`: nested torch.func.vmap over batched values is not "
+            f"supported; flatten the batch dimensions into one.")
 
 
 class _Values(torch.autograd.Function):
@@ -370,7 +486,35 @@ def _check_values(values, func):
         )
 
 
+def _run_batched(values, pattern, b, options, func):
+    """Values (B, nnz) on one pattern: one batched solve (docs/batched.md)."""
+    _check_values(values[0] if values.shape[0] else values.new_zeros(
+        values.shape[1:]), func)
+    if values.shape[1] != pattern.nnz:
+        raise ValueError(
+            f"`{func}`: `values` of shape (B, nnz) must have nnz = {pattern.nnz} "
+            f"(one per stored index); got shape {tuple(values.shape)}.")
+    if not isinstance(b, torch.Tensor) or b.ndim not in (2, 3) or (
+            b.shape[0] != values.shape[0] or b.shape[1] != pattern.n):
+        raise ValueError(
+            f"`{func}`: with values of shape (B, nnz) = {tuple(values.shape)}, `b` "
+            f"must have shape (B, n) or (B, n, m) with B = {values.shape[0]}, "
+            f"n = {pattern.n}; got {tuple(getattr(b, 'shape', ()))}.")
+    _check_b(b[0] if b.shape[0] else b.new_zeros(b.shape[1:]), pattern.n,
+             values.dtype, func)
+    if not _batchable(options):
+        raise ValueError(
+            f"`{func}`: values of shape (B, nnz) take method in "
+            f"{_BATCHED_METHODS} and M in (None, 'jacobi'); got method="
+            f"{options['method']!r}, M={options['M']!r}.")
+    system = _System(pattern, options)
+    return _BatchedSolve.apply(values, b, system, "N", True, _Call())
+
+
 def _run(values, pattern, b, options, func):
+    if isinstance(values, torch.Tensor) and values.ndim == 2 and (
+            values.layout == torch.strided):
+        return _run_batched(values, pattern, b, options, func)
     _check_values(values, func)
     if values.shape[0] != pattern.nnz:
         raise ValueError(
@@ -436,8 +580,11 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
 
     ``torch.func`` transforms (``grad``, ``jvp``, ``vmap``, ``jacrev``,
     ``jacfwd``, ``hessian``) apply. ``vmap`` over ``b`` is one multi-column
-    solve; ``vmap`` over the values loops, one factorization per batch
-    element (until batched systems exist). A sparse CSR ``A`` cannot be read
+    solve; ``vmap`` over the values is one :class:`sparsediff.BatchedSolver`
+    (one ordering, one factorization per element; docs/batched.md) for the
+    methods it takes, else a loop of systems. Values of shape ``(B, nnz)``
+    with ``b`` of shape ``(B, n)`` or ``(B, n, m)`` (tuple form or
+    :func:`solve_values`) are the same batched solve. A sparse CSR ``A`` cannot be read
     inside ``grad``/``jvp``-based transforms (``TypeError``; pass the tuple
     form or a COO tensor). Under ``torch.compile`` the solve is an opaque
     eager call (a graph break).
@@ -541,9 +688,11 @@ def solve_values(values, b, *, indptr=None, indices=None, row=None, col=None,
 
     Parameters
     ----------
-    values : torch.Tensor, shape (nnz,)
-        Stored values in the pattern's entry order.
-    b : torch.Tensor, shape (n,) or (n, m)
+    values : torch.Tensor, shape (nnz,) or (B, nnz)
+        Stored values in the pattern's entry order; a 2-D tensor is a batch
+        of B matrices on the pattern, solved by one
+        :class:`sparsediff.BatchedSolver` (docs/batched.md).
+    b : torch.Tensor, shape (n,) or (n, m); (B, n) or (B, n, m) for a batch
         Right-hand side(s), the dtype of ``values``.
     indptr, indices : integer tensors or arrays, optional
         A CSR pattern (``len(indptr) = n + 1``). Unsorted columns and
