@@ -386,9 +386,9 @@ def run_engines(problems, emit, skip=()):
             if isinstance(t, str):
                 emit(f"| {desc} | {n} | {label} | – | – | – | – | ({t}) |")
                 continue
-            ratio = sum(t[:3]) / best
+            ratio = f"{sum(t[:3]) / best:.2f}" if np.isfinite(best) else "–"
             emit(f"| {desc} | {n} | {label} | {1e3 * t[0]:.0f} | {1e3 * t[1]:.1f} "
-                 f"| {1e3 * t[2]:.1f} | {1e3 * t[3]:.0f} | {ratio:.2f} |")
+                 f"| {1e3 * t[2]:.1f} | {1e3 * t[3]:.0f} | {ratio} |")
 
 
 # ---------------------------------------------------------------- report
