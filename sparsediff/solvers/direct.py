@@ -229,7 +229,7 @@ class DirectEngine:
                 f"Use an iterative method.")
         self.requested = library
         self.fallback = None
-        self.library = self._choose(library, analysis)
+        self.library = self._choose(library)
         # ‖A‖₁ (largest column sum) and ‖A‖∞ = ‖Aᵀ‖₁ (largest row sum), for the
         # condition estimate of N and of T/H solves
         absdata = np.abs(mat.data)
@@ -257,7 +257,7 @@ class DirectEngine:
         self.singular = False
         self._factor(self.dtype)
 
-    def _choose(self, library, analysis):
+    def _choose(self, library):
         """The library for this matrix (see the class)."""
         mat, func = self.mat, self.func
         if library == "superlu":
