@@ -463,3 +463,17 @@ def test_auto_spd_past_the_threshold_by_dimension(monkeypatch, rng):
         b = rng.standard_normal(900)
         np.testing.assert_allclose(s.solve(b).x, np.linalg.solve(A2.toarray(), b),
                                    rtol=1e-10)
+
+
+@pytest.mark.parametrize("hide", [False, True], ids=["installed", "hidden"])
+def test_auto_spd_3d_goes_iterative_earlier(monkeypatch, hide):
+    """3-D SPD graphs leave the direct solver past AUTO_SUPERLU_MAX_N_3D = 1,000
+    unknowns with SuperLU, past AUTO_CHOLMOD_MAX_N_3D with CHOLMOD; 2-D ones
+    of the same size stay direct."""
+    if hide:
+        monkeypatch.setattr(libs, "_MODULES", False)
+    cholmod = "cholmod" in NUMBA.direct_libraries()
+    A3, A2 = _grid(12, 3), _grid(42, 2)           # n = 1,728 and 1,764
+    assert sd.Solver(A2).method == "direct"
+    assert sd.Solver(A3, rtol=1e-10).method == ("direct" if cholmod else "cg+amg")
+    assert sd.Solver(_grid(5, 3)).method == "direct"   # n = 125

@@ -83,13 +83,15 @@ def make_engine(method, mat, M=None, *, func):
     ``method="auto"`` picks, without a preconditioner given:
 
     * Hermitian with a positive diagonal (the SPD heuristic): ``"direct"``
-      up to ``AUTO_DIRECT_MAX_N_SPD`` = 20,000 unknowns, and, with CHOLMOD
-      installed (``sparsediff[direct]``), for an exactly Hermitian matrix
-      whose graph looks two-dimensional up to
-      ``direct.AUTO_CHOLMOD_MAX_N_2D`` = 300,000 (docs/direct.md: CHOLMOD
-      beats CG + AMG on 2-D Poisson at 262,144 unknowns, 2.5 s against 3.0 s,
-      and loses on 3-D Poisson from about 30,000, 1.4 s against 0.4 s at
-      32³); then ``"cg"`` with ``M="amg"``;
+      if its graph looks two-dimensional (``direct.graph_dimension``) up to
+      ``AUTO_DIRECT_MAX_N_SPD`` = 20,000 unknowns, and, with CHOLMOD
+      installed (``sparsediff[direct]``) and the matrix exactly Hermitian, up
+      to ``direct.AUTO_CHOLMOD_MAX_N_2D`` = 300,000; other (3-D) graphs only
+      up to ``direct.AUTO_CHOLMOD_MAX_N_3D`` = 12,000 (CHOLMOD) or
+      ``direct.AUTO_SUPERLU_MAX_N_3D`` = 1,000 (SuperLU); then ``"cg"`` with
+      ``M="amg"`` (docs/direct.md: CHOLMOD beats CG + AMG on 2-D Poisson at
+      262,144 unknowns, 2.5 s against 3.0 s; on 3-D Poisson CG + AMG wins
+      from about 10,000 unknowns against CHOLMOD, 1,000 against SuperLU);
     * anything else: ``"direct"`` up to ``AUTO_DIRECT_MAX_N`` = 1,000,000
       unknowns, then ``"minres"`` without preconditioner for a Hermitian
       matrix (the Jacobi preconditioner ``D⁻¹`` is not positive definite for
@@ -178,13 +180,14 @@ def update_engine(engine, method, mat, M=None, *, func="Solver.update"):
 def _auto_class(mat, M):
     """The engine class ``method="auto"`` picks for ``mat`` and ``M``."""
     n = mat.shape[0]
-    if M is None and n <= AUTO_DIRECT_MAX_N_SPD:
+    if M is None and n <= min(AUTO_DIRECT_MAX_N_SPD, direct.AUTO_SUPERLU_MAX_N_3D):
         return DirectEngine
     hermitian = is_hermitian(mat)
     spd = hermitian and bool((diagonal(mat).real > 0).all())
     if M is None:
         if spd:
-            return DirectEngine if direct.prefer_cholmod(mat) else CGEngine
+            return (DirectEngine if direct.spd_prefers_direct(mat, AUTO_DIRECT_MAX_N_SPD)
+                    else CGEngine)
         if n <= AUTO_DIRECT_MAX_N:
             return DirectEngine
         return MINRESEngine if hermitian else GMRESEngine

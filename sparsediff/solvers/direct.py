@@ -43,8 +43,9 @@ from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
 from ._conditioning import SINGULAR_BOUND, inverse_norm1
 
-__all__ = ["AUTO_CHOLMOD_MAX_N_2D", "LIBRARIES", "LIBRARY_MIN_N", "DirectEngine",
-           "graph_dimension", "prefer_cholmod"]
+__all__ = ["AUTO_CHOLMOD_MAX_N_2D", "AUTO_CHOLMOD_MAX_N_3D", "AUTO_SUPERLU_MAX_N_3D",
+           "LIBRARIES", "LIBRARY_MIN_N", "DirectEngine", "graph_dimension",
+           "spd_prefers_direct"]
 
 #: ``library=`` values of ``method=("direct", {"library": ...})``
 LIBRARIES = ("auto", "superlu", "cholmod", "umfpack")
@@ -84,6 +85,15 @@ def hermitian_positive_diagonal(mat):
 #: this many unknowns, instead of CG + AMG (measured in docs/direct.md)
 AUTO_CHOLMOD_MAX_N_2D = 300_000
 
+#: ``method="auto"`` solves a matrix of the SPD heuristic whose graph does not
+#: look two-dimensional by CG + AMG past this many unknowns: with CHOLMOD
+#: (3-D Poisson: CHOLMOD ahead at 4,096, about even from 8,000 to 13,824,
+#: 3.5× behind at 32,768) ...
+AUTO_CHOLMOD_MAX_N_3D = 12_000
+#: ... and with SuperLU (3-D Poisson: even at 1,000, 2.5× behind at 1,728,
+#: 10× at 8,000)
+AUTO_SUPERLU_MAX_N_3D = 1_000
+
 #: graphs below this estimated dimension count as two-dimensional
 AUTO_CHOLMOD_2D_DIMENSION = 2.0
 
@@ -107,14 +117,25 @@ def graph_dimension(mat):
     return float(np.log(max(n, 2)) / np.log(max(ecc, 2.0)))
 
 
-def prefer_cholmod(mat):
-    """Whether ``method="auto"`` should factorize this SPD-looking matrix with
-    CHOLMOD although it is past ``AUTO_DIRECT_MAX_N_SPD`` (see the constants)."""
+def spd_prefers_direct(mat, max_n):
+    """For a matrix of the SPD heuristic, whether ``method="auto"`` should
+    factorize it (else CG + AMG); ``max_n`` is ``AUTO_DIRECT_MAX_N_SPD``.
+
+    Direct up to ``max_n`` unknowns for graphs that look two-dimensional, and
+    with CHOLMOD (exactly Hermitian, positive diagonal, installed) up to
+    ``AUTO_CHOLMOD_MAX_N_2D``; other graphs (3-D) only up to
+    ``AUTO_CHOLMOD_MAX_N_3D`` (CHOLMOD) or ``AUTO_SUPERLU_MAX_N_3D``.
+    """
     n = mat.shape[0]
-    return bool(LIBRARY_MIN_N <= n <= AUTO_CHOLMOD_MAX_N_2D
-                and "cholmod" in mat.backend.direct_libraries()
-                and hermitian_positive_diagonal(mat)
-                and graph_dimension(mat) < AUTO_CHOLMOD_2D_DIMENSION)
+    cholmod = bool(n >= LIBRARY_MIN_N
+                   and "cholmod" in mat.backend.direct_libraries()
+                   and hermitian_positive_diagonal(mat))
+    limit_3d = AUTO_CHOLMOD_MAX_N_3D if cholmod else AUTO_SUPERLU_MAX_N_3D
+    if n <= min(limit_3d, max_n):
+        return True
+    if graph_dimension(mat) >= AUTO_CHOLMOD_2D_DIMENSION:
+        return False
+    return n <= max_n or (cholmod and n <= AUTO_CHOLMOD_MAX_N_2D)
 
 
 class _SuperLUFactor:
