@@ -26,7 +26,8 @@ NUMBER = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
 TESTED = {
     "compare_gradients", "gmrf_logdet", "implicit_vs_unrolled", "inverse_diffusion",
     "jax_inverse_problem", "learn_chebyshev", "learn_jacobi_damping",
-    "learned_preconditioner", "neural_ode_solve", "torch_inverse_problem",
+    "learned_preconditioner", "neural_directions", "neural_ode_solve",
+    "torch_inverse_problem",
     "unrolled_cg",
 }
 
@@ -173,6 +174,18 @@ def test_learned_preconditioner(tmp_path):
     (untrained,) = numbers(rf"^  Woodbury, untrained +({NUMBER})", out)
     (trained,) = numbers(rf"^  Woodbury, trained +({NUMBER})", out)
     assert trained < 0.9 * min(plain, untrained)
+
+
+@pytest.mark.torch
+def test_neural_directions(tmp_path):
+    pytest.importorskip("torch")
+    out = run_figure_example("neural_directions", tmp_path)
+    before, after = numbers(rf"^trained: 4 steps in .* loss ({NUMBER}) -> ({NUMBER})$", out)
+    assert after < before - 0.3
+    cg, jacobi, amg, gnn, plain = numbers(
+        r"^held-out 24² diffusion, iterations to rtol 1e-08: CG (\d+), CG \+ Jacobi (\d+), "
+        r"CG \+ AMG (\d+), FCG \+ GNN (\d+), line search only (\d+)", out)
+    assert gnn < 0.8 * jacobi < cg and amg < gnn < plain   # beats Jacobi, not AMG
 
 
 @pytest.mark.torch

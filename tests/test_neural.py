@@ -190,12 +190,30 @@ class TestScaleInvariance:
         assert i1.iterations == i2.iterations
         np.testing.assert_allclose(x2, x1, rtol=1e-7)
 
+    def test_direction_is_a_symmetric_positive_definite_operator(self, rng):
+        # for a fixed A, z = M⁻¹ r with M⁻¹ SPD for any parameters (dense oracle)
+        A0, values = diffusion_family(4, 1, seed=4)
+        pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
+        v = torch.tensor(values[0])
+        net = random_net(seed=6, scale=2.0)
+        ctx = net.context(v, pattern)
+        eye = torch.eye(16, dtype=torch.float64)
+        zero = torch.zeros(16, dtype=torch.float64)
+        with torch.no_grad():
+            # columns scaled by 1/rms so that each is the linear map itself
+            Minv = torch.stack([net.apply(ctx, zero, e, e) for e in eye], dim=1)
+        Minv = Minv.numpy()
+        assert np.abs(Minv - Minv.T).max() <= 1e-12 * np.abs(Minv).max()
+        eig = np.linalg.eigvalsh(Minv)
+        assert eig.min() > 0
+        assert np.abs(Minv - np.diag(np.diag(Minv))).max() > 1e-3 * eig.max()  # not diagonal
+
     def test_untrained_default_is_jacobi(self, rng):
         A0, values = diffusion_family(6, 1)
         pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
         v = torch.tensor(values[0])
         r = torch.tensor(rng.standard_normal(36))
-        z = DirectionNet(4, 2)(v, pattern, torch.zeros(36, dtype=torch.float64), r, r)
+        z = DirectionNet(4, 2, init_scale=0.0)(v, pattern, torch.zeros(36, dtype=torch.float64), r, r)
         np.testing.assert_allclose(z.detach().numpy(), r.numpy() / A0.diagonal(),
                                    rtol=1e-12)
 
@@ -276,16 +294,16 @@ class TestGradients:
         xs = torch.ones(2, 9, dtype=torch.float64)
         bb = csr_matvec(values, pattern, xs)
         out = neural_cg_loss(net, (values, pattern), bb, 3, loss="energy", x_star=xs)
-        (gw,) = torch.autograd.grad(out, [net.w_out])
-        for i in range(net.w_out.numel()):
+        (gw,) = torch.autograd.grad(out, [net.w_in])
+        for i in range(net.w_in.numel()):
             with torch.no_grad():
-                old = net.w_out[i].item()
+                old = net.w_in[i].item()
                 vals = []
                 for step in (1e-6, -1e-6):
-                    net.w_out[i] = old + step
+                    net.w_in[i] = old + step
                     vals.append(neural_cg_loss(net, (values, pattern), bb, 3,
                                                loss="energy", x_star=xs).item())
-                net.w_out[i] = old
+                net.w_in[i] = old
             assert gw[i].item() == pytest.approx((vals[0] - vals[1]) / 2e-6,
                                                  rel=1e-5, abs=1e-8)
 
@@ -296,7 +314,7 @@ class TestGradients:
             net = random_net(hidden=3, layers=2, seed=13, scale=0.5)
             value = neural_cg_loss(net, (values, pattern), b, 5, mode=mode,
                                    truncate=trunc, backward=True)
-            grads[mode, trunc] = (value, net.w_out.grad.clone())
+            grads[mode, trunc] = (value, net.w_in.grad.clone())
         v0, g0 = grads["unrolled", 5]
         v1, g1 = grads["truncated", 5]
         v2, g2 = grads["truncated", 2]

@@ -162,7 +162,7 @@ def _start(A, b, x0):
 
 
 def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
-              truncation=4, guard=GUARD, callback=None):
+              truncation=1, guard=GUARD, callback=None):
     """Flexible CG with a graph network as nonlinear preconditioner (SPD ``A``).
 
     Parameters
@@ -179,7 +179,8 @@ def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
         Default ``10·n``.
     truncation : int
         Each direction is A-orthogonalized against the last ``truncation``
-        ones (FCG(m); 1 is Notay's default, more helps a very nonlinear net).
+        ones (FCG(m); 1, Notay's default, is PCG for the shipped network,
+        which is a linear SPD preconditioner; more helps a nonlinear one).
     guard : float
         Smallest accepted Jacobi-scaled cosine between ``r`` and ``z``; a
         direction below it (or not finite) is replaced by ``D⁻¹ r``.
@@ -432,7 +433,7 @@ def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=N
 # ------------------------------------------------------------------ training
 
 
-def _fcg_unrolled(net, ctx, matvec, b, k, *, x=None, r=None, P=(), Q=(), truncation=4):
+def _fcg_unrolled(net, ctx, matvec, b, k, *, x=None, r=None, P=(), Q=(), truncation=1):
     """``k`` differentiable FCG steps from ``(x, r, P, Q)``; returns the new state."""
     if x is None:
         x, r = torch.zeros_like(b), b
@@ -466,7 +467,7 @@ def _measure(loss, values, pattern, b, x, x_star):
 
 
 def neural_cg_loss(net, A, b, k, *, loss="residual", x_star=None, mode="unrolled",
-                   truncate=5, truncation=4, backward=False, weight=1.0):
+                   truncate=5, truncation=1, backward=False, weight=1.0):
     """The loss after ``k`` flexible-CG steps driven by ``net``, differentiably.
 
     Parameters
@@ -539,7 +540,7 @@ def neural_cg_loss(net, A, b, k, *, loss="residual", x_star=None, mode="unrolled
 
 
 def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrolled",
-                        truncate=5, loss="residual", truncation=4, generator=None,
+                        truncate=5, loss="residual", truncation=1, generator=None,
                         time_budget=None, callback=None):
     """Fit a :class:`DirectionNet` by Adam on the loss after ``k`` FCG steps.
 
