@@ -206,14 +206,16 @@ class TestScaleInvariance:
         assert np.abs(Minv - Minv.T).max() <= 1e-12 * np.abs(Minv).max()
         eig = np.linalg.eigvalsh(Minv)
         assert eig.min() > 0
-        assert np.abs(Minv - np.diag(np.diag(Minv))).max() > 1e-3 * eig.max()  # not diagonal
+        off_diagonal = Minv - np.diag(np.diag(Minv))
+        assert np.abs(off_diagonal).max() > 1e-3 * eig.max()     # not just Jacobi
 
     def test_untrained_default_is_jacobi(self, rng):
         A0, values = diffusion_family(6, 1)
         pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
         v = torch.tensor(values[0])
         r = torch.tensor(rng.standard_normal(36))
-        z = DirectionNet(4, 2, init_scale=0.0)(v, pattern, torch.zeros(36, dtype=torch.float64), r, r)
+        zero = torch.zeros(36, dtype=torch.float64)
+        z = DirectionNet(4, 2, init_scale=0.0)(v, pattern, zero, r, r)
         np.testing.assert_allclose(z.detach().numpy(), r.numpy() / A0.diagonal(),
                                    rtol=1e-12)
 
@@ -251,6 +253,13 @@ class TestLineSearch:
         assert not plain.converged and plain.reason in ("maxiter", "breakdown")
         _, flex = neural_cg(A, b, OrthogonalNet(4, 1))
         assert flex.converged
+
+    def test_plain_form_reports_a_nan_direction_as_breakdown(self, rng):
+        A = diffusion(6)
+        b = rng.standard_normal(36)
+        x, info = line_search_solve(A, b, NaNNet(4, 1))
+        assert info.reason == "breakdown" and not info.converged
+        assert np.isfinite(x).all() and info.iterations == 0
 
 
 # ------------------------------------------------------------------ gradients
@@ -343,10 +352,10 @@ def test_training_reduces_the_loss_on_a_fixed_family():
         return out / len(problems)
 
     before = total()
-    history = train_direction_net(net, problems, 6, num_steps=25, lr=2e-2, loss="energy")
+    history = train_direction_net(net, problems, 6, num_steps=10, lr=3e-2, loss="energy")
     after = total()
-    assert len(history) == 25 and history[0][1] == pytest.approx(before, rel=1e-10)
-    assert after < before - 0.3, (before, after)
+    assert len(history) == 10 and history[0][1] == pytest.approx(before, rel=1e-10)
+    assert after < before - 1.0, (before, after)      # measured: -2.27 -> -6.6
 
 
 # ------------------------------------------------------------------ bad input
@@ -378,6 +387,9 @@ class TestBadInput:
         with pytest.raises(ValueError, match=r"`neural_cg`: `b` must have shape \(n,\) "
                                              r"with n = 16; got \(15,\)"):
             neural_cg(A, np.ones(15))
+        with pytest.raises(TypeError, match=r"`neural_cg`: `b` must be real; got dtype "
+                                            r"complex128"):
+            neural_cg(A, np.ones(16) * 1j)
         with pytest.raises(TypeError, match=r"`neural_cg`: `A` must be a scipy.sparse"):
             neural_cg(A.toarray(), np.ones(16))
         with pytest.raises(TypeError, match=r"`neural_gmres`: `net` must be a Direction"):

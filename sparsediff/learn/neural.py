@@ -1,12 +1,15 @@
 """Neural acceleration: network-proposed directions inside flexible Krylov methods.
 
-A :class:`DirectionNet` reads ``(A, x, r, b)`` on the sparsity graph of ``A``
-and proposes a direction ``z ≈ A⁻¹ r``. Three solvers use it:
+A :class:`DirectionNet` is called with ``(A, x, r, b)`` on the sparsity graph
+of ``A`` and proposes a direction ``z ≈ A⁻¹ r``. Three solvers use it:
 
 * :func:`neural_cg` — flexible CG (Notay's FCG with truncated
   A-orthogonalization) for symmetric positive definite ``A``; the network is a
-  nonlinear preconditioner, and each step is an exact line search along a
-  direction A-orthogonal to the last ``truncation`` ones;
+  preconditioner that may be nonlinear and may change from one iteration to
+  the next (a subclass may read ``x`` and ``b``), and each step is an exact
+  line search along a direction A-orthogonal to the last ``truncation`` ones.
+  The shipped architecture is linear in ``r`` and SPD for a given ``A``, so
+  that FCG(1) is preconditioned CG (see ``sparsediff/learn/_gnn.py`` for why);
 * :func:`neural_gmres` — flexible GMRES (Saad's FGMRES, restarted) otherwise;
 * :func:`line_search_solve` — the plain form: ``x ← x + α z`` with the exact
   line search ``α = rᵀz / zᵀAz`` and nothing else (a baseline with no
@@ -72,7 +75,9 @@ def _check_system(A, b, func, *, spd, x0=None):
         raise ValueError(f"`{func}`: `A` must have finite entries; got "
                          f"{int((~np.isfinite(A.data)).sum())} NaN or infinite values.")
     n = A.shape[0]
-    b = np.array(b, dtype=np.float64, copy=True) if np.ndim(b) else np.asarray(b)
+    if np.iscomplexobj(b):
+        raise TypeError(f"`{func}`: `b` must be real; got dtype {np.asarray(b).dtype}.")
+    b = np.array(b, dtype=np.float64, copy=True)
     if b.shape != (n,):
         raise ValueError(f"`{func}`: `b` must have shape (n,) with n = {n}; "
                          f"got {np.shape(b)}.")
@@ -136,6 +141,8 @@ class _Proposer:
             z = self.net.apply(self.ctx, torch.from_numpy(x), rt, torch.from_numpy(b))
         _check_direction(z, rt, self.func)
         z = z.numpy()
+        if self.guard is None:                     # the plain form: no guard
+            return z
         # the guard: a finite direction with a Jacobi-scaled cosine >= guard
         num = abs(r @ z)
         den = np.linalg.norm(r / np.sqrt(self.d)) * np.linalg.norm(z * np.sqrt(self.d))
@@ -398,8 +405,7 @@ def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=N
     method = "linesearch+gnn" if net is not None else "linesearch+jacobi"
     bnorm = np.linalg.norm(b)
     tol = max(rtol * bnorm, atol)
-    prop = _Proposer(net, A, func, guard=0.0)
-    prop.guard = -np.inf                           # no guard: the plain form
+    prop = _Proposer(net, A, func, guard=None)
     x, r = _start(A, b, x0)
     rnorm = np.linalg.norm(r)
     history = [rnorm]
@@ -414,7 +420,8 @@ def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=N
         z = prop(x, r, b)
         Az = A @ z
         zAz = z @ Az
-        alpha = (r @ z) / zAz if zAz != 0 else np.nan
+        with np.errstate(all="ignore"):
+            alpha = (r @ z) / zAz if zAz != 0 else np.nan
         if not np.isfinite(alpha):
             reason = "breakdown"
             break
