@@ -172,6 +172,8 @@ def table(args):
           "noise of the bias |")
     print("|---|---|---|---|---|---|")
     for name, A in problems(m).items():
+        if args.problems and not any(name.startswith(p) for p in args.problems):
+            continue
         n = A.shape[0]
         b = rng.standard_normal(n)
         g = compare_gradients(A, b, methods=("implicit",), symmetric=False,
@@ -219,6 +221,8 @@ def main():
                    help="most probes for CG + AMG (each probe is a CG solve)")
     p.add_argument("--seeds", type=int, default=100)
     p.add_argument("--table-m", type=int, default=24)
+    p.add_argument("--problems", nargs="*", default=None,
+                   help="table rows for these problems only (name prefixes)")
     args = p.parse_args()
     (table if args.part == "table" else scaling)(args)
 
