@@ -32,7 +32,7 @@ KERNEL_IMPORTERS = ("backend/", "kernels/")
 ALLOWED = {}
 
 FORBIDDEN = ("sparsediff.kernels.numba", "sparsediff.kernels._reference",
-             "sparsediff.kernels.cupy")
+             "sparsediff.kernels.cupy", "sparsediff.kernels.cuda")
 
 
 def _modules():
@@ -118,7 +118,7 @@ def test_no_direct_kernel_imports_below_the_public_layer(path):
 @pytest.mark.parametrize("path", _modules(), ids=_rel)
 def test_only_kernel_modules_import_numba(path):
     rel = _rel(path)
-    if rel.startswith("kernels/numba/"):
+    if rel.startswith(("kernels/numba/", "kernels/cuda/")):
         return
     found = [n for n in imported_modules(path) if n == "numba" or n.startswith("numba.")]
     assert not found, f"{rel} imports {found}: compiled code belongs in kernels/"

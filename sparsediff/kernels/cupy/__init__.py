@@ -1,1 +1,0 @@
-"""GPU kernels (CuPy). Not yet implemented: see the GPU backend issue."""
