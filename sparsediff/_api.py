@@ -41,6 +41,14 @@ class _State:
     a_dtype: np.dtype
 
 
+def _check_backend(backend, other, func):
+    """Refuse arguments of another backend than the solver's matrix."""
+    if other is not backend:
+        raise TypeError(
+            f"`{func}`: `A` is on the {backend.name} backend but `b`/`x0` are on "
+            f"the {other.name} backend; move them to one place.")
+
+
 def _solver_for(A, func, **options):
     """A :class:`Solver` for a matrix built by a glue module; ``func`` names
     that module's entry point in messages."""
@@ -251,8 +259,9 @@ class Solver:
         array([1., 1.])
         """
         func = "Solver.solve"
-        get_backend(b, x0, func=func)
-        rhs = as_rhs(b, self.shape[0], func, "b")
+        backend = self._state.mat.backend
+        _check_backend(backend, get_backend(b, x0, func=func), func)
+        rhs = as_rhs(b, self.shape[0], func, "b", backend)
         return self._solve(rhs, x0=x0, trans=trans, callback=callback, func=func)
 
     def _solve(self, rhs, *, x0, trans, callback, func):
@@ -267,7 +276,7 @@ class Solver:
         b2 = b2.astype(dtype, copy=False)
         x02 = None
         if x0 is not None:
-            x02, x0_dtype, x0_1d, x0_finite = as_rhs(x0, n, func, "x0")
+            x02, x0_dtype, x0_1d, x0_finite = as_rhs(x0, n, func, "x0", mat.backend)
             if x02.shape != b2.shape or x0_1d != is_1d:
                 raise ValueError(
                     f"`{func}`: `x0` must have the shape of `b`, "
@@ -284,7 +293,8 @@ class Solver:
         if engine is None or not finite:
             x2 = np.full_like(b2, np.nan)
             info = make_info(np.zeros(m, bool), np.zeros(m), np.full(m, np.nan),
-                             column_norms(b2), self.method, ["nonfinite"], is_1d,
+                             mat.backend.to_host(column_norms(b2)), self.method,
+                             ["nonfinite"], is_1d,
                              trans)
         else:
             x2, info = engine.solve(b2, x0=x02, trans=trans, callback=callback,
@@ -385,7 +395,7 @@ def solve(A, b, *, method="auto", M=None, x0=None, rtol=1e-8, atol=0.0,
     check_on_failure(on_failure, func)
     check_callback(callback, func)
     mat = as_matrix(A, func, "A", backend=backend)
-    rhs = as_rhs(b, mat.shape[0], func, "b")
+    rhs = as_rhs(b, mat.shape[0], func, "b", backend)
     # factorize once, in the precision the right-hand side needs (a real
     # matrix stays real for a complex b: its parts are solved separately)
     a_dtype = mat.dtype
@@ -452,7 +462,7 @@ def sparse_outer(A, u, v, alpha=1.0):
     func = "sparsediff.sparse_outer"
     backend = get_backend(A, u, v, func=func)
     mat = as_matrix(A, func, "A", square=False, backend=backend)
-    u, v = as_vector_pair(u, v, mat.shape, func)
+    u, v = as_vector_pair(u, v, mat.shape, func, backend)
     if (np.ndim(alpha) != 0 or isinstance(alpha, (bool, np.bool_))
             or not isinstance(alpha, (numbers.Number, np.generic))
             or np.asarray(alpha).dtype.kind not in "iufc"):

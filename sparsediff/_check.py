@@ -336,8 +336,9 @@ def poisson2d(n, dtype=np.float64):
 def bench(sizes=(64, 128, 256), repeat=5, out=None):
     """Time sparsediff's forward and gradient against SciPy ``spsolve`` twice.
 
-    sparsediff runs with ``method="auto"`` (SuperLU up to 30,000 unknowns on
-    these SPD problems, CG + AMG above); each row names the method used. The
+    sparsediff runs with ``method="auto"`` (a direct solve on the smaller of
+    these SPD problems, CG + AMG above: docs/direct.md); each row names the
+    method used. The
     gradient is timed cold: a new solve and a new random cotangent each repeat.
     The full comparison with JAX and torchsparsegradutils lives in
     ``benchmarks/bench_direct.py`` of the source tree.

@@ -254,9 +254,14 @@ class MatrixInput:
         return values[self._perm]
 
     def check_caller_data(self, data, func, name):
-        """Validate a length-``nnz_caller`` array of entry values (caller order)."""
-        if sp.issparse(data):
-            other = as_matrix(data, func, name, square=False)
+        """Validate a length-``nnz_caller`` array of entry values (caller order).
+
+        Returns ``(values, finite)``: canonical values on the matrix's backend.
+        """
+        backend = self.backend
+        if backend.issparse(data):
+            host = backend.matrix_to_host(data, func, name)
+            other = as_matrix(host, func, name, square=False)
             if other.shape != self.shape or other.nnz != self.nnz or not (
                 np.array_equal(other.indptr, self.indptr)
                 and np.array_equal(other.indices, self.indices)
@@ -264,8 +269,8 @@ class MatrixInput:
                 raise ValueError(
                     f"`{func}`: `{name}` must have the sparsity structure of `A`."
                 )
-            return other.data, other.finite
-        data = _as_array(data, func, name)
+            return backend.from_host(other.data), other.finite
+        data = backend.array(data, func, name)
         if self._layout["kind"] == "dense" and data.shape == self.shape:
             data = data.reshape(-1)  # a dense A takes a dense tangent/update
         if data.ndim != 1 or data.shape[0] != self.nnz_caller:
@@ -331,6 +336,10 @@ def as_matrix(A, func, name="A", square=True, backend=None):
     ValueError
         Wrong shape, corrupt structure.
     """
+    if backend is not None and backend.device:
+        # validated on the host, then moved to the device once (backends.md)
+        host = backend.matrix_to_host(A, func, name)
+        return backend.adopt(_as_matrix(host, func, name, square), A)
     mat = _as_matrix(A, func, name, square)
     if backend is not None:
         mat.backend = backend
@@ -377,31 +386,19 @@ def _finish(shape, indptr, indices, data, perm, order, starts, layout, nnz, name
 
 
 def _as_array(b, func, name):
-    if sp.issparse(b):
-        raise TypeError(
-            f"`{func}`: `{name}` must be a dense array; got a sparse "
-            f"{type(b).__name__}."
-        )
-    mod = type(b).__module__.split(".")[0]
-    if mod in ("cupy", "cupyx", "torch", "jax", "jaxlib", "tensorflow"):
-        raise TypeError(
-            f"`{func}`: `{name}` must be a NumPy array here (the other arguments "
-            f"are NumPy/SciPy); got {type(b).__module__}.{type(b).__name__}."
-        )
-    try:
-        arr = np.asarray(b)
-    except Exception as exc:  # noqa: BLE001 - re-raised with context
-        raise TypeError(f"`{func}`: `{name}` is not array-like: {exc}") from exc
-    return arr
+    """A host argument as a NumPy array (``Backend.array`` of the CPU)."""
+    return NUMBA.array(b, func, name)
 
 
-def as_rhs(b, n, func, name="b"):
+def as_rhs(b, n, func, name="b", backend=None):
     """Validate a right-hand side of shape ``(n,)`` or ``(n, m)``.
 
     Returns ``(b2, dtype, is_1d, finite)`` where ``b2`` is a private, C-ordered
-    2-D ``(n, m)`` copy in the checked floating dtype.
+    2-D ``(n, m)`` copy in the checked floating dtype, an array of ``backend``
+    (default: the CPU's).
     """
-    arr = _as_array(b, func, name)
+    backend = NUMBA if backend is None else backend
+    arr = backend.array(b, func, name)
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise ValueError(
             f"`{func}`: `{name}` must have shape (n,) or (n, m) with n = {n}; "
@@ -409,17 +406,18 @@ def as_rhs(b, n, func, name="b"):
         )
     dtype = data_dtype(arr.dtype, func, name)
     is_1d = arr.ndim == 1
-    b2 = np.array(arr.reshape(n, 1) if is_1d else arr, dtype=dtype, order="C",
-                  copy=True)
-    finite = bool(np.isfinite(b2).all())
+    b2 = backend.xp.array(arr.reshape(n, 1) if is_1d else arr, dtype=dtype,
+                          order="C", copy=True)
+    finite = bool(backend.xp.isfinite(b2).all())
     return b2, dtype, is_1d, finite
 
 
-def as_vector_pair(u, v, shape, func):
+def as_vector_pair(u, v, shape, func, backend=None):
     """Validate ``u`` (rows of A) and ``v`` (columns) for :func:`sparse_outer`."""
+    backend = NUMBA if backend is None else backend
     out = []
     for arr, n, name in ((u, shape[0], "u"), (v, shape[1], "v")):
-        arr = _as_array(arr, func, name)
+        arr = backend.array(arr, func, name)
         if arr.ndim not in (1, 2) or arr.shape[0] != n:
             raise ValueError(
                 f"`{func}`: `{name}` must have shape ({n},) or ({n}, m); got {arr.shape}."

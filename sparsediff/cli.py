@@ -65,9 +65,9 @@ def _parser():
     check.add_argument("--directions", type=_positive_int, default=3,
                        help="random finite-difference directions (default 3)")
     check.add_argument("--method", choices=METHODS, default="auto",
-                       help="solver method (default auto: SuperLU, or CG + AMG for "
-                            "SPD matrices above 30,000 unknowns); the report "
-                            "names the method used")
+                       help="solver method (default auto: a direct solve, or CG + "
+                            "AMG for large SPD matrices, see docs/direct.md); the "
+                            "report names the method used")
     check.add_argument("--M", choices=PRECONDITIONERS, default=None, dest="M",
                        help="preconditioner of an iterative method (default none; "
                             "auto picks AMG for large SPD matrices)")

@@ -265,18 +265,76 @@ class _DeviceKernels:
         return kernel
 
 
-class SimulatedDevice(be.ReferenceBackend):
+class _SparseMatrix:
+    """A device sparse matrix (SciPy's constructor conventions, ``get()``)."""
+
+    format = "base"
+
+    def __init__(self, arg, shape):
+        self.shape = tuple(shape)
+        if self.format == "coo":
+            self.data, (self.row, self.col) = arg
+        else:
+            self.data, self.indices, self.indptr = arg
+        for name in ("data", "indices", "indptr", "row", "col"):
+            value = getattr(self, name, None)
+            if value is not None and not isinstance(value, DeviceArray):
+                raise TypeError(f"simulated device: a {self.format} matrix's {name} "
+                                f"must be a device array")
+
+    dtype = property(lambda self: self.data.dtype)
+    nnz = property(lambda self: self.data.shape[0])
+
+    def get(self):
+        """The matrix on the host (a SciPy matrix): a synchronization."""
+        _sync()
+        import scipy.sparse as sp
+
+        data = self.data._a.copy()
+        if self.format == "coo":
+            return sp.coo_matrix((data, (self.row._a.copy(), self.col._a.copy())),
+                                 shape=self.shape)
+        cls = sp.csr_matrix if self.format == "csr" else sp.csc_matrix
+        return cls((data, self.indices._a.copy(), self.indptr._a.copy()),
+                   shape=self.shape)
+
+
+class csr_matrix(_SparseMatrix):  # noqa: N801 - the device library's names
+    format = "csr"
+
+
+class csc_matrix(_SparseMatrix):  # noqa: N801
+    format = "csc"
+
+
+class coo_matrix(_SparseMatrix):  # noqa: N801
+    format = "coo"
+
+
+class _Sparse:
+    """The simulated device's sparse module."""
+
+    csr_matrix, csc_matrix, coo_matrix = csr_matrix, csc_matrix, coo_matrix
+
+    @staticmethod
+    def issparse(x):
+        return isinstance(x, _SparseMatrix)
+
+
+class SimulatedDevice(be.DeviceBackend):
     """A backend of :class:`DeviceArray` (see the module docstring)."""
 
     name = "devicesim"
     check_every = 8
     xp = xp
-    methods = ("cg", "minres", "gmres", "bicgstab")
-    preconditioners = ("jacobi",)
+    sparse = _Sparse()
 
     @functools.cached_property
     def kernels(self):
         return _DeviceKernels(be.REFERENCE.kernels)
+
+    def owns(self, x):
+        return isinstance(x, DeviceArray)
 
     def to_host(self, x):
         if isinstance(x, DeviceArray):
@@ -289,26 +347,29 @@ class SimulatedDevice(be.ReferenceBackend):
             return x
         return DeviceArray(np.array(x, copy=True))
 
-    def is_device(self, x):
-        return isinstance(x, DeviceArray)
-
 
 DEVICE = SimulatedDevice()
 
 
-def on_device(mat):
-    """A validated matrix with its CSR arrays and entry maps on the simulated device.
+# the hook by which ``get_backend`` recognizes the simulated device's objects
+DeviceArray.__sparsediff_backend__ = DEVICE
+_SparseMatrix.__sparsediff_backend__ = DEVICE
 
-    What a device backend's validation produces (the symmetry is measured on
-    the host first, as validation does).
-    """
-    symmetry = mat.symmetry  # measured on the host, where it was validated
-    out = mat.with_data(mat.data)
-    out._symmetry = symmetry
-    out.backend = DEVICE
-    for name in ("data", "indices", "indptr", "_perm", "_order", "_starts"):
-        value = getattr(mat, name)
-        if value is not None:  # the caller-order maps too (None: identity)
-            setattr(out, name, DEVICE.from_host(value))
-    return out
+
+def on_device(mat):
+    """A validated host matrix moved to the simulated device (``adopt``)."""
+    return DEVICE.adopt(mat, None)
+
+
+def to_device(A):
+    """A SciPy matrix (or dense array) as the simulated device's object."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(A):
+        return DEVICE.from_host(np.asarray(A))
+    d = DEVICE.from_host
+    if A.format == "coo":
+        return coo_matrix((d(A.data), (d(A.row), d(A.col))), shape=A.shape)
+    cls = csr_matrix if A.format == "csr" else csc_matrix
+    return cls((d(A.data), d(A.indices), d(A.indptr)), shape=A.shape)
 

@@ -102,8 +102,8 @@ class _Limited(be.NumbaBackend):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(method="direct"), r"`sparsediff.solve`: the limited backend has no method "
                             r"'direct'; available: 'auto', 'cg'\."),
-    (dict(method="gmres", M="ilu"), r"`sparsediff.solve`: the limited backend has no "
-                                    r"preconditioner 'ilu'; available: 'jacobi'\."),
+    (dict(method="cg", M="ilu"), r"`sparsediff.solve`: the limited backend has no "
+                                 r"preconditioner 'ilu'; available: 'jacobi'\."),
     (dict(method="cg", M="amg"), r"`sparsediff.solve`: the limited backend has no "
                                  r"preconditioner 'amg'; available: 'jacobi'\."),
 ])

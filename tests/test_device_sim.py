@@ -23,7 +23,7 @@ counted. Under it, below the public layer:
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from devicesim import DEVICE, SYNCS, DeviceArray, on_device, reset
+from devicesim import DEVICE, SYNCS, DeviceArray, reset, to_device
 
 from sparsediff._validation import as_matrix
 from sparsediff.adjoint.linear import adjoint_solve, pattern_gradient
@@ -50,7 +50,7 @@ def _convection(n, dtype=np.float64):
 
 def _engines(method, A, M):
     host = as_matrix(A, "t", "A", backend=REFERENCE)
-    dev = on_device(as_matrix(A, "t", "A", backend=DEVICE))
+    dev = as_matrix(to_device(A), "t", "A", backend=DEVICE)
     return (make_engine(method, host, M, func="t"),
             make_engine(method, dev, M, func="t"), host, dev)
 
@@ -158,7 +158,7 @@ def test_segment_sums_and_diagonal_on_device():
     cols = np.array([0, 0, 1, 2, 0, 2, 1])
     vals = np.arange(1.0, 8.0)
     A = sp.coo_array((vals, (rows, cols)), shape=(3, 3))
-    mat = on_device(as_matrix(A, "t", "A", backend=DEVICE))
+    mat = as_matrix(to_device(A), "t", "A", backend=DEVICE)
     new = np.linspace(0.5, 3.5, 7)
     summed = mat.to_canonical(DEVICE.from_host(new))
     assert isinstance(summed, DeviceArray)
@@ -172,7 +172,7 @@ def test_segment_sums_and_diagonal_on_device():
                                        ("cg", "amg"), ("auto", None)])
 def test_capabilities_are_refused_by_name(method, M):
     A = _poisson(20)
-    dev = on_device(as_matrix(A, "t", "A", backend=DEVICE))
+    dev = as_matrix(to_device(A), "t", "A", backend=DEVICE)
     with pytest.raises(ValueError, match="devicesim backend has no .*available"):
         make_engine(method, dev, M, func="t")
 

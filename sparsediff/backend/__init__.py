@@ -67,15 +67,20 @@ KERNELS = (
 
 
 class _KernelSet:
-    """The kernels of one backend as attributes, gathered from its modules."""
+    """The kernels of one backend as attributes, gathered from its modules.
 
-    def __init__(self, name, *modules):
+    ``omit`` names prefixes of kernels the backend does not provide, with the
+    capabilities that need them (a device backend without the SOR steps).
+    """
+
+    def __init__(self, name, *modules, omit=()):
         self.name = name
         for mod in modules:
             for k in KERNELS:
                 if hasattr(mod, k) and not hasattr(self, k):
                     setattr(self, k, getattr(mod, k))
-        missing = [k for k in KERNELS if not hasattr(self, k)]
+        missing = [k for k in KERNELS if not hasattr(self, k)
+                   and not k.startswith(tuple(omit))]
         if missing:  # pragma: no cover - a backend under construction
             raise ImportError(f"backend {name!r} lacks the kernels {missing}")
 
@@ -107,6 +112,51 @@ class Backend:
     def from_host(self, x):
         """A NumPy array ``x`` as this backend's array."""
         return self.xp.asarray(x)
+
+    # -- the public boundary: the caller's objects in and out -----------------
+    #
+    # Validation (structure checks, canonical CSR, the map from the caller's
+    # entries) runs on the host for every backend; a device backend brings the
+    # caller's matrix to the host once (``matrix_to_host``) and moves the
+    # validated matrix to the device (``adopt``). Right-hand sides, results
+    # and gradients stay on the backend (``array``, ``MatrixInput.wrap``).
+
+    #: whether the arrays live on a device (``to_host`` copies)
+    device = False
+
+    def array(self, x, func, name):
+        """The caller's dense argument ``x`` as this backend's array (no copy)."""
+        if scipy.sparse.issparse(x):
+            raise TypeError(
+                f"`{func}`: `{name}` must be a dense array; got a sparse "
+                f"{type(x).__name__}.")
+        mod = type(x).__module__.split(".")[0]
+        if mod in ("cupy", "cupyx", "torch", "jax", "jaxlib", "tensorflow"):
+            raise TypeError(
+                f"`{func}`: `{name}` must be a NumPy array here (the other arguments "
+                f"are NumPy/SciPy); got {type(x).__module__}.{type(x).__name__}.")
+        try:
+            return np.asarray(x)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise TypeError(f"`{func}`: `{name}` is not array-like: {exc}") from exc
+
+    def matrix_to_host(self, A, func, name):
+        """The caller's matrix as a SciPy matrix or NumPy array (host backends:
+        ``A`` itself)."""
+        return A
+
+    def adopt(self, mat, A):
+        """The validated (host) matrix ``mat`` of the caller's ``A``, on this
+        backend: the identity on the CPU."""
+        return mat
+
+    def issparse(self, x):
+        """Whether ``x`` is a sparse matrix of this backend's sparse module."""
+        return scipy.sparse.issparse(x)
+
+    def check_devices(self, args, func):
+        """Refuse arguments on different devices of this backend (none on the
+        CPU)."""
 
     def require(self, kind, what, func):
         """Refuse a method or preconditioner this backend does not provide."""
@@ -222,6 +272,74 @@ class ReferenceBackend(NumbaBackend):
         return _KernelSet(self.name, _reference)
 
 
+class DeviceBackend(Backend):
+    """What every device backend shares: the public boundary (see
+    :class:`Backend`), written once against ``xp``, ``sparse``, ``to_host``
+    and ``from_host``.
+
+    A subclass sets ``name``, ``xp``, ``sparse`` (a module with
+    ``issparse`` and the matrix classes, SciPy's constructor conventions),
+    ``kernels``, ``check_every``, the capabilities, ``to_host``/``from_host``
+    and ``owns(x)`` (whether ``x`` is one of its dense arrays).
+    """
+
+    device = True
+    check_every = 32
+    methods = ("cg", "minres", "gmres", "bicgstab")
+    preconditioners = ("jacobi",)
+    #: matrix formats that can come in (and go out as gradients)
+    formats = ("csr", "csc", "coo", "dense")
+    #: how a caller moves arrays between the host and this backend
+    transfer_hint = "move them to one place"
+
+    def owns(self, x):  # pragma: no cover - every device backend overrides
+        raise NotImplementedError
+
+    def issparse(self, x):
+        return self.sparse.issparse(x)
+
+    def _refuse(self, x, func, name, what):
+        raise TypeError(
+            f"`{func}`: `{name}` must be {what} of the {self.name} backend (the "
+            f"other arguments are); got {type(x).__module__}.{type(x).__name__}.")
+
+    def array(self, x, func, name):
+        if self.owns(x):
+            return x
+        self._refuse(x, func, name, "a dense array")
+
+    def matrix_to_host(self, A, func, name):
+        if self.issparse(A):
+            if A.format not in self.formats:
+                raise TypeError(
+                    f"`{func}`: `{name}` must be in one of the formats "
+                    f"{self.formats} on the {self.name} backend; got {A.format!r}.")
+            return A.get()
+        if self.owns(A):
+            return self.to_host(A)
+        self._refuse(A, func, name, "a sparse matrix or a dense 2-D array")
+
+    def adopt(self, mat, A):
+        """A copy of ``mat`` with its arrays, entry maps and the layout of the
+        caller's format on the device (the symmetry is measured on the host)."""
+        new = mat.with_data(self.from_host(mat.data))
+        new.finite = mat.finite
+        new.backend = self
+        for name in ("indptr", "indices", "_perm", "_order", "_starts"):
+            value = getattr(mat, name)
+            if value is not None:
+                setattr(new, name, self.from_host(value))
+        layout = dict(mat._layout)
+        for key in ("indices", "indptr", "row", "col"):
+            if key in layout:
+                layout[key] = self.from_host(layout[key])
+        if self.issparse(A):
+            layout["cls"] = type(A)
+        new._layout = layout
+        new._symmetry = mat._symmetry
+        return new
+
+
 #: Former name of the CPU backend class.
 NumpyBackend = NumbaBackend
 
@@ -242,6 +360,9 @@ def array_namespace(x):
     ``iterate`` with a user map), not a kernel set: they accept device arrays
     even where no device backend is available.
     """
+    hook = getattr(type(x), "__sparsediff_backend__", None)
+    if hook is not None:
+        return hook.xp
     if _library(x) == "cupy":  # pragma: no cover - no GPU in the test suite
         import cupy
 
@@ -249,24 +370,58 @@ def array_namespace(x):
     return np
 
 
+def _claimed(obj):
+    """``(backend class or instance, factory)`` for a device object, ``None`` for
+    a host one.
+
+    A type may name its backend in ``__sparsediff_backend__`` (the hook for a
+    backend outside this package); CuPy and cupyx objects belong to the CuPy
+    backend, built (``factory``) only once the arguments agree.
+    """
+    hook = getattr(type(obj), "__sparsediff_backend__", None)
+    if hook is not None:
+        return hook, lambda func: hook
+    if _library(obj) in _GPU_MODULES:
+        from ._cupy import CupyBackend, cupy_backend
+
+        return CupyBackend, cupy_backend
+    return None
+
+
+def _describe(obj):
+    return f"{type(obj).__module__}.{type(obj).__name__}"
+
+
 def get_backend(*args, func):
     """The backend for these arguments (``None`` entries are ignored).
 
-    Raises ``TypeError`` for CuPy arguments (alone or mixed with host ones),
-    while the GPU backend is not available in this version, saying what is
-    supported.
+    Host arguments (NumPy, SciPy, lists) give the Numba backend; device
+    arguments their device backend. Arguments of two backends (NumPy with
+    CuPy), or on two devices, raise ``TypeError`` naming both.
     """
-    libs = {_library(a) for a in args if a is not None}
-    gpu = libs & set(_GPU_MODULES)
-    if gpu:
-        cpu = sorted(libs - set(_GPU_MODULES) - {"builtins"})
-        mixed = (f"arguments mix CuPy ({', '.join(sorted(gpu))}) and host "
-                 f"({', '.join(cpu)}) arrays, and " if cpu else "")
+    host, device = [], {}
+    for a in args:
+        if a is None:
+            continue
+        claim = _claimed(a)
+        if claim is None:
+            host.append(a)
+        else:
+            device.setdefault(claim[0].name, (claim, a))
+    if not device:
+        return NUMBA
+    if len(device) > 1:
+        ((c1, _), a1), ((c2, _), a2) = list(device.values())[:2]
         raise TypeError(
-            f"`{func}`: {mixed}CuPy arguments are not supported by this version "
-            f"of sparsediff: only the CPU backend (NumPy arrays, SciPy sparse "
-            f"matrices) is implemented. Bring every argument to the host "
-            f"(`cupy.asnumpy(b)`, `A.get()` for a cupyx.scipy.sparse matrix) "
-            f"and pass NumPy/SciPy objects."
-        )
-    return NUMBA
+            f"`{func}`: arguments from two backends: {_describe(a1)} ({c1.name}) "
+            f"and {_describe(a2)} ({c2.name}); bring them to one.")
+    (((cls, factory), a),) = device.values()
+    if host:
+        raise TypeError(
+            f"`{func}`: arguments mix {cls.name} arrays ({_describe(a)}) and host "
+            f"arrays ({', '.join(sorted({_describe(h) for h in host}))}); "
+            f"{cls.transfer_hint}.")
+    be = factory(func)
+    be.check_devices([x for x in args if x is not None], func)
+    return be
+

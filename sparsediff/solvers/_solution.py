@@ -16,9 +16,9 @@ __all__ = ["Solution"]
 
 def _like_input(arr, dtype):
     """Cast a gradient to an input's dtype: real inputs get the real part."""
-    if np.iscomplexobj(arr) and np.dtype(dtype).kind != "c":
+    if arr.dtype.kind == "c" and np.dtype(dtype).kind != "c":
         arr = arr.real
-    return np.array(arr, dtype=dtype, copy=True)
+    return arr.astype(dtype, copy=True)
 
 
 def _unit_scale(a):
@@ -93,14 +93,15 @@ class Solution:
 
     def _check_cotangent(self, arr, func, name):
         shape = self.x.shape
-        a = np.asarray(arr) if not hasattr(arr, "__cuda_array_interface__") else arr
+        backend = self._mat.backend
+        a = backend.array(arr, func, name)
         if getattr(a, "shape", None) != shape:
             raise ValueError(
                 f"`{func}`: `{name}` must have the shape of `x`, {shape}; "
                 f"got {getattr(a, 'shape', None)}."
             )
         n = shape[0]
-        a2, dtype, _, finite = as_rhs(a, n, func, name)
+        a2, dtype, _, finite = as_rhs(a, n, func, name, backend)
         return a2, dtype, finite
 
     def _failed_forward(self, func):
@@ -218,8 +219,9 @@ class Solution:
                 raise nonfinite_error(func, "g")
             poison = True
         if poison or not self._engine_ok():
-            lam = np.full(g2.shape, np.nan, dtype=dtype)
-            grad = np.full(mat.nnz, np.nan, dtype=dtype)
+            xp = mat.backend.xp
+            lam = xp.full(g2.shape, np.nan, dtype=dtype)
+            grad = xp.full(mat.nnz, np.nan, dtype=dtype)
         else:
             g2 = g2.astype(dtype, copy=False)
             x0 = self._warm_start(g2)
@@ -305,17 +307,18 @@ class Solution:
         m = self._x2.shape[1]
         rhs = tangent_rhs(mat, self._x2.astype(dtype, copy=False), dA_data, db2,
                           self._trans)
+        xp = mat.backend.xp
         if rhs is None:
-            rhs = np.zeros((mat.shape[0], m), dtype=dtype)
+            rhs = xp.zeros((mat.shape[0], m), dtype=dtype)
         if self._failed_forward(func) or not finite or not self._engine_ok():
-            dx = np.full(rhs.shape, np.nan, dtype=dtype)
+            dx = xp.full(rhs.shape, np.nan, dtype=dtype)
         else:
             scale = column_norms(rhs)
-            live = scale > 0
-            dx = np.zeros_like(rhs)
+            live = mat.backend.to_host(scale > 0)
+            dx = xp.zeros_like(rhs)
             if live.any():
                 sub = rhs[:, live] / scale[live].astype(rhs.real.dtype)
-                sol, info = self._engine.solve(np.ascontiguousarray(sub),
+                sol, info = self._engine.solve(xp.ascontiguousarray(sub),
                                                trans=self._trans, **self._tol)
                 sol = apply_policy(sol, info, self._on_failure,
                                    f"`{func}`: tangent solve", stacklevel=3)
@@ -338,7 +341,7 @@ class Solution:
             return None
         # the previous adjoint for a unit-norm cotangent: the adjoint solve
         # runs on the normalized cotangent, so it is a starting guess there
-        return np.ascontiguousarray(prev, dtype=g2.dtype)
+        return prev.astype(g2.dtype, order="C", copy=False)
 
     def _kappa(self, info):
         """The larger of the forward and adjoint condition estimates (the
