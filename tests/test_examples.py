@@ -24,6 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUMBER = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
 
 TESTED = {
+    "batched_operator_learning",
     "compare_gradients", "gmrf_logdet", "implicit_vs_unrolled", "inverse_diffusion",
     "jax_inverse_problem", "learn_chebyshev", "learn_jacobi_damping",
     "learned_preconditioner", "neural_directions", "neural_ode_solve",
@@ -84,7 +85,7 @@ def run_figure_example(name, tmp_path):
 
 def gradient_table(text):
     """``[(method, steps, rel. error)]`` of a :class:`GradientComparison` table."""
-    assert "method      steps  rel. error" in text, text
+    assert re.search(r"^method\s+steps\s+rel\. error", text, re.MULTILINE), text
     rows = re.findall(rf"^(fd|implicit|unrolled|truncated)\s+(\d+|-)\s+({NUMBER}|\(ref\))",
                       text, re.MULTILINE)
     return [(m, None if s == "-" else int(s), None if e == "(ref)" else float(e))
@@ -196,6 +197,18 @@ def test_neural_ode_solve(tmp_path):
                                         re.MULTILINE)]
     assert len(mse) >= 2 and mse[-1] < 0.5 * mse[0], out
     assert "10 epochs, 800 sparse solves" in out
+
+
+@pytest.mark.torch
+def test_batched_operator_learning(tmp_path):
+    pytest.importorskip("torch")
+    out = run_example("batched_operator_learning", "--quick", "--output",
+                      tmp_path / "fig.png", cwd=tmp_path)
+    mse = [float(v) for v in re.findall(rf"^epoch +\d+  relative MSE ({NUMBER})$",
+                                        out, re.MULTILINE)]
+    assert len(mse) >= 3 and mse[-1] < 0.5 * mse[0], out
+    assert "768 sparse solves in batches of 16 on a 8×8 grid" in out
+    assert (tmp_path / "fig.png").read_bytes()[:8] == PNG_MAGIC
 
 
 @pytest.mark.torch

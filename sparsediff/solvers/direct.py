@@ -335,13 +335,19 @@ class DirectEngine:
                     return None
                 except MemoryError as exc:
                     # nothing is cached: a later call (or another dtype) retries
+                    name = {"superlu": "SuperLU (SciPy's direct solver)",
+                            "cholmod": "CHOLMOD", "umfpack": "UMFPACK"}.get(library,
+                                                                          library)
+                    order = (f" (column ordering permc_spec={self.permc_spec!r})"
+                             if library == "superlu" else "")
+                    kind = "Cholesky" if library == "cholmod" else "LU"
                     raise MemoryError(
-                        f"The direct solver ({library}) ran out of memory factorizing "
-                        f"the {np.dtype(dtype).name} matrix with n = {mat.shape[0]}, "
-                        f"nnz = {mat.nnz}: the fill-in of the factors did not fit in "
-                        f"memory ({str(exc) or 'no message'}). Use an iterative "
-                        f"method instead, e.g. method='cg' (Hermitian positive "
-                        f"definite A) or method='gmres', with M='amg' or "
+                        f"{name} ran out of memory factorizing the "
+                        f"{np.dtype(dtype).name} matrix with n = {mat.shape[0]}, "
+                        f"nnz = {mat.nnz}{order}: the fill-in of the {kind} factors "
+                        f"did not fit in memory ({str(exc) or 'no message'}). Use "
+                        f"an iterative method instead, e.g. method='cg' (Hermitian "
+                        f"positive definite A) or method='gmres', with M='amg' or "
                         f"M='ilu'.") from exc
             self._factors[dtype] = lu
             return lu
