@@ -740,7 +740,12 @@ def solve_values(values, b, *, indptr=None, indices=None, row=None, col=None,
             raise ValueError(f"`{func}`: `indptr` must have length n + 1 >= 1; got 0.")
         pattern = _Pattern(n, "csr", a, b_idx)
     else:
-        if not isinstance(b, torch.Tensor) or b.ndim not in (1, 2):
+        batched = isinstance(values, torch.Tensor) and values.ndim == 2
+        if not isinstance(b, torch.Tensor) or b.ndim not in ((2, 3) if batched
+                                                             else (1, 2)):
+            if batched:
+                _run_batched(values, _Pattern(0, "coo", np.zeros(0, np.int64),
+                                              np.zeros(0, np.int64)), b, options, func)
             _check_b(b, -1, None, func)
         a, b_idx = _as_index(row, func, "row"), _as_index(col, func, "col")
         if a.shape != b_idx.shape:
@@ -748,5 +753,6 @@ def solve_values(values, b, *, indptr=None, indices=None, row=None, col=None,
                 f"`{func}`: `row` and `col` must have the same length; got "
                 f"{a.shape[0]} and {b_idx.shape[0]}."
             )
-        pattern = _Pattern(int(b.shape[0]), "coo", a, b_idx)
+        # n from b: (n,) / (n, m), or (B, n) / (B, n, m) for a batch of values
+        pattern = _Pattern(int(b.shape[1] if batched else b.shape[0]), "coo", a, b_idx)
     return _run(values, pattern, b, options, func)
