@@ -57,7 +57,8 @@ def signatures(full):
         combos = [(v, i) for v in (F32, F64, C64, C128) for i in (I32, I64)]
     else:  # complex64 (float32 views) with int32; int64 indices with float64
         combos = [(C64, I32), (F64, I64)]
-    indexed = {"spmv_n", "spmv_t", "sparse_outer", "csr_diagonal", "segment_sum"}
+    indexed = {"spmv_n", "spmv_n_dot", "spmv_t", "sparse_outer", "csr_diagonal",
+               "segment_sum"}
     out = []
     for val, idx in combos:
         fv = arr(real_of(val), 2)
@@ -67,9 +68,9 @@ def signatures(full):
         sc = arr(acc_of(val), 1)  # per-column scalars: float64 / complex128
         out += [
             ("spmv_n", (arr(idx, 1), arr(idx, 1), arr(val, 1), arr(val, 2), fv,
-                        I64, I64, accf, b)),
-            ("spmv_n", (arr(idx, 1), arr(idx, 1), arr(val, 1), arr(val, 2), fv,
-                        I64, I64, fv.copy(ndim=1), b)),
+                        I64, I64)),
+            ("spmv_n_dot", (arr(idx, 1), arr(idx, 1), arr(val, 1), arr(val, 2), fv,
+                            I64, I64, accf)),
             ("spmv_t", (arr(idx, 1), arr(idx, 1), arr(val, 1), arr(val, 2), fv,
                         I64, I64, b)),
             ("sparse_outer", (arr(idx, 1), arr(idx, 1), arr(val, 2), arr(val, 2),
@@ -88,8 +89,8 @@ def signatures(full):
         if val in (C64, C128):  # a real matrix applied to a complex block
             rv = real_of(val)
             out += [
-                ("spmv_n", (arr(idx, 1), arr(idx, 1), arr(rv, 1), arr(val, 2), fv,
-                            I64, I64, accf, b)),
+                ("spmv_n_dot", (arr(idx, 1), arr(idx, 1), arr(rv, 1), arr(val, 2), fv,
+                                I64, I64, accf)),
                 ("spmv_t", (arr(idx, 1), arr(idx, 1), arr(rv, 1), arr(val, 2), fv,
                             I64, I64, b)),
             ]

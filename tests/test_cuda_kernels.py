@@ -144,6 +144,6 @@ def test_kernels_compile_to_ptx_for_sm90(ptx_proc):
         pytest.skip("libNVVM (a CUDA toolkit) is not installed: no PTX compilation")
     assert ptx_proc.returncode == 0 and "DONE 0" in stdout, stdout[-3000:] + stderr[-3000:]
     compiled = {ln.split()[1] for ln in stdout.splitlines() if ln.startswith("OK ")}
-    assert compiled >= {"spmv_n", "spmv_t", "sparse_outer", "csr_diagonal", "segment_sum",
-                        "col_dot", "col_sqnorm", "cg_step", "sub_scaled", "xpby",
-                        "bicgstab_p", "bicgstab_x", "fill_zero"}
+    assert compiled >= {"spmv_n", "spmv_n_dot", "spmv_t", "sparse_outer",
+                        "csr_diagonal", "segment_sum", "col_dot", "col_sqnorm", "cg_step",
+                        "sub_scaled", "xpby", "bicgstab_p", "bicgstab_x", "fill_zero"}

@@ -49,9 +49,9 @@ grid-stride loops beyond):
 ``csr_diagonal``, ``segment_sum``
     One thread per row / per segment (short loops over a few entries).
 
-Blocks ``(n, m)`` are C-contiguous as everywhere on the seam. Outputs written
-through float views (complex results, atomics) must have a contiguous last
-axis.
+Arrays are C-contiguous, as everywhere on the seam: the outputs written
+through float views (complex results, atomics) and zeroed as flat arrays
+must be.
 """
 
 import numpy as np
@@ -175,7 +175,11 @@ def _fview(a):
 
 
 def _zero(a, stream):
-    """``a[...] = 0`` by a kernel (on the same stream as what follows)."""
+    """``a[...] = 0`` on the stream of what follows: CuPy's ``fill`` (a memset
+    on its current stream, cheaper than a numba launch), else a kernel."""
+    if type(a).__module__.split(".")[0] == "cupy":  # pragma: no cover - GPU only
+        a.fill(0)
+        return
     flat = a.reshape(-1)
     if flat.shape[0]:
         k = _dev().fill_zero
@@ -196,17 +200,18 @@ def _spmv_n(indptr, indices, data, x, out, dots):
     s = _stream(out)
     n, m = out.shape
     outf, w = _fview(out)
-    want = dots is not None
-    if want:
+    if dots is not None:
         dotsf, _ = _fview(dots)
         _zero(dotsf[:w * m], s)
-    else:
-        dotsf = outf.reshape(-1)[:0]  # unused placeholder of a valid type
     if n == 0 or m == 0:
         return out
     g = _group(indices.shape[0], n)
-    dv.spmv_n[(_blocks(n * g), m), THREADS, s](
-        _d(indptr), _d(indices), _d(data), _d(x), _d(outf), w, g, _d(dotsf), want)
+    grid = (_blocks(n * g), m)
+    args = (_d(indptr), _d(indices), _d(data), _d(x), _d(outf), w, g)
+    if dots is None:
+        dv.spmv_n[grid, THREADS, s](*args)
+    else:
+        dv.spmv_n_dot[grid, THREADS, s](*args, _d(dotsf))
     return out
 
 

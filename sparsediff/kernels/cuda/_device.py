@@ -52,17 +52,77 @@ def fill_zero(a):
 # ---------------------------------------------------------------------------
 
 
-@cuda.jit
-def spmv_n(indptr, indices, data, x, outf, w, group, dotsf, want_dot):
-    """``out[:, c] = A x[:, c]`` for ``c = blockIdx.y``; with ``want_dot``
-    also ``dots[c] += Σ_i conj(x[i, c]) out[i, c]`` (block sums, one atomic
-    per block).
+@cuda.jit(device=True)
+def _row_sum(indptr, indices, data, x, c, i, n, group, lane, t, sre, sim):
+    """``(A x)[i, c]`` as float64 parts, valid in lane 0 of the row's group.
 
-    ``group`` lanes (a power of two ≤ 32) share a row: lane ``l`` sums the
-    entries ``l, l + group, ...`` of the row, and the lanes' partial sums are
-    combined in shared memory. Rows are visited by a grid-stride loop whose
-    range is the same for the whole block (the barriers are uniform).
+    ``group`` lanes share row ``i``: lane ``l`` sums the entries ``l, l +
+    group, ...``, and the lanes' partial sums are combined in shared memory.
+    Every thread of the block must call it (barriers), ``i >= n`` included.
     """
+    re = 0.0
+    im = 0.0
+    if i < n:
+        k = indptr[i] + lane
+        k1 = indptr[i + 1]
+        while k < k1:
+            a = data[k]
+            v = x[indices[k], c]
+            ar = float(a.real)
+            ai = float(a.imag)
+            vr = float(v.real)
+            vi = float(v.imag)
+            re += ar * vr - ai * vi
+            im += ar * vi + ai * vr
+            k += group
+    if group > 1:
+        sre[t] = re
+        sim[t] = im
+        cuda.syncthreads()
+        h = group // 2
+        while h > 0:
+            if lane < h:
+                sre[t] += sre[t + h]
+                sim[t] += sim[t + h]
+            cuda.syncthreads()
+            h //= 2
+        re = sre[t]
+        im = sim[t]
+        cuda.syncthreads()  # before the next rows overwrite the slots
+    return re, im
+
+
+@cuda.jit
+def spmv_n(indptr, indices, data, x, outf, w, group):
+    """``out[:, c] = A x[:, c]`` for ``c = blockIdx.y``.
+
+    ``group`` lanes (a power of two ≤ 32) per row (:func:`_row_sum`). Rows
+    are visited by a grid-stride loop whose range is the same for the whole
+    block (the barriers are uniform).
+    """
+    sre = cuda.shared.array(MAX_THREADS, float64)
+    sim = cuda.shared.array(MAX_THREADS, float64)
+    t = cuda.threadIdx.x
+    c = cuda.blockIdx.y
+    n = indptr.shape[0] - 1
+    per_block = cuda.blockDim.x // group
+    lane = t % group
+    base = cuda.blockIdx.x * per_block
+    stride = cuda.gridDim.x * per_block
+    while base < n:
+        i = base + t // group
+        re, im = _row_sum(indptr, indices, data, x, c, i, n, group, lane, t, sre, sim)
+        if i < n and lane == 0:
+            outf[i, w * c] = re
+            if w == 2:
+                outf[i, w * c + 1] = im
+        base += stride
+
+
+@cuda.jit
+def spmv_n_dot(indptr, indices, data, x, outf, w, group, dotsf):
+    """:func:`spmv_n` and ``dots[c] += Σ_i conj(x[i, c]) out[i, c]`` (block
+    sums in shared memory, one atomic per block; ``dots`` zeroed before)."""
     sre = cuda.shared.array(MAX_THREADS, float64)
     sim = cuda.shared.array(MAX_THREADS, float64)
     t = cuda.threadIdx.x
@@ -77,55 +137,25 @@ def spmv_n(indptr, indices, data, x, outf, w, group, dotsf, want_dot):
     dim = 0.0
     while base < n:
         i = base + t // group
-        re = 0.0
-        im = 0.0
-        if i < n:
-            k = indptr[i] + lane
-            k1 = indptr[i + 1]
-            while k < k1:
-                a = data[k]
-                v = x[indices[k], c]
-                ar = float(a.real)
-                ai = float(a.imag)
-                vr = float(v.real)
-                vi = float(v.imag)
-                re += ar * vr - ai * vi
-                im += ar * vi + ai * vr
-                k += group
-        if group > 1:
-            sre[t] = re
-            sim[t] = im
-            cuda.syncthreads()
-            h = group // 2
-            while h > 0:
-                if lane < h:
-                    sre[t] += sre[t + h]
-                    sim[t] += sim[t + h]
-                cuda.syncthreads()
-                h //= 2
-            re = sre[t]
-            im = sim[t]
-            cuda.syncthreads()  # before the next rows overwrite the slots
+        re, im = _row_sum(indptr, indices, data, x, c, i, n, group, lane, t, sre, sim)
         if i < n and lane == 0:
             outf[i, w * c] = re
             if w == 2:
                 outf[i, w * c + 1] = im
-            if want_dot:
-                v = x[i, c]
-                vr = float(v.real)
-                vi = float(v.imag)
-                dre += vr * re + vi * im
-                dim += vr * im - vi * re
+            v = x[i, c]
+            vr = float(v.real)
+            vi = float(v.imag)
+            dre += vr * re + vi * im
+            dim += vr * im - vi * re
         base += stride
-    if want_dot:
-        sre[t] = dre
-        sim[t] = dim
-        _block_sum(sre, t, nt)
-        _block_sum(sim, t, nt)
-        if t == 0:
-            cuda.atomic.add(dotsf, w * c, sre[0])
-            if w == 2:
-                cuda.atomic.add(dotsf, w * c + 1, sim[0])
+    sre[t] = dre
+    sim[t] = dim
+    _block_sum(sre, t, nt)
+    _block_sum(sim, t, nt)
+    if t == 0:
+        cuda.atomic.add(dotsf, w * c, sre[0])
+        if w == 2:
+            cuda.atomic.add(dotsf, w * c + 1, sim[0])
 
 
 @cuda.jit
