@@ -12,13 +12,14 @@ used, unchanged, on held-out problems at 64², 128² and 256² (flexible CG,
 learned Woodbury preconditioner (``M = D + U Uᵀ``, rank 4, trained for each
 size since its parameters are per unknown). The note's plain form (network
 direction + exact line search, no orthogonalization, ``line_search_solve``)
-is shown at 64². Everything runs in one process with one PyTorch thread, to
-``rtol = 1e-8``; wall times include each method's set-up (AMG hierarchy,
-the network's edge weights), not training, which is listed separately.
+is shown at 64² (capped at 1000 iterations). Everything runs in one process
+with one PyTorch thread, to ``rtol = 1e-8``; wall times include each method's
+set-up (AMG hierarchy, the network's edge weights), not training, which is
+listed separately.
 
 Usage::
 
-    python benchmarks/bench_neural.py                     # about 6 min on a loaded machine
+    python benchmarks/bench_neural.py                     # 6-15 min (256²: slow)
     python benchmarks/bench_neural.py --quick             # 32²/48² grids, short training
     python benchmarks/bench_neural.py --out benchmarks/results_neural.md
 """
@@ -139,7 +140,7 @@ def evaluate(sizes, net, train_seconds, train_nx, wood_steps, plain_size):
             res.append(("FCG + GNN (learned)", info.iterations, info.converged, t,
                         f"{train_seconds:.0f} s at {train_nx}² (once)"))
             if nx == plain_size:
-                (x, info), t = timed(line_search_solve, A, b, net, rtol=RTOL, maxiter=3000)
+                (x, info), t = timed(line_search_solve, A, b, net, rtol=RTOL, maxiter=1000)
                 res.append(("GNN + line search only", info.iterations, info.converged, t,
                             "same net"))
             jac = res[1][1]

@@ -15,7 +15,7 @@ proposes (``x = 0``, ``r = b``) next to the error it should approximate,
 ``A⁻¹ b``, and Jacobi's ``D⁻¹ b``; the A-norm cosines of both with the error
 are printed.
 
-What to expect: the learned network needs about 4× fewer iterations than
+What to expect: the learned network needs 2-4× fewer iterations than
 CG + Jacobi, but each of its iterations costs about 8 message-passing rounds
 of 8 channels in PyTorch, so it is slower than CG + Jacobi in time — and AMG
 is better than both in iterations and in time. The plain form (network
