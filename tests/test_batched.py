@@ -700,3 +700,56 @@ def test_hermitian_elements_reuse_the_condition_estimate(rng):
         one.vjp(np.ones(A.shape[0]))
         assert sol.adjoint_info[e].condition_estimate == pytest.approx(
             one.adjoint_info.condition_estimate, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_cholmod_with_one_analysis(rng, dtype):
+    """Bitwise Hermitian positive-diagonal elements: CHOLMOD on one symbolic
+    analysis when the backend has it; an indefinite element falls back to
+    SuperLU alone; every element is its own solve."""
+    from sparsediff.backend import NUMBA
+
+    if "cholmod" not in getattr(NUMBA, "direct_libraries", lambda: ())():
+        pytest.skip("CHOLMOD not installed")
+    A, data = poisson_batch(rng, B=3)
+    data = data.astype(dtype)
+    if dtype == np.complex128:   # Hermitian: a_ji = conj(a_ij), real diagonal
+        tperm = sp.csr_array((np.arange(A.nnz) + 1.0, A.indices, A.indptr),
+                             shape=A.shape).T.tocsr().data.astype(int) - 1
+        rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+        upper = rows < A.indices
+        phase = np.exp(1j * rng.uniform(0, 2 * np.pi, A.nnz))
+        data[:, upper] = data[:, upper] * phase[upper]
+        lower = rows > A.indices
+        data[:, lower] = np.conj(data[:, tperm[lower]])
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    on = rows == A.indices
+    data[2, on] = 0.1           # element 2: positive diagonal, indefinite
+    solver = sd.BatchedSolver(A, data)
+    engine = solver._engine
+    assert engine.library == "cholmod"
+    lus = engine.factors(engine.dtype)
+    assert [getattr(f, "library", "superlu") for f in lus] == ["cholmod", "cholmod",
+                                                               "superlu"]
+    b = randn(rng, (3, A.shape[0]), dtype)
+    g = randn(rng, b.shape, dtype)
+    for trans in "NTH":
+        sol = solver.solve(b, trans=trans)
+        grad_data, grad_b = sol.vjp(g)
+        for e in range(3):
+            one = sd.Solver(element(A, data[e]), method="direct").solve(b[e],
+                                                                        trans=trans)
+            gA, gb = one.vjp(g[e])
+            np.testing.assert_allclose(sol.x[e], one.x, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(grad_data[e], gA.data, rtol=1e-9, atol=1e-11)
+            np.testing.assert_allclose(grad_b[e], gb, rtol=1e-10, atol=1e-12)
+    analysis = engine._analysis
+    solver.update(data * 1.5)
+    assert solver._engine.library == "cholmod" and solver._engine._analysis is analysis
+    skew = data * 1.5
+    skew[0, 1] += 0.25                    # element 0 no longer Hermitian
+    solver.update(skew)
+    assert solver._engine.library == "superlu"
+    x = solver.solve(b).x
+    np.testing.assert_allclose(x[0], np.linalg.solve(dense_of(element(A, skew[0])), b[0]),
+                               rtol=1e-10)

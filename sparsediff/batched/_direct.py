@@ -128,7 +128,8 @@ class BatchedDirect:
     method = "direct"
     iterative = False
 
-    def __init__(self, mat, data, finite, *, workers, func, ordering=None):
+    def __init__(self, mat, data, finite, *, workers, func, ordering=None,
+                 analysis=None):
         self.mat = mat
         self.data = data
         self.data_t = np.ascontiguousarray(data.T)
@@ -151,11 +152,41 @@ class BatchedDirect:
         self._factors = {}
         self._inverse_norms = {}
         self.singular = np.zeros(self.batch, bool)
+        self.library = self._choose_library(analysis)
+        self._analysis = analysis
         if n == 0:
             self.ordering = _Ordering(mat, "NATURAL")
+        elif self.library == "cholmod":
+            # SuperLU only for elements CHOLMOD refuses, each with its ordering
+            self.ordering = ordering or _Ordering(mat, "COLAMD")
         else:
             self.ordering = ordering or self._order()
         self.factors(self.dtype)
+
+    def _choose_library(self, analysis):
+        """``"cholmod"`` (one symbolic analysis for the batch, ``LLᴴ`` per
+        element) when the backend has it and every element is bitwise
+        Hermitian with a positive diagonal in double precision; else
+        ``"superlu"``. An element CHOLMOD finds not positive definite is
+        factored by SuperLU instead."""
+        mat, data = self.mat, self.data
+        backend = mat.backend
+        if (analysis is not None or not hasattr(backend, "direct_libraries")
+                or data.dtype not in (np.float64, np.complex128) or not mat.nnz
+                or not self.finite.any()):
+            return "cholmod" if analysis is not None else "superlu"
+        fin = self.finite
+        if not self._exact_hermitian[fin].all():
+            return "superlu"
+        on = mat.rows == mat.indices
+        if np.count_nonzero(on) != mat.shape[0] or not np.all(
+                data[fin][:, on].real > 0):
+            return "superlu"
+        try:
+            libs = backend.direct_libraries()
+        except Exception:  # noqa: BLE001 - a broken optional library: SuperLU
+            return "superlu"
+        return "cholmod" if "cholmod" in libs else "superlu"
 
     # -- factorization -----------------------------------------------------
 
@@ -172,6 +203,17 @@ class BatchedDirect:
             if "singular" in str(exc).lower():
                 return None
             raise
+
+    def _cholmod(self, values):
+        """A CHOLMOD factor on the shared analysis, or ``None`` when the
+        element is not positive definite (SuperLU takes it)."""
+        m = self.mat
+        try:
+            return m.backend.direct_factor(
+                "cholmod", m.shape[0], m.rows.astype(np.int64),
+                m.indices.astype(np.int64), values, self._analysis, func=self.func)
+        except ArithmeticError:
+            return None
 
     def _order(self):
         """The ordering of the first element that factors (see the module)."""
@@ -205,8 +247,20 @@ class BatchedDirect:
                     return None
                 if self.mat.nnz == 0:
                     return None
-                return self._lu(self.data[e].astype(dtype, copy=False), spec)
+                values = self.data[e].astype(dtype, copy=False)
+                if self.library == "cholmod" and dtype == self.dtype:
+                    f = self._cholmod(values)
+                    if f is not None:
+                        return f
+                return self._lu(values, spec)
 
+            if self.library == "cholmod" and self._analysis is None and dtype == self.dtype:
+                # the symbolic analysis once, from the first element that factors
+                for e in np.flatnonzero(self.finite):
+                    f = self._cholmod(self.data[e])
+                    if f is not None:
+                        self._analysis = f.analysis
+                        break
             lus = batch_map(one, range(self.batch), self.workers)
             if n:
                 self.singular |= np.array([lu is None for lu in lus], bool) & self.finite
@@ -217,6 +271,9 @@ class BatchedDirect:
 
     def _solve_one(self, lu, b, trans):
         """``op(A_e) x = b`` for a 2-D ``b`` in the factor's dtype."""
+        if getattr(lu, "library", None) == "cholmod":
+            # A = Aᴴ (checked): H is N; the factor handles T (conj for complex)
+            return lu.solve(np.ascontiguousarray(b), "T" if trans == "T" else "N")
         o = self.ordering
         if not o.natural:
             t = {"N": "T", "T": "N", "H": "_conj"}[trans]
@@ -370,5 +427,12 @@ class BatchedDirect:
 
     def update(self, data, finite):
         """A new engine for new values on the same pattern (same ordering)."""
-        return BatchedDirect(self.mat, data, finite, workers=self.workers,
-                             func=self.func, ordering=self.ordering)
+        analysis = self._analysis if self.library == "cholmod" else None
+        new = BatchedDirect(self.mat, data, finite, workers=self.workers,
+                            func=self.func, ordering=self.ordering,
+                            analysis=analysis)
+        if new.library == "cholmod" and not (new._exact_hermitian[finite].all()):
+            # new values no longer Hermitian: start afresh with SuperLU
+            new = BatchedDirect(self.mat, data, finite, workers=self.workers,
+                                func=self.func)
+        return new
