@@ -156,7 +156,9 @@ class BatchedSolver:
         The stored values of every element, row ``e`` in the pattern's entry
         order. Never modified.
     method : {"auto", "direct", "cg", "bicgstab"}
-        ``"direct"`` (SuperLU, the default under ``"auto"``); ``"cg"``
+        ``"direct"`` (the default under ``"auto"``): CHOLMOD on one symbolic
+        analysis for Hermitian positive-diagonal elements when installed,
+        else SuperLU on one ordering (docs/batched.md); ``"cg"``
         (Hermitian positive definite elements) or ``"bicgstab"``, run in
         lockstep over the batch with per-element convergence.
     M : None or "jacobi"
