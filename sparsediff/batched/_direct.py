@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from .._dtypes import real_dtype
 from ..solvers._common import column_norms, make_info
-from ..solvers._conditioning import SINGULAR_BOUND, inverse_norm1
+from ..solvers._conditioning import SINGULAR_BOUND, equilibration, inverse_norm1
 from ._common import batch_map, batch_matvec
 
 __all__ = ["BatchedDirect"]
@@ -385,21 +385,8 @@ class BatchedDirect:
         return est
 
     def _equilibration(self, e):
-        mat = self.mat
-        n = mat.shape[0]
-        absdata = np.abs(self.data[e]).astype(np.float64)
-
-        def scale(idx, vals):
-            big = np.zeros(n)
-            np.maximum.at(big, idx, vals)
-            out = np.ones(n)
-            nz = big > 0
-            out[nz] = np.exp2(-np.round(np.log2(big[nz])))
-            return out
-
-        r = scale(mat.rows, absdata)
-        c = scale(mat.indices, absdata * r[mat.rows])
-        return r, c
+        """Row and column scalings of element ``e`` (``_conditioning.equilibration``)."""
+        return equilibration(self.mat, self.data[e])
 
     def _singular_to_working_precision(self, e, dtype, kappa):
         eps = float(np.finfo(dtype).eps)

@@ -130,3 +130,23 @@ def warn_ill_conditioned(info, dtype, func, stacklevel, kappa=None):
             f"{kappa:.3g}); the result may have {expect} in "
             f"{np.dtype(dtype).name}.", IllConditionedWarning,
             stacklevel=stacklevel)
+
+
+def equilibration(mat, data):
+    """Row and column scalings (powers of two, as LAPACK's ``xGEEQU``) that
+    bring every row's and then every column's largest entry of the canonical
+    matrix ``mat`` with values ``data`` near one. Returns ``(r, c)``."""
+    n = mat.shape[0]
+    absdata = np.abs(data).astype(np.float64)
+
+    def scale(idx, vals):
+        big = np.zeros(n)
+        np.maximum.at(big, idx, vals)
+        out = np.ones(n)
+        nz = big > 0
+        out[nz] = np.exp2(-np.round(np.log2(big[nz])))
+        return out
+
+    r = scale(mat.rows, absdata)
+    c = scale(mat.indices, absdata * r[mat.rows])
+    return r, c

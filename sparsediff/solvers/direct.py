@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
-from ._conditioning import SINGULAR_BOUND, inverse_norm1
+from ._conditioning import SINGULAR_BOUND, equilibration, inverse_norm1
 
 __all__ = ["AUTO_CHOLMOD_MAX_N_2D", "AUTO_CHOLMOD_MAX_N_3D", "AUTO_SUPERLU_MAX_N_3D",
            "LIBRARIES", "LIBRARY_MIN_N", "DirectEngine", "graph_dimension",
@@ -483,23 +483,8 @@ class DirectEngine:
                              lambda v: solve_h(v / c) / r, n, dtype)
 
     def _equilibration(self):
-        """Row and column scalings (powers of two, as LAPACK's ``xGEEQU``) that
-        bring every row's and then every column's largest entry near one."""
-        mat = self.mat
-        n = mat.shape[0]
-        absdata = np.abs(mat.data).astype(np.float64)
-
-        def scale(idx, vals):
-            big = np.zeros(n)
-            np.maximum.at(big, idx, vals)
-            out = np.ones(n)
-            nz = big > 0
-            out[nz] = np.exp2(-np.round(np.log2(big[nz])))
-            return out
-
-        r = scale(mat.rows, absdata)
-        c = scale(mat.indices, absdata * r[mat.rows])
-        return r, c
+        """Row and column scalings of A (see ``_conditioning.equilibration``)."""
+        return equilibration(self.mat, self.mat.data)
 
     def _equilibrated_norm1(self):
         mat = self.mat
