@@ -1,7 +1,9 @@
 """CPU regression check: the same benchmarks on two checkouts, alternating.
 
-Runs ``bench_cg_iteration.py`` (time of one CG iteration, no preconditioner,
-Jacobi and AMG) and a direct-solver timing (factorize + solve, and the cold
+Runs a CG timing (one iteration with no preconditioner, Jacobi and AMG: the
+marginal cost ``(t(2N) − t(N))/N`` of solves of N and 2N iterations, in which
+set-up and the final verdict cancel, and ``t(N)/N``, which includes them) and
+a direct-solver timing (factorize + solve, and the cold
 gradient: a fresh cotangent each repeat) on an *old* and a *new* checkout of
 the library, one after the other, for several rounds, so that both see the
 same machine minutes. Each run is a fresh process importing the library from
@@ -16,7 +18,6 @@ Usage::
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -44,16 +45,46 @@ print(f"DIRECT {k} {min(fwd) * 1e3:.4f} {min(grad) * 1e3:.4f}")
 """
 
 
+CG = r"""
+import sys, time
+import numpy as np, scipy.sparse as sp
+import sparsediff as sd
+k = int(sys.argv[1])
+t = sp.diags_array([-1.0, 2.0, -1.0], offsets=[-1, 0, 1], shape=(k, k))
+A = (sp.kron(sp.eye_array(k), t) + sp.kron(t, sp.eye_array(k))).tocsr()
+b = np.random.default_rng(0).standard_normal(A.shape[0])
+for M in (None, "jacobi", "amg"):
+    N = 12 if M == "amg" else 100
+    best, ran = {}, {}
+    for its in (N, 2 * N):
+        s = sd.Solver(A, method="cg", M=M, rtol=1e-30, maxiter=its, on_failure="nan")
+        ran[its] = s.solve(b).info.iterations  # warm-up; iterations actually run
+        best[its] = min(_timed(s, b) for _ in range(7))
+    marginal = (best[2 * N] - best[N]) / (ran[2 * N] - ran[N])
+    print(f"CG {k} {M or 'none'} {marginal * 1e3:.5f} {best[N] / ran[N] * 1e3:.5f}")
+"""
+
+_TIMED = r"""
+def _timed(s, b):
+    t0 = time.perf_counter()
+    s.solve(b)
+    return time.perf_counter() - t0
+"""
+
+
 def run(tree, args, sizes):
+    """The figures of one checkout: CG per iteration, marginal ((t(2N) − t(N))/N,
+    set-up and verdict cancel) and per solve (t(N)/N, everything included), and
+    the direct solver."""
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
     out = {}
-    bench = os.path.join(os.path.abspath(tree), "benchmarks", "bench_cg_iteration.py")
-    text = subprocess.run([sys.executable, bench, *map(str, sizes)], env=env,
-                          capture_output=True, text=True, check=True).stdout
-    for line in text.splitlines():
-        m = re.match(r"\|\s*(\d+)²?\s*\|\s*(\w+)\s*\|\s*([\d.]+)\s*\|", line)
-        if m:
-            out[f"cg iteration {m.group(1)}² M={m.group(2)}"] = float(m.group(3))
+    for k in sizes:
+        text = subprocess.run([sys.executable, "-c", _TIMED + CG, str(k)], env=env,
+                              capture_output=True, text=True, check=True).stdout
+        for line in text.splitlines():
+            _, kk, M, marginal, total = line.split()
+            out[f"cg iteration {kk}² M={M}"] = float(marginal)
+            out[f"cg solve/N {kk}² M={M}"] = float(total)
     for k in args.direct:
         text = subprocess.run([sys.executable, "-c", DIRECT, str(k)], env=env,
                               capture_output=True, text=True, check=True).stdout
