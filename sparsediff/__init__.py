@@ -11,7 +11,6 @@ reuses the forward factorization or preconditioner.
 """
 
 from ._api import Solver, solve, sparse_outer
-from .batched import BatchedSolution, BatchedSolver, batched_solve
 from ._compare import compare_gradients
 from ._errors import (
     ConvergenceError,
@@ -20,6 +19,7 @@ from ._errors import (
     NonFiniteInputError,
     SingularMatrixError,
 )
+from .batched import BatchedSolution, BatchedSolver, batched_solve
 from .fixed_point import fixed_point, iterate
 from .solvers._info import SolveInfo
 from .solvers._solution import Solution
