@@ -32,8 +32,7 @@ def rng():
 
 
 #: Public entry points that choose a backend (module paths holding ``get_backend``).
-BACKEND_CHOOSERS = ("sparsediff._api", "sparsediff.fixed_point.steps._common",
-                    "sparsediff.fixed_point.steps._vcycle")
+BACKEND_CHOOSERS = ("sparsediff._api", "sparsediff.fixed_point.steps._common")
 
 
 @pytest.fixture(params=["numba", "reference"])

@@ -182,3 +182,15 @@ def test_the_callers_device_arrays_are_not_modified(dev):
     sol.vjp(dev.from_host(np.ones(20)))
     for old, new in zip(before, (Ad.data, Ad.row, Ad.col, b)):
         np.testing.assert_array_equal(old, dev.to_host(new))
+
+
+def test_the_cpu_only_steps_refuse_device_matrices(dev):
+    from sparsediff.fixed_point import steps
+
+    A = dev.to_device(_poisson(12))
+    with pytest.raises(TypeError, match=f"steps run on the CPU only, and `A` is on "
+                                        f"the {dev.name} backend"):
+        steps.Jacobi(A)
+    with pytest.raises(TypeError, match="steps run on the CPU only"):
+        steps.AMGVCycle(A)
+

@@ -15,11 +15,23 @@ def _two_d(x):
     return x.reshape(x.shape[0], -1)
 
 
+def cpu_backend(A, func):
+    """The backend of ``A``, which must be a CPU one: the built-in steps have
+    no device kernels (the SOR sweeps) and build on the host."""
+    backend = get_backend(A, func=func)
+    if backend.device:
+        raise TypeError(
+            f"`{func}`: the built-in fixed-point steps run on the CPU only, and "
+            f"`A` is on the {backend.name} backend; pass a SciPy matrix "
+            f"(`A.get()`), or write the step as a map of your own.")
+    return backend
+
+
 class _Csr:
     """A fixed pattern with caller-ordered values supplied per call."""
 
     def __init__(self, A, func, need_diag):
-        mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
+        mat = as_matrix(A, func, "A", backend=cpu_backend(A, func))
         if mat.dtype.kind == "c":
             raise TypeError(f"`{func}`: `A` must be real; got {mat.dtype}.")
         self.mat = mat

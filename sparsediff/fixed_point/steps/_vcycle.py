@@ -4,8 +4,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..._validation import as_matrix
-from ...backend import _csr, get_backend
-from ._common import _grad_b, _rhs, _scalar, _two_d
+from ...backend import _csr
+from ._common import _grad_b, _rhs, _scalar, _two_d, cpu_backend
 
 # ---------------------------------------------------------------------------
 # AMG V-cycle
@@ -40,7 +40,7 @@ class AMGVCycle:
         import scipy.linalg as sla
 
         func = "sparsediff.fixed_point.steps.AMGVCycle"
-        mat = as_matrix(A, func, "A", backend=get_backend(A, func=func))
+        mat = as_matrix(A, func, "A", backend=cpu_backend(A, func))
         kwargs.setdefault("max_coarse", 10)
         ml = mat.backend.amg_hierarchy(mat.to_scipy().copy(), func=func, **kwargs)
         self.func = func
