@@ -162,6 +162,62 @@ def _pattern_matvec(pattern, data, x, trans):
     return out.index_add(0, rows, d * x.index_select(0, cols))
 
 
+def _setup_context(ctx, inputs, output):
+    """What the backward and forward rules of a solve need (both Functions)."""
+    values, b, system, trans, fresh, call = inputs
+    ctx.system = system
+    ctx.trans = trans
+    ctx.sol = call.sol
+    ctx.save_for_backward(values, output)
+    ctx.save_for_forward(values, output)
+
+
+def _backward(ctx, gx, fn, pattern_gradient, host_values):
+    """The backward rule of ``fn`` (``_Solve`` or ``_BatchedSolve``).
+
+    On plain tensors: the solution's own ``vjp`` (one adjoint solve on the
+    forward factors), ``host_values`` turning its gradient of ``A`` into a
+    tensor of values. Under ``create_graph=True`` or ``torch.func`` (tensors
+    without storage): the adjoint solve as a registered ``fn`` and the pattern
+    gradient from torch operations, so that the backward is differentiable.
+    """
+    values, x = ctx.saved_tensors
+    need_values, need_b = ctx.needs_input_grad[:2]
+    if not (need_values or need_b):
+        return None, None, None, None, None, None
+    g = None
+    if ctx.sol is not None and not torch.is_grad_enabled():
+        try:
+            g = _numpy(gx)
+        except RuntimeError:  # a torch.func tensor (no storage)
+            g = None
+    if g is None:
+        lam = fn.apply(values, gx, ctx.system, _FLIP[ctx.trans], False, _Call())
+        grad_values = (pattern_gradient(ctx.system.pattern, x, lam, ctx.trans)
+                       if need_values else None)
+        grad_b = lam
+    else:
+        grad_A, grad_b = ctx.sol.vjp(g)
+        grad_values = host_values(grad_A).to(values.dtype) if need_values else None
+        grad_b = torch.from_numpy(grad_b)
+    return (grad_values, grad_b if need_b else None, None, None, None, None)
+
+
+def _jvp(ctx, dvalues, db, fn, pattern_matvec):
+    """The forward rule ``ẋ = op(A)⁻¹ (ḃ − op(Ȧ) x)`` of ``fn``, as in
+    ``Solution.jvp``. The tangent right-hand side is formed with torch
+    operations and solved by the registered ``fn`` on the same solver: under
+    torch.func the tangents are wrapped tensors that cannot go to NumPy."""
+    values, x = ctx.saved_tensors
+    rhs = db
+    if dvalues is not None:
+        prod = pattern_matvec(ctx.system.pattern, dvalues, x, ctx.trans)
+        rhs = -prod if rhs is None else rhs - prod
+    if rhs is None:
+        return None
+    return fn.apply(values, rhs, ctx.system, ctx.trans, False, _Call())
+
+
 class _Solve(torch.autograd.Function):
     """``x = op(A)⁻¹ b`` with ``A``'s stored values as a dense 1-D tensor.
 
@@ -184,54 +240,17 @@ class _Solve(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        values, b, system, trans, fresh, call = inputs
-        ctx.system = system
-        ctx.trans = trans
-        ctx.sol = call.sol
-        ctx.save_for_backward(values, output)
-        ctx.save_for_forward(values, output)
+        _setup_context(ctx, inputs, output)
 
     @staticmethod
     def backward(ctx, gx):
-        values, x = ctx.saved_tensors
-        need_values, need_b = ctx.needs_input_grad[:2]
-        if not (need_values or need_b):
-            return None, None, None, None, None, None
-        g = None
-        if ctx.sol is not None and not torch.is_grad_enabled():
-            try:
-                g = _numpy(gx)
-            except RuntimeError:  # a torch.func tensor (no storage): see below
-                g = None
-        if g is None:
-            # create_graph=True or inside torch.func: the backward from
-            # differentiable pieces, the adjoint solve a registered solve
-            lam = _Solve.apply(values, gx, ctx.system, _FLIP[ctx.trans], False, _Call())
-            grad_values = (_pattern_gradient(ctx.system.pattern, x, lam, ctx.trans)
-                           if need_values else None)
-            grad_b = lam
-        else:
-            grad_A, grad_b = ctx.sol.vjp(g)
-            grad_values = torch.from_numpy(grad_A.data) if need_values else None
-            grad_b = torch.from_numpy(grad_b)
-            if grad_values is not None and grad_values.dtype != values.dtype:
-                grad_values = grad_values.to(values.dtype)
-        return (grad_values, grad_b if need_b else None, None, None, None, None)
+        return _backward(ctx, gx, _Solve, _pattern_gradient,
+                         lambda grad_A: torch.from_numpy(grad_A.data))
 
     @staticmethod
     def jvp(ctx, dvalues, db, *_):
-        # ẋ = op(A)⁻¹ (ḃ − op(Ȧ) x), the rule of Solution.jvp. The tangent
-        # right-hand side is formed with torch operations and solved by the
-        # registered solve on the same solver: under torch.func the tangents
-        # are functorch-wrapped tensors that cannot be handed to NumPy.
-        values, x = ctx.saved_tensors
-        rhs = db
-        if dvalues is not None:
-            prod = _pattern_matvec(ctx.system.pattern, dvalues, x, ctx.trans)
-            rhs = -prod if rhs is None else rhs - prod
-        if rhs is None:
-            return None
-        return _Solve.apply(values, rhs, ctx.system, ctx.trans, False, _Call())
+        # ẋ = op(A)⁻¹ (ḃ − op(Ȧ) x), the rule of Solution.jvp (see _jvp)
+        return _jvp(ctx, dvalues, db, _Solve, _pattern_matvec)
 
     @staticmethod
     def vmap(info, in_dims, values, b, system, trans, fresh, call):
@@ -325,49 +344,16 @@ class _BatchedSolve(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        values, b, system, trans, fresh, call = inputs
-        ctx.system = system
-        ctx.trans = trans
-        ctx.sol = call.sol
-        ctx.save_for_backward(values, output)
-        ctx.save_for_forward(values, output)
+        _setup_context(ctx, inputs, output)
 
     @staticmethod
     def backward(ctx, gx):
-        values, x = ctx.saved_tensors
-        need_values, need_b = ctx.needs_input_grad[:2]
-        if not (need_values or need_b):
-            return None, None, None, None, None, None
-        g = None
-        if ctx.sol is not None and not torch.is_grad_enabled():
-            try:
-                g = _numpy(gx)
-            except RuntimeError:
-                g = None
-        if g is None:   # create_graph=True or inside torch.func
-            lam = _BatchedSolve.apply(values, gx, ctx.system, _FLIP[ctx.trans], False,
-                                      _Call())
-            grad_values = (_batched_pattern_gradient(ctx.system.pattern, x, lam,
-                                                     ctx.trans)
-                           if need_values else None)
-            grad_b = lam
-        else:
-            grad_data, grad_b = ctx.sol.vjp(g)
-            grad_values = (torch.from_numpy(grad_data).to(values.dtype)
-                           if need_values else None)
-            grad_b = torch.from_numpy(grad_b)
-        return (grad_values, grad_b if need_b else None, None, None, None, None)
+        return _backward(ctx, gx, _BatchedSolve, _batched_pattern_gradient,
+                         torch.from_numpy)
 
     @staticmethod
     def jvp(ctx, dvalues, db, *_):
-        values, x = ctx.saved_tensors
-        rhs = db
-        if dvalues is not None:
-            prod = _batched_pattern_matvec(ctx.system.pattern, dvalues, x, ctx.trans)
-            rhs = -prod if rhs is None else rhs - prod
-        if rhs is None:
-            return None
-        return _BatchedSolve.apply(values, rhs, ctx.system, ctx.trans, False, _Call())
+        return _jvp(ctx, dvalues, db, _BatchedSolve, _batched_pattern_matvec)
 
     @staticmethod
     def vmap(info, in_dims, values, b, system, trans, fresh, call):
