@@ -168,6 +168,23 @@ def _start(A, b, x0):
 # ------------------------------------------------------------------- solvers
 
 
+def _begin(A, b, x0, net, func, *, spd, rtol, atol, maxiter, guard):
+    """Shared start of the solvers: validated ``(A, b)``, ``maxiter``, the
+    norm of ``b``, the stopping target ``max(rtol·‖b‖, atol)``, the direction
+    proposer and the initial ``x``, ``r``, ``‖r‖``."""
+    A, b, x0 = _check_system(A, b, func, spd=spd, x0=x0)
+    _check_net(net, func)
+    maxiter = 10 * b.shape[0] if maxiter is None else int(maxiter)
+    bnorm = np.linalg.norm(b)
+    tol = max(rtol * bnorm, atol)
+    if tol == 0 and bnorm > 0:
+        raise ValueError(f"`{func}`: `rtol` and `atol` are both 0; the solve could "
+                         f"never stop.")
+    prop = _Proposer(net, A, func, guard)
+    x, r = _start(A, b, x0)
+    return A, b, maxiter, bnorm, tol, prop, x, r, np.linalg.norm(r)
+
+
 def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
               truncation=1, guard=GUARD, callback=None):
     """Flexible CG with a graph network as nonlinear preconditioner (SPD ``A``).
@@ -232,19 +249,10 @@ def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
     (True, True)
     """
     func = "neural_cg"
-    A, b, x0 = _check_system(A, b, func, spd=True, x0=x0)
-    _check_net(net, func)
-    n = b.shape[0]
-    maxiter = 10 * n if maxiter is None else int(maxiter)
+    A, b, maxiter, bnorm, tol, prop, x, r, rnorm = _begin(
+        A, b, x0, net, func, spd=True, rtol=rtol, atol=atol, maxiter=maxiter,
+        guard=guard)
     method = "fcg+gnn" if net is not None else "fcg+jacobi"
-    bnorm = np.linalg.norm(b)
-    tol = max(rtol * bnorm, atol)
-    if tol == 0 and bnorm > 0:
-        raise ValueError(f"`{func}`: `rtol` and `atol` are both 0; the solve could "
-                         f"never stop.")
-    prop = _Proposer(net, A, func, guard)
-    x, r = _start(A, b, x0)
-    rnorm = np.linalg.norm(r)
     history = [rnorm]
     P, Q = [], []
     it = 0
@@ -314,20 +322,12 @@ def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
     scipy.sparse.linalg.gmres, neural_cg
     """
     func = "neural_gmres"
-    A, b, x0 = _check_system(A, b, func, spd=False, x0=x0)
-    _check_net(net, func)
+    A, b, maxiter, bnorm, tol, prop, x, r, rnorm = _begin(
+        A, b, x0, net, func, spd=False, rtol=rtol, atol=atol, maxiter=maxiter,
+        guard=guard)
     n = b.shape[0]
-    maxiter = 10 * n if maxiter is None else int(maxiter)
     restart = max(1, min(int(restart), max(n, 1)))
     method = "fgmres+gnn" if net is not None else "fgmres+jacobi"
-    bnorm = np.linalg.norm(b)
-    tol = max(rtol * bnorm, atol)
-    if tol == 0 and bnorm > 0:
-        raise ValueError(f"`{func}`: `rtol` and `atol` are both 0; the solve could "
-                         f"never stop.")
-    prop = _Proposer(net, A, func, guard)
-    x, r = _start(A, b, x0)
-    rnorm = np.linalg.norm(r)
     history = [rnorm]
     it, reason, use_net = 0, "maxiter", True
     while rnorm > tol and it < maxiter:
@@ -398,16 +398,10 @@ def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=N
         ``"maxiter"`` or ``"breakdown"`` (``zᵀAz = 0`` or a non-finite step).
     """
     func = "line_search_solve"
-    A, b, x0 = _check_system(A, b, func, spd=True, x0=x0)
-    _check_net(net, func)
-    n = b.shape[0]
-    maxiter = 10 * n if maxiter is None else int(maxiter)
+    A, b, maxiter, bnorm, tol, prop, x, r, rnorm = _begin(
+        A, b, x0, net, func, spd=True, rtol=rtol, atol=atol, maxiter=maxiter,
+        guard=None)
     method = "linesearch+gnn" if net is not None else "linesearch+jacobi"
-    bnorm = np.linalg.norm(b)
-    tol = max(rtol * bnorm, atol)
-    prop = _Proposer(net, A, func, guard=None)
-    x, r = _start(A, b, x0)
-    rnorm = np.linalg.norm(r)
     history = [rnorm]
     it, reason = 0, "maxiter"
     while it < maxiter:
