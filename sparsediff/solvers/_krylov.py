@@ -218,9 +218,6 @@ class KrylovEngine:
         # Aᴴ/Aᵀ apply the matrix as given unless it is Hermitian bit for bit
         self.exact_hermitian = self.hermitian and mat.symmetry.exact
         self.method = self.name + (f"+{precond.name}" if precond is not None else "")
-        # the fused kernels and the host-read period of the matrix's backend
-        self.kernels = mat.backend.kernels
-        self.check_every = mat.backend.check_every
         self._check(func)
         self._positive_diagonal = None
 
