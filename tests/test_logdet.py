@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparsediff as sd
-from sparsediff._errors import ConvergenceWarning
+from sparsediff._errors import ConvergenceWarning, IllConditionedWarning
 from sparsediff._validation import as_matrix
 from sparsediff.stochastic import _logdet, _sampled
 
@@ -312,6 +312,131 @@ def test_jacobian_projection_exact_fd_and_unbiased():
 
 
 # ---------------------------------------------------------------------------
+# SLQ on the normal operator: non-Hermitian and Hermitian indefinite A
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_slq_normal_matches_slogdet_and_converges(rng, complex_):
+    A = random_matrix(40, rng, complex_)
+    assert not np.allclose(A.toarray(), A.toarray().conj().T)
+    exact = np.linalg.slogdet(A.toarray())[1]
+    runs = {m: sd.logdet(A, method="gmres", grad=False, num_probes=m, seed=3,
+                         lanczos_steps=40) for m in (16, 4096)}
+    for m, r in runs.items():
+        assert r.value_estimator == "slq-normal" and np.isnan(r.sign)
+        assert r.grad is None and r.logabsdet_stderr > 0
+        assert abs(r.logabsdet - exact) < 4 * r.logabsdet_stderr, (m, r, exact)
+    # the standard error falls as 1/sqrt(probes) (16x here) and the error with it
+    ratio = runs[16].logabsdet_stderr / runs[4096].logabsdet_stderr
+    assert 8 < ratio < 32, ratio
+    assert abs(runs[4096].logabsdet - exact) < runs[16].logabsdet_stderr
+
+
+def test_slq_normal_unbiased_with_honest_stderr(rng):
+    A = random_matrix(30, rng)
+    exact = np.linalg.slogdet(A.toarray())[1]
+    est, ses = [], []
+    for seed in range(200):
+        r = sd.logdet(A, method="gmres", num_probes=4, seed=seed, grad=False,
+                      lanczos_steps=30)
+        est.append(r.logabsdet)
+        ses.append(r.logabsdet_stderr)
+    _check_unbiased(np.asarray(est)[:, None], np.asarray(ses)[:, None], exact)
+
+
+def test_slq_normal_badly_scaled(rng):
+    # rows and columns scaled over 12 decades: κ(A) ~ 1e12, κ(AᴴA) ~ 1e24; the
+    # row and column scaling inside SLQ takes the scales out exactly
+    A0 = random_matrix(30, rng)
+    R = sp.diags(10.0 ** rng.uniform(-6, 6, 30))
+    C = sp.diags(10.0 ** rng.uniform(-6, 6, 30))
+    A = sp.csr_array(R @ A0 @ C)
+    exact = np.linalg.slogdet(A.toarray())[1]
+    r = sd.logdet(A, method="gmres", grad=False, num_probes=512, seed=0,
+                  lanczos_steps=30)
+    r0 = sd.logdet(A0, method="gmres", grad=False, num_probes=512, seed=0,
+                   lanczos_steps=30)
+    assert abs(r.logabsdet - exact) < 4 * r.logabsdet_stderr, (r, exact)
+    assert r.logabsdet_stderr < 2 * r0.logabsdet_stderr
+
+
+def test_slq_hermitian_indefinite_uses_normal_operator():
+    # negative diagonal, and a positive diagonal with a negative eigenvalue
+    for A in (laplacian_2d(3, -5.0), laplacian_2d(3, -2.0)):
+        exact = np.linalg.slogdet(A.toarray())[1]
+        r = sd.logdet(A, method="minres", grad=False, num_probes=2000, seed=1,
+                      lanczos_steps=9)
+        assert r.value_estimator == "slq-normal" and np.isnan(r.sign)
+        assert abs(r.logabsdet - exact) < 4 * r.logabsdet_stderr, (r, exact)
+    # positive definite: still SLQ on A itself, sign 1
+    r = sd.logdet(laplacian_2d(3, 1.0), method="cg", grad=False, num_probes=4, seed=0)
+    assert r.value_estimator == "slq" and r.sign == 1.0
+
+
+def test_slq_normal_singular_follows_on_failure():
+    A = sp.csr_array(np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 1.0]]))
+    with pytest.raises(sd.SingularMatrixError, match="singular to working precision"):
+        sd.logdet(A, method="gmres", grad=False)
+    with pytest.warns(ConvergenceWarning, match="row or a column") as w:
+        r = sd.logdet(A, method="gmres", grad=False, on_failure="warn")
+    assert w[0].filename == __file__
+    assert r.logabsdet == -np.inf and r.sign == 0.0
+    r = sd.logdet(A, method="gmres", grad=False, on_failure="nan")
+    assert np.isnan(r.logabsdet)
+
+
+# ---------------------------------------------------------------------------
+# conditioning of the exact path
+# ---------------------------------------------------------------------------
+
+
+def test_exact_ill_conditioned_warns_with_estimate(rng):
+    n = 20
+    A = random_matrix(n, rng).toarray()
+    U, s, Vt = np.linalg.svd(A)
+    s[-1] = s[0] * 1e-14                           # κ₂ = 1e14: κ·eps ≈ 0.02
+    A = sp.csr_array(U @ np.diag(s) @ Vt)
+    with pytest.warns(IllConditionedWarning, match="ill-conditioned") as w:
+        r = sd.logdet(A)
+    assert w[0].filename == __file__
+    cond1 = np.linalg.cond(A.toarray(), 1)
+    assert cond1 / 3 <= r.condition_estimate <= cond1 * 1.01
+    # the stochastic estimators on the same factorization warn too
+    with pytest.warns(IllConditionedWarning):
+        sd.logdet(A, estimator="hutchinson", num_probes=2, seed=0)
+
+
+def test_exact_well_conditioned_and_badly_scaled_do_not_warn(rng):
+    A = random_matrix(30, rng, complex_=True)
+    D = sp.diags(10.0 ** rng.uniform(-150, 150, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = sd.logdet(A)
+        # diagonal scaling: κ₁ ~ 1e300, yet log|det| is as accurate as for A
+        rs = sd.logdet(sp.csr_array(D @ A))
+    cond1 = np.linalg.cond(A.toarray(), 1)
+    assert cond1 / 3 <= r.condition_estimate <= cond1 * 1.01
+    assert rs.condition_estimate < 1e6
+    np.testing.assert_allclose(rs.logabsdet,
+                               r.logabsdet + np.sum(np.log(D.diagonal())), rtol=1e-12)
+    assert sd.logdet(laplacian_2d(3, 1.0), method="cg", num_probes=3,
+                     seed=0).condition_estimate is None
+
+
+def test_exact_singular_to_working_precision_follows_on_failure():
+    A = sp.csr_array(np.array([[1.0, 1.0, 0.0], [1.0, 1.0 + 3e-16, 0.0],
+                               [0.0, 0.0, 2.0]]))
+    with pytest.raises(sd.SingularMatrixError, match="singular to working precision"):
+        sd.logdet(A)
+    with pytest.warns(ConvergenceWarning, match="singular to working precision"):
+        r = sd.logdet(A, on_failure="warn")
+    assert np.isfinite(r.logabsdet) and r.condition_estimate > 1e15
+    r = sd.logdet(A, on_failure="nan")
+    assert np.isnan(r.logabsdet) and np.isnan(r.grad.data).all()
+
+
+# ---------------------------------------------------------------------------
 # sampled right-hand sides
 # ---------------------------------------------------------------------------
 
@@ -385,12 +510,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="`estimator` must be one of"):
         sd.logdet(A, estimator="slq")
     N = (A + sp.diags([0.5], [1], shape=A.shape)).tocsr()
-    with pytest.raises(ValueError, match="needs a Hermitian positive definite"):
-        sd.logdet(N, method="gmres")
-    with pytest.raises(ValueError, match="diagonal entry 0 is -1"):
-        sd.logdet(laplacian_2d(3, -5.0), method="minres", grad=False)
-    with pytest.raises(ValueError, match="not positive definite .a Lanczos Ritz value"):
-        sd.logdet(laplacian_2d(3, -2.0), method="minres", grad=False)
+    with pytest.raises(ValueError, match="`lanczos_steps` must be >= 1"):
+        sd.logdet(N, method="gmres", grad=False, lanczos_steps=0)
     bad = A.copy()
     bad.data[0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):

@@ -24,7 +24,15 @@ standard error computed from the spread of the per-probe estimates, so that
 import numpy as np
 import scipy.linalg
 
-__all__ = ["hutchinson", "hutchpp", "rademacher", "slq_logdet"]
+__all__ = ["SLQ_NORMAL_STEPS", "SLQ_STEPS", "hutchinson", "hutchpp", "rademacher",
+           "slq_logdet"]
+
+#: Default Lanczos steps per SLQ probe on a Hermitian positive definite ``A``.
+SLQ_STEPS = 60
+#: ... and on the normal operator ``AᴴA`` (every other ``A``): its condition
+#: number is ``κ₂(A)²``, and Gauss quadrature of ``log`` on ``[λ_min, λ_max]``
+#: needs about ``√κ`` nodes per digit, ``κ₂(A)`` here instead of ``√κ₂(A)``.
+SLQ_NORMAL_STEPS = 150
 
 
 def rademacher(rng, n, m):

@@ -29,7 +29,10 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph
 
 from .._api import Solver
-from .._errors import ConvergenceWarning  # noqa: F401 (documented in Warns)
+from .._errors import (  # noqa: F401 (documented in Warns)
+    ConvergenceWarning,
+    IllConditionedWarning,
+)
 from .._validation import (
     as_matrix,
     check_int,
@@ -38,6 +41,13 @@ from .._validation import (
 )
 from ..backend import _csr, get_backend
 from ..solvers._common import enforce
+from ..solvers._conditioning import (
+    ILL_CONDITIONED_BOUND,
+    SINGULAR_BOUND,
+    equilibration,
+    inverse_norm1,
+    warn_ill_conditioned,
+)
 from . import _estimators
 
 __all__ = ["LogDet", "logdet"]
@@ -46,6 +56,8 @@ ESTIMATORS = ("exact", "hutchinson", "hutch++")
 _FUNC = "sparsediff.logdet"
 #: Right-hand sides per block solve of the fallbacks and probe blocks.
 BLOCK = 64
+#: Most Sinkhorn–Knopp sweeps scaling ``A`` before SLQ on ``AᴴA``.
+SINKHORN_STEPS = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +94,14 @@ class LogDet:
     grad_params, grad_params_stderr : ndarray of shape (p,), or None
         With ``jacobian=J``: ``dL/dθ = Re(Σ_k conj(grad_k)·J[k, :])`` and its
         standard error (0 when exact), from the per-probe projections.
+    condition_estimate : float or None
+        ``method="direct"``: an estimate of the 1-norm condition number
+        ``κ₁(A) = ‖A‖₁·‖A⁻¹‖₁`` from the LU factors (as
+        ``SolveInfo.condition_estimate`` of a direct solve), or of ``A`` with
+        rows and columns scaled by powers of two when that is smaller (the
+        scaling changes ``log|det A|`` by an exactly known term, not its
+        accuracy); it decides :class:`IllConditionedWarning`. None for the
+        other methods.
     """
 
     sign: object
@@ -96,6 +116,7 @@ class LogDet:
     fallback_entries: int = 0
     grad_params: object = None
     grad_params_stderr: object = None
+    condition_estimate: object = None
 
 
 # ---------------------------------------------------------------------------
@@ -197,6 +218,53 @@ def exact_gradient(lu, mat, how="selinv"):
     return values, int(lost.size)
 
 
+def _lu_inverse_ops(lu, r=None, c=None):
+    """1-D ``(v ↦ Ã⁻¹ v, v ↦ Ã⁻ᴴ v)`` for ``Ã = R A C`` (``A`` without ``r``,
+    ``c``) from the factors of ``B = Aᵀ``: ``A⁻¹ = B⁻ᵀ``, ``A⁻ᴴ = conj(B⁻¹)``,
+    ``Ã⁻¹ = C⁻¹ A⁻¹ R⁻¹``."""
+    dt = lu.U.dtype
+    r = np.ones(lu.shape[0]) if r is None else r
+    c = np.ones(lu.shape[0]) if c is None else c
+
+    def solve(v):
+        return lu.solve(np.asarray(v / r, dt), trans="T") / c
+
+    def solve_h(v):
+        return np.conj(lu.solve(np.conj(np.asarray(v / c, dt)))) / r
+
+    return solve, solve_h
+
+
+def _norm1(mat, data):
+    """``‖A‖₁``: the largest column sum of ``|data|``."""
+    return float(np.bincount(mat.indices, weights=np.abs(data),
+                             minlength=mat.shape[0]).max(initial=0.0))
+
+
+def conditioning(lu, mat):
+    """``(κ₁(A), singular)``: the 1-norm condition estimate from the factors
+    (Hager–Higham, ``solvers._conditioning.inverse_norm1``, a handful of
+    solves) and whether ``A`` is singular to working precision, as for a
+    direct solve: ``κ·eps >= SINGULAR_BOUND`` both as ``A`` is and with rows
+    and columns equilibrated by powers of two. The equilibrated estimate is
+    computed only when the plain one is above ``ILL_CONDITIONED_BOUND/eps``,
+    and ``κ₁(A)`` reported is replaced by it when smaller: a badly scaled but
+    well-determined ``A`` such as ``diag(1, 1e-200)`` has an exact
+    ``log|det A|`` (the scaling adds an exactly known term) and does not warn.
+    """
+    n = mat.shape[0]
+    dtype = lu.U.dtype
+    eps = float(np.finfo(dtype).eps)
+    kappa = _norm1(mat, mat.data) * inverse_norm1(*_lu_inverse_ops(lu), n, dtype)
+    if not kappa * eps > ILL_CONDITIONED_BOUND:
+        return kappa, False
+    r, c = equilibration(mat, mat.data)
+    scaled = np.abs(mat.data) * (r[mat.rows] * c[mat.indices])
+    kappa_eq = _norm1(mat, scaled) * inverse_norm1(*_lu_inverse_ops(lu, r, c), n, dtype)
+    singular = bool(kappa * eps >= SINGULAR_BOUND and kappa_eq * eps >= SINGULAR_BOUND)
+    return min(kappa, kappa_eq), singular
+
+
 # ---------------------------------------------------------------------------
 # the public function
 # ---------------------------------------------------------------------------
@@ -221,14 +289,15 @@ def _check_options(estimator, method, num_probes, lanczos_steps, block, grad, va
         raise ValueError(
             f"`{_FUNC}`: estimator='hutch++' splits `num_probes` solves into a sketch, "
             f"its projection and probes, and needs `num_probes` >= 3; got {num_probes}.")
-    lanczos_steps = check_int(lanczos_steps, _FUNC, "lanczos_steps", 1, strict=True)
+    if lanczos_steps is not None:
+        lanczos_steps = check_int(lanczos_steps, _FUNC, "lanczos_steps", 1, strict=True)
     block = check_int(block, _FUNC, "block", 1, strict=True)
     return estimator, num_probes, lanczos_steps, block
 
 
 def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_probes=64,
            seed=None, jacobian=None, M=None, rtol=1e-10, atol=0.0, maxiter=None,
-           lanczos_steps=60, block=BLOCK, on_failure="raise"):
+           lanczos_steps=None, block=BLOCK, on_failure="raise"):
     """``log|det A|``, its sign, and its gradient w.r.t. ``A``'s stored entries.
 
     Exact from an LU factorization (``method="direct"``), or stochastic with
@@ -337,12 +406,23 @@ def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_pro
         return LogDet(1.0, 0.0, 0.0, g, None if estimator == "exact" else g, estimator,
                       "exact" if value else None, "direct", 0)
     sign, logabs, value_se, value_est = np.nan, np.nan, np.nan, None
-    lu = None
+    lu = kappa = None
     if method == "direct":
         # one factorization for the value, the exact gradient and the probes
         lu = factorize(mat)
         if lu is None:
             return _singular(mat, grad, estimator, value, on_failure, a_dtype)
+        kappa, near_singular = conditioning(lu, mat)
+        if near_singular:
+            msg = (f"`{_FUNC}`: the matrix is singular to working precision (1-norm "
+                   f"condition number estimate {kappa:.3g}, also with rows and "
+                   f"columns equilibrated): log|det A| and its gradient are not "
+                   f"determined by its entries.")
+            enforce(on_failure, msg, None, singular=True, stacklevel=3)
+            if on_failure == "nan":
+                return _nan_result(mat, grad, estimator, value, method, a_dtype)
+        else:
+            warn_ill_conditioned(None, work, _FUNC, stacklevel=3, kappa=kappa)
         if value:
             sign, logabs = exact_value(lu, work)
             value_se, value_est = 0.0, "exact"
@@ -353,9 +433,8 @@ def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_pro
                                         on_failure=on_failure)
         solves, method_name = _solver_solves(solver), solver.method
         if value:
-            sign, logabs, value_se = _slq(mat, num_probes, lanczos_steps, rng_value,
-                                          block)
-            value_est = "slq"
+            sign, logabs, value_se, value_est = _slq(mat, num_probes, lanczos_steps,
+                                                     rng_value, block, on_failure)
     grad_out = grad_se = gp = gp_se = None
     fallback = 0
     probes = 0
@@ -373,7 +452,7 @@ def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_pro
             grad_se = mat.wrap(se.astype(np.real(np.zeros(0, a_dtype)).dtype))
             probes = num_probes
     return LogDet(sign, logabs, value_se, grad_out, grad_se, estimator, value_est,
-                  method_name, probes, fallback, gp, gp_se)
+                  method_name, probes, fallback, gp, gp_se, kappa)
 
 
 def _check_jacobian(jacobian, mat):
@@ -453,30 +532,90 @@ def _stochastic_gradient(solves, mat, estimator, num_probes, rng, block, J):
                                mat.dtype, J)
 
 
-def _slq(mat, num_probes, steps, rng, block):
-    sym = mat.symmetry
-    if not sym.hermitian:
-        raise ValueError(
-            f"`{_FUNC}`: the value by stochastic Lanczos quadrature needs a Hermitian "
-            f"positive definite `A`; this one is not Hermitian ({sym.describe()}). "
-            f"Pass value=False for the gradient only, or method='direct'.")
-    d = _csr.diagonal(mat).real
-    if not np.all(d > 0):
-        i = int(np.flatnonzero(~(d > 0))[0])
-        raise ValueError(
-            f"`{_FUNC}`: the value by stochastic Lanczos quadrature needs a positive "
-            f"definite `A`; its diagonal entry {i} is {d[i]:.3g}. Use method='direct'.")
-    s = 1.0 / np.sqrt(d)
-    scaled = mat.with_data(mat.data * (s[mat.rows] * s[mat.indices]))
+def _slq(mat, num_probes, steps, rng, block, on_failure):
+    """``(sign, log|det A|, stderr, value_estimator)`` by SLQ.
+
+    A Hermitian ``A`` with a positive diagonal: SLQ on ``A`` itself (Jacobi
+    scaled), sign 1. Any other square ``A`` (non-Hermitian, real or complex;
+    Hermitian indefinite, found by its diagonal or by a Ritz value ``<= 0``):
+    SLQ on the normal operator, ``log|det A| = ½ log det(AᴴA)``, sign NaN
+    (not available from products with ``A``).
+    """
+    n = mat.shape[0]
+    if mat.symmetry.hermitian:
+        d = _csr.diagonal(mat).real
+        if np.all(d > 0):
+            s = 1.0 / np.sqrt(d)
+            scaled = mat.with_data(mat.data * (s[mat.rows] * s[mat.indices]))
+
+            def matvec(V):
+                return _csr.matvec(scaled, V)
+
+            hpd_steps = _estimators.SLQ_STEPS if steps is None else steps
+            est, se, min_ritz = _estimators.slq_logdet(matvec, n, num_probes, hpd_steps,
+                                                       rng, block)
+            if min_ritz > 0:
+                return 1.0, float(np.sum(np.log(d)) + est), se, "slq"
+            # a Ritz value <= 0: A is indefinite, log|det A| from AᴴA = A²
+    return _slq_normal(mat, num_probes, steps, rng, block, on_failure)
+
+
+def _slq_normal(mat, num_probes, steps, rng, block, on_failure):
+    """SLQ on ``Nₛ = (R A C)ᴴ (R A C)`` with diagonal ``R``, ``C > 0``:
+    ``log|det A| = ½ log det Nₛ − Σ log r − Σ log c``. One product with ``A``
+    and one with ``Aᴴ`` per Lanczos step; ``AᴴA`` is never formed.
+
+    ``R``, ``C``: Sinkhorn–Knopp on ``|A|²`` (at most ``SINKHORN_STEPS``
+    O(nnz) sweeps, until every row of ``|R A C|²`` sums to 1 within 10 %),
+    then every column of ``R A C`` scaled to unit 2-norm, so that ``Nₛ`` has
+    a unit diagonal. The scaling takes badly scaled rows and columns out of
+    ``κ(AᴴA)`` (which Lanczos would meet squared); any positive scaling keeps
+    the estimate unbiased.
+    """
+    n = mat.shape[0]
+    absq = np.abs(mat.data) ** 2
+    rows, cols = mat.rows, mat.indices
+
+    def row_sums(c):
+        return np.bincount(rows, weights=absq * c[cols], minlength=n)
+
+    def col_sums(r):
+        return np.bincount(cols, weights=absq * r[rows], minlength=n)
+
+    r2, c2 = np.ones(n), np.ones(n)
+    if not (np.all(row_sums(c2) > 0) and np.all(col_sums(r2) > 0)):
+        return _slq_singular(on_failure, "`A` has a row or a column without a "
+                             "nonzero entry")
+    for _ in range(SINKHORN_STEPS):
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            r_new = 1.0 / row_sums(c2)
+            c_new = 1.0 / col_sums(r_new)
+        if not (np.all(np.isfinite(r_new) & (r_new > 0))
+                and np.all(np.isfinite(c_new) & (c_new > 0))):
+            break                 # no total support: keep the last finite scaling
+        r2, c2 = r_new, c_new
+        if np.max(np.abs(r2 * row_sums(c2) - 1.0)) < 0.1:
+            break
+    r = np.sqrt(r2)
+    c = np.sqrt(c2) / np.sqrt(col_sums(r2) * c2)
+    scaled = mat.with_data(mat.data * (r[rows] * c[cols]))
 
     def matvec(V):
-        return _csr.matvec(scaled, V)
+        return _csr.matvec(scaled, _csr.matvec(scaled, V), "H")
 
-    est, se, min_ritz = _estimators.slq_logdet(matvec, mat.shape[0], num_probes, steps,
-                                               rng, block)
-    if not min_ritz > 0:
-        raise ValueError(
-            f"`{_FUNC}`: `A` is not positive definite (a Lanczos Ritz value "
-            f"{min_ritz:.3g} <= 0): stochastic Lanczos quadrature does not apply. "
-            f"Use method='direct'.")
-    return 1.0, float(np.sum(np.log(d)) + est), se
+    steps = _estimators.SLQ_NORMAL_STEPS if steps is None else steps
+    est, se, min_ritz = _estimators.slq_logdet(matvec, n, num_probes, steps, rng, block)
+    if not (min_ritz > 0 and np.isfinite(est)):
+        return _slq_singular(on_failure, f"a Lanczos Ritz value of AᴴA is {min_ritz:.3g}")
+    logabs = 0.5 * est - float(np.sum(np.log(r)) + np.sum(np.log(c)))
+    return np.nan, float(logabs), 0.5 * se, "slq-normal"
+
+
+def _slq_singular(on_failure, why):
+    msg = (f"`{_FUNC}`: the matrix is singular to working precision for stochastic "
+           f"Lanczos quadrature on AᴴA ({why}): log|det A| = −inf or not "
+           f"determined by it. Use method='direct'.")
+    enforce(on_failure, msg, None, singular=True, stacklevel=6)
+    if on_failure == "nan":
+        return np.nan, np.nan, np.nan, None
+    return 0.0, -np.inf, np.nan, "slq-normal"
