@@ -19,6 +19,9 @@ standard error computed from the spread of the per-probe estimates, so that
   ``log det A`` of a Hermitian positive definite ``A``: ``n·e₁ᵀ log(T) e₁``
   per probe, ``T`` the Lanczos tridiagonal of the Jacobi-scaled
   ``D^{-1/2} A D^{-1/2}`` started at ``z/‖z‖``; ``log det D`` is added exactly.
+  Any other square ``A``: the same on the normal operator ``(R A C)ᴴ(R A C)``
+  of a row- and column-scaled ``A``, ``log|det A| = ½ log det AᴴA`` (the
+  caller, ``_logdet``, chooses the scaling and adds its terms).
 """
 
 import numpy as np

@@ -19,7 +19,14 @@ factors, grouped by column.
 Stochastic (every other method, or ``estimator=`` "hutchinson"/"hutch++"):
 probe solves with one :class:`~sparsediff.Solver` (one factorization or one
 preconditioner for every probe); the value by stochastic Lanczos quadrature
-for Hermitian positive definite ``A`` (``_estimators``).
+(``_estimators``): on ``A`` itself for a Hermitian positive definite ``A``
+(sign 1), on the normal operator ``AᴴA`` otherwise (``log|det A| =
+½ log det AᴴA``, sign unknown: NaN).
+
+Conditioning (exact path): the 1-norm condition estimate of
+``solvers._conditioning`` on the same factors, as for a direct solve:
+:class:`IllConditionedWarning` above ``ILL_CONDITIONED_BOUND``, the
+``on_failure`` policy when singular to working precision.
 """
 
 import dataclasses
@@ -69,7 +76,9 @@ class LogDet:
     sign : float or complex
         ``det A / |det A|`` (as :func:`numpy.linalg.slogdet`): ±1 for real
         ``A``, a unit complex number for complex ``A``, 0 for a singular
-        ``A``; 1.0 from SLQ (positive definite); NaN when not computed.
+        ``A``; 1.0 from SLQ on a positive definite ``A``; NaN when not
+        computed, and from SLQ on ``AᴴA`` (``value_estimator="slq-normal"``:
+        products with ``A`` do not determine the sign).
     logabsdet : float
         ``log|det A|`` (NaN when ``value=False``).
     logabsdet_stderr : float
@@ -83,7 +92,8 @@ class LogDet:
     estimator : str
         ``"exact"``, ``"hutchinson"`` or ``"hutch++"`` (the gradient's).
     value_estimator : str or None
-        ``"exact"``, ``"slq"`` or None.
+        ``"exact"``, ``"slq"`` (SLQ on ``A``), ``"slq-normal"`` (SLQ on
+        ``AᴴA``) or None.
     method : str
         The solver behind the probes or the factorization (``"direct"``,
         ``"cg+amg"``, ...).
@@ -313,9 +323,10 @@ def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_pro
         Compute the gradient (default True).
     value : bool
         Compute ``log|det A|`` (default True). Free with ``method="direct"``;
-        otherwise by SLQ, which needs a Hermitian (to rounding) positive
-        definite ``A``: pass ``value=False`` for the gradient of a
-        non-Hermitian ``A`` with an iterative method.
+        otherwise by SLQ: on ``A`` for a Hermitian (to rounding) positive
+        definite ``A``, else on the normal operator ``AᴴA`` (one product with
+        ``A`` and one with ``Aᴴ`` per Lanczos step), whose condition number
+        is ``κ₂(A)²``: more Lanczos steps, a NaN sign.
     method : str or (str, dict)
         Solver of the probes, as in :class:`sparsediff.Solver`; ``"direct"``
         (default) factorizes once (and gives the exact value).
@@ -336,12 +347,18 @@ def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_pro
     M, rtol, atol, maxiter
         Preconditioner and stopping test of the probe solves (iterative
         methods); the solve error enters the estimate, so keep ``rtol`` small.
-    lanczos_steps : int
-        Lanczos steps per SLQ probe (at most ``n``).
+    lanczos_steps : int or None
+        Lanczos steps per SLQ probe (at most ``n``). None: 60 on ``A``, 150
+        on ``AᴴA`` (Gauss quadrature of ``log`` needs about ``√κ`` nodes per
+        digit, and ``κ(AᴴA) = κ₂(A)²``). Too few steps bias the value (the
+        standard error does not show it): check by doubling.
     block : int
         Probes solved together (memory ``O(n·block)``).
     on_failure : {"raise", "warn", "nan"}
-        A singular ``A`` (``log|det A| = −∞``) and failed probe solves:
+        A singular ``A`` (``log|det A| = −∞``; ``method="direct"``: also
+        singular to working precision, ``κ·eps >= 1`` as for a direct
+        solve, where ``"warn"`` keeps the computed values) and failed probe
+        solves:
         raise :class:`SingularMatrixError` / :class:`ConvergenceError`; warn
         with :class:`ConvergenceWarning` and return ``sign = 0``,
         ``logabsdet = −inf`` and a NaN gradient; or return NaN.
@@ -356,10 +373,22 @@ def logdet(A, *, grad=True, value=True, method="direct", estimator=None, num_pro
     ------
     ValueError
         Non-square ``A``; ``num_probes < 1``; an estimator asked for what it
-        cannot give (``"exact"`` without factors, SLQ on a non-Hermitian or
-        indefinite ``A``); NaN or Inf in ``A`` (:class:`NonFiniteInputError`).
+        cannot give (``"exact"`` without factors); NaN or Inf in ``A``
+        (:class:`NonFiniteInputError`).
     SingularMatrixError
-        ``A`` is exactly singular (``on_failure="raise"``).
+        ``A`` is exactly singular, or (``method="direct"``) singular to
+        working precision, or (SLQ on ``AᴴA``) has an empty row or column or
+        a Ritz value ``<= 0`` (``on_failure="raise"``).
+
+    Warns
+    -----
+    IllConditionedWarning
+        ``method="direct"``: the condition estimate ``κ`` (in the result as
+        ``condition_estimate``) gives ``κ·eps`` above
+        ``ILL_CONDITIONED_BOUND``: few digits of the value and gradient are
+        exact. Badly scaled rows and columns alone do not warn.
+    ConvergenceWarning
+        ``on_failure="warn"`` and one of the failures above.
 
     Notes
     -----
