@@ -133,7 +133,10 @@ class CholmodFactor(_Factor):
 
     def __init__(self, n, rows, cols, data, analysis=None, *, func):
         cholmod, _ = _modules(func, self.library)
-        super().__init__(n, rows, cols, data)
+        # CHOLMOD reads the lower triangle only: pass just that (half the
+        # conversion; the analysis and the factor are the same)
+        lower = rows >= cols
+        super().__init__(n, rows[lower], cols[lower], data[lower])
         from kvxopt import matrix
 
         with self._lock:
@@ -143,8 +146,9 @@ class CholmodFactor(_Factor):
                 F = cholmod.symbolic(self._K, p=matrix(analysis), uplo="L")
             try:
                 cholmod.numeric(self._K, F)
-                # an incomplete factor (a non-positive pivot) refuses to solve
-                cholmod.solve(F, matrix(np.zeros(n, dtype=self.dtype)))
+                # an incomplete factor (a non-positive pivot) refuses to solve,
+                # even with no right-hand side: the check costs no solve
+                cholmod.solve(F, matrix(np.zeros((n, 0), dtype=self.dtype), (n, 0)))
             except ArithmeticError as exc:
                 raise NotPositiveDefiniteError(
                     f"CHOLMOD: the matrix is not positive definite ({exc})") from None

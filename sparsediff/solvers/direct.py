@@ -264,19 +264,31 @@ class DirectEngine:
         # most stored entries in a row or a column (rounding of a residual)
         self._row_nnz = int(max(np.diff(mat.indptr).max(initial=0),
                                 np.bincount(mat.indices, minlength=1).max(initial=0)))
-        if permc_spec is None:
-            symmetric_ok = (n > 1 and _diagonally_dominant(mat, absdata)
-                            and _structurally_symmetric(mat))
-            permc_spec = "MMD_AT_PLUS_A" if symmetric_ok else "COLAMD"
-        self.permc_spec = permc_spec
+        # SuperLU's column ordering, chosen on first use (the optional
+        # libraries order by themselves: no O(nnz) checks for them)
+        self._permc_spec = permc_spec
         self._analysis = analysis if analysis and analysis[0] == self.library else None
         self._lock = threading.Lock()
         self._factors = {}
         # condition estimates, by (factor dtype, "N" | "T" | "equilibrated")
         self._cond_lock = threading.Lock()
         self._inverse_norms = {}
+        # op(A)⁻¹·(1, …, 1) by (factor dtype, op), shared by the estimates
+        self._ones_products = {}
+        self._symmetric = None
         self.singular = False
         self._factor(self.dtype)
+
+    @property
+    def permc_spec(self):
+        """SuperLU's column ordering (see the class), chosen on first use."""
+        if self._permc_spec is None:
+            mat = self.mat
+            symmetric_ok = (mat.shape[0] > 1
+                            and _diagonally_dominant(mat, np.abs(mat.data))
+                            and _structurally_symmetric(mat))
+            self._permc_spec = "MMD_AT_PLUS_A" if symmetric_ok else "COLAMD"
+        return self._permc_spec
 
     def _choose(self, library):
         """The library for this matrix (see the class)."""
@@ -450,8 +462,8 @@ class DirectEngine:
         Computed once per factorization and precision, under a lock (several
         threads share an engine); a new engine (``update``) starts afresh.
         """
-        if kind == "T" and self.library == "cholmod":
-            kind = "N"        # A = Aᴴ exactly: ‖A⁻ᴴ‖₁ = ‖A⁻¹‖₁
+        if kind == "T" and self._transpose_invariant():
+            kind = "N"        # A = Aᵀ or A = Aᴴ exactly: ‖A⁻ᵀ‖₁ = ‖A⁻¹‖₁
         key = (np.dtype(dtype), kind)
         est = self._inverse_norms.get(key)
         if est is not None:
@@ -463,6 +475,25 @@ class DirectEngine:
                 self._inverse_norms[key] = est
         return est
 
+    def _transpose_invariant(self):
+        """``A == Aᵀ`` or ``A == Aᴴ`` exactly (values and pattern); cached.
+
+        Then ``‖A⁻ᵀ‖₁ = ‖A⁻¹‖₁`` and one estimate serves every ``trans``
+        (CHOLMOD's Hermitian matrices, real symmetric and complex symmetric
+        ones such as Helmholtz). O(nnz), once per engine.
+        """
+        if self._symmetric is None:
+            mat = self.mat
+            same = self.library == "cholmod"
+            if not same and mat.shape[0] and _structurally_symmetric(mat):
+                a = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
+                t = a.T.tocsr()
+                t.sort_indices()
+                same = bool(np.array_equal(t.data, mat.data)
+                            or np.array_equal(t.data, np.conj(mat.data)))
+            self._symmetric = same
+        return self._symmetric
+
     def _estimate_inverse_norm(self, dtype, kind):
         lu = self._factor(dtype)
         n = self.mat.shape[0]
@@ -470,7 +501,7 @@ class DirectEngine:
             return 0.0 if n == 0 else np.inf
 
         def sol(trans):
-            return lambda v: lu.solve(v, trans)
+            return lambda v: self._estimator_solve(lu, dtype, trans, v)
 
         if kind == "N":       # B = A⁻¹, Bᴴ = A⁻ᴴ
             return inverse_norm1(sol("N"), sol("H"), n, dtype)
@@ -481,6 +512,31 @@ class DirectEngine:
         solve_n, solve_h = sol("N"), sol("H")
         return inverse_norm1(lambda v: solve_n(v / r) / c,
                              lambda v: solve_h(v / c) / r, n, dtype)
+
+    def _estimator_solve(self, lu, dtype, trans, v):
+        """``op(A)⁻¹ v`` for the estimator (under ``self._cond_lock``).
+
+        A constant ``v = c·(1, …, 1)`` is answered from one cached solve with
+        the ones vector per op: the estimator starts from ``(1, …, 1)/n`` and,
+        whenever ``op(A)⁻¹`` has an entrywise constant sign pattern (M-matrices
+        such as Poisson and upwind convection–diffusion), its second step
+        multiplies the *adjoint* with a constant sign vector, which is the
+        first step of the estimate for the other op (and, for a Hermitian
+        factor, the first step itself). Exact up to the rounding of the
+        scaling.
+        """
+        if lu.library == "cholmod":
+            trans = "N" if trans == "H" or dtype.kind != "c" else trans
+        elif dtype.kind != "c" and trans == "T":
+            trans = "H"
+        if v.size and np.all(v == v[0]):
+            key = (dtype, trans)
+            ones = self._ones_products.get(key)
+            if ones is None:
+                ones = lu.solve(np.ones(v.shape, dtype=dtype), trans)
+                self._ones_products[key] = ones
+            return v[0] * ones
+        return lu.solve(v, trans)
 
     def _equilibration(self):
         """Row and column scalings of A (see ``_conditioning.equilibration``)."""
@@ -527,5 +583,5 @@ class DirectEngine:
     def update(self, mat):
         """A new engine for new values on the same pattern: the same ordering,
         the symbolic analysis of the optional libraries reused."""
-        return DirectEngine(mat, permc_spec=self.permc_spec, func=self.func,
+        return DirectEngine(mat, permc_spec=self._permc_spec, func=self.func,
                             library=self.requested, analysis=self.analysis())
