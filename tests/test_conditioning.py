@@ -145,6 +145,60 @@ def test_estimate_is_computed_once_per_factorization(monkeypatch, rng):
     assert sols[1].info.condition_estimate == old
 
 
+def test_symmetric_matrix_has_one_estimate_for_every_trans(monkeypatch, rng):
+    """A = Aᵀ (complex symmetric, not Hermitian) or A = Aᴴ: ‖A⁻ᵀ‖₁ = ‖A⁻¹‖₁,
+    so the adjoint and the T/H solves reuse the forward's estimate."""
+    counter = _Counter(monkeypatch)
+    n = 9
+    for herm in (False, True):
+        S = randn(rng, (n, n), np.complex128) * (rng.random((n, n)) < 0.4)
+        D = S + (S.conj().T if herm else S.T) + 6 * np.eye(n)
+        calls = counter.calls
+        solver = sd.Solver(sp.csr_array(D))
+        sol = solver.solve(randn(rng, (n,), np.complex128))
+        sol.vjp(randn(rng, (n,), np.complex128))
+        infos = [sol.info, sol.adjoint_info] + [
+            solver.solve(np.ones(n, complex), trans=t).info for t in ("T", "H")]
+        assert counter.calls == calls + 1
+        kappa = np.linalg.cond(D, 1)
+        for info in infos:
+            assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-8)
+
+
+class _SolveCounter:
+    """Counts the solves on SuperLU factors (the condition estimate's included)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        real = direct_module._SuperLUFactor.solve
+
+        def counted(factor, b, trans="N"):
+            self.calls += 1
+            return real(factor, b, trans)
+
+        monkeypatch.setattr(direct_module._SuperLUFactor, "solve", counted)
+
+
+@pytest.mark.parametrize("convection", [0.0, 0.5])
+def test_m_matrix_estimates_share_their_first_solves(monkeypatch, rng, convection):
+    """For an M-matrix (A⁻¹ ≥ 0: 1-D diffusion, with upwind-like convection
+    not symmetric) the estimator's sign vectors are constant, so its products
+    with (1, …, 1) are shared between the N and the H estimates: forward +
+    vjp take 2 solves + 3 (symmetric: one estimate) or + 6 (two estimates)
+    instead of 2 + 4 or 2 + 8, and both estimates are exact (B ≥ 0)."""
+    counter = _SolveCounter(monkeypatch)
+    n = 60
+    D = (np.diag(np.full(n, 2.0)) + np.diag(np.full(n - 1, -1.0 - convection), -1)
+         + np.diag(np.full(n - 1, -1.0 + convection), 1))
+    sol = sd.Solver(sp.csr_array(D)).solve(randn(rng, (n,), np.float64))
+    sol.vjp(randn(rng, (n,), np.float64))
+    assert counter.calls == (5 if convection == 0 else 8)
+    np.testing.assert_allclose(sol.info.condition_estimate, np.linalg.cond(D, 1),
+                               rtol=1e-10)
+    np.testing.assert_allclose(sol.adjoint_info.condition_estimate,
+                               np.linalg.cond(D.T, 1), rtol=1e-10)
+
+
 def test_estimate_computed_once_under_threads(monkeypatch):
     counter = _Counter(monkeypatch)
     A = neumann_laplacian(10) + sp.eye_array(100, format="csr")

@@ -476,7 +476,8 @@ class DirectEngine:
         return est
 
     def _transpose_invariant(self):
-        """``A == Aᵀ`` or ``A == Aᴴ`` exactly (values and pattern); cached.
+        """``A == Aᴴ`` or ``A == Aᵀ`` exactly (values and pattern); cached in
+        ``self._symmetric`` as ``"hermitian"``, ``"symmetric"`` or ``""``.
 
         Then ``‖A⁻ᵀ‖₁ = ‖A⁻¹‖₁`` and one estimate serves every ``trans``
         (CHOLMOD's Hermitian matrices, real symmetric and complex symmetric
@@ -484,15 +485,17 @@ class DirectEngine:
         """
         if self._symmetric is None:
             mat = self.mat
-            same = self.library == "cholmod"
-            if not same and mat.shape[0] and _structurally_symmetric(mat):
+            kind = "hermitian" if self.library == "cholmod" else ""
+            if not kind and mat.shape[0] and _structurally_symmetric(mat):
                 a = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
                 t = a.T.tocsr()
                 t.sort_indices()
-                same = bool(np.array_equal(t.data, mat.data)
-                            or np.array_equal(t.data, np.conj(mat.data)))
-            self._symmetric = same
-        return self._symmetric
+                if np.array_equal(t.data, np.conj(mat.data)):
+                    kind = "hermitian"        # real symmetric included
+                elif np.array_equal(t.data, mat.data):
+                    kind = "symmetric"
+            self._symmetric = kind
+        return bool(self._symmetric)
 
     def _estimate_inverse_norm(self, dtype, kind):
         lu = self._factor(dtype)
@@ -525,18 +528,21 @@ class DirectEngine:
         factor, the first step itself). Exact up to the rounding of the
         scaling.
         """
-        if lu.library == "cholmod":
-            trans = "N" if trans == "H" or dtype.kind != "c" else trans
-        elif dtype.kind != "c" and trans == "T":
+        dtype = np.dtype(dtype)
+        if not (v.size and np.all(v == v[0])):
+            return lu.solve(v, trans)
+        if dtype.kind != "c" and trans == "T":
             trans = "H"
-        if v.size and np.all(v == v[0]):
-            key = (dtype, trans)
-            ones = self._ones_products.get(key)
-            if ones is None:
-                ones = lu.solve(np.ones(v.shape, dtype=dtype), trans)
-                self._ones_products[key] = ones
-            return v[0] * ones
-        return lu.solve(v, trans)
+        conj = False
+        if trans == "H" and self._transpose_invariant():
+            # A = Aᴴ: A⁻ᴴ 1 = A⁻¹ 1; A = Aᵀ: A⁻ᴴ 1 = conj(A⁻¹ 1)
+            trans, conj = "N", self._symmetric == "symmetric"
+        key = (dtype, trans)
+        ones = self._ones_products.get(key)
+        if ones is None:
+            ones = lu.solve(np.ones(v.shape, dtype=dtype), trans)
+            self._ones_products[key] = ones
+        return v[0] * (np.conj(ones) if conj else ones)
 
     def _equilibration(self):
         """Row and column scalings of A (see ``_conditioning.equilibration``)."""
