@@ -233,8 +233,19 @@ def engine_sparsediff(library):
     def run(A, b, g):
         method = ("direct", {"library": library})
         t_fac, solver = _timed(lambda: sd.Solver(A, method=method))
-        if solver._state.engine.library != library:
-            raise RuntimeError(f"fell back to {solver._state.engine.library}")
+        engine = solver._state.engine
+        if engine.library != library:
+            raise RuntimeError(f"fell back to {engine.library}")
+        # time spent in the condition estimates (inside solve and vjp)
+        spent = [0.0]
+        estimate = engine._estimate_inverse_norm
+
+        def timed_estimate(*args):
+            t, out = _timed(lambda: estimate(*args))
+            spent[0] += t
+            return out
+
+        engine._estimate_inverse_norm = timed_estimate
         t_sol, sol = _timed(lambda: solver.solve(b))
         t_grad, _ = _timed(lambda: sol.vjp(g))
         new = A.data * 1.5
@@ -244,7 +255,7 @@ def engine_sparsediff(library):
             return solver.solve(b)
 
         t_upd, _ = _timed(upd)
-        return t_fac, t_sol, t_grad, t_upd
+        return t_fac, t_sol, t_grad, t_upd, spent[0]
     return run
 
 
@@ -259,12 +270,17 @@ def raw_superlu(A, b, g):
     return t_fac, t_sol, t_tr, t_upd
 
 
-def _kvx(A):
+def _kvx(A, lower=False):
+    """kvxopt's matrix of a SciPy CSR ``A`` (its lower triangle if ``lower``)."""
     from kvxopt import matrix, spmatrix
 
     rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr)).astype(np.int64)
-    return spmatrix(matrix(A.data), matrix(rows), matrix(A.indices.astype(np.int64)),
-                    A.shape)
+    cols = A.indices.astype(np.int64)
+    data = A.data
+    if lower:
+        keep = rows >= cols
+        rows, cols, data = rows[keep], cols[keep], data[keep]
+    return spmatrix(matrix(data), matrix(rows), matrix(cols), A.shape)
 
 
 def raw_cholmod(A, b, g):
@@ -272,9 +288,10 @@ def raw_cholmod(A, b, g):
 
     if abs(A - A.conj().T).max() != 0:
         raise RuntimeError("not Hermitian")
-    K = _kvx(A)
+    A2 = sp.csr_array((A.data * 1.5, A.indices, A.indptr), shape=A.shape)
 
-    def fac():
+    def fac():                          # from the SciPy matrix, as sparsediff
+        K = _kvx(A, lower=True)         # CHOLMOD reads the lower triangle
         F = cholmod.symbolic(K)
         cholmod.numeric(K, F)
         return F
@@ -282,10 +299,9 @@ def raw_cholmod(A, b, g):
     t_fac, F = _timed(fac)
     t_sol, _ = _timed(lambda: cholmod.solve(F, matrix(b)))
     t_tr, _ = _timed(lambda: cholmod.solve(F, matrix(g)))
-    K2 = _kvx(sp.csr_array((A.data * 1.5, A.indices, A.indptr), shape=A.shape))
 
     def upd():
-        cholmod.numeric(K2, F)          # in place, on the kept analysis
+        cholmod.numeric(_kvx(A2, lower=True), F)   # in place, on the kept analysis
         cholmod.solve(F, matrix(b))
 
     t_upd, _ = _timed(upd)
@@ -295,17 +311,22 @@ def raw_cholmod(A, b, g):
 def raw_umfpack(A, b, g):
     from kvxopt import matrix, umfpack
 
-    K = _kvx(A)
+    A2 = sp.csr_array((A.data * 1.5, A.indices, A.indptr), shape=A.shape)
 
-    def fac():
+    def fac():                          # from the SciPy matrix, as sparsediff
+        K = _kvx(A)
         S = umfpack.symbolic(K)
-        return S, umfpack.numeric(K, S)
+        return K, S, umfpack.numeric(K, S)
 
-    t_fac, (S, F) = _timed(fac)
+    t_fac, (K, S, F) = _timed(fac)
     t_sol, _ = _timed(lambda: umfpack.solve(K, F, matrix(b)))
     t_tr, _ = _timed(lambda: umfpack.solve(K, F, matrix(g), trans="C"))
-    K2 = _kvx(sp.csr_array((A.data * 1.5, A.indices, A.indptr), shape=A.shape))
-    t_upd, _ = _timed(lambda: umfpack.solve(K2, umfpack.numeric(K2, S), matrix(b)))
+
+    def upd():
+        K2 = _kvx(A2)
+        umfpack.solve(K2, umfpack.numeric(K2, S), matrix(b))
+
+    t_upd, _ = _timed(upd)
     return t_fac, t_sol, t_tr, t_upd
 
 
@@ -353,10 +374,10 @@ DEFAULT_PROBLEMS = ["poisson2d:256", "poisson2d:512", "poisson3d:24", "poisson3d
 LARGE_PROBLEMS = ["poisson2d:1024", "poisson3d:48"]
 
 
-def run_engines(problems, emit, skip=()):
+def run_engines(problems, emit, skip=(), repeat=1):
     emit("| problem | n | engine | factor ms | solve ms | grad / Aᴴ solve ms "
-         "| update + solve ms | fwd + grad ×best raw |")
-    emit("|---|---:|---|---:|---:|---:|---:|---:|")
+         "| update + solve ms | estimates ms | fwd + grad ×best raw |")
+    emit("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     _, W = make_problem("poisson2d", 8)        # warm-up: Numba kernels, imports
     for _label, fn in ENGINES:
@@ -371,24 +392,30 @@ def run_engines(problems, emit, skip=()):
         n = A.shape[0]
         b = rng.standard_normal(n).astype(A.dtype)
         g = rng.standard_normal(n).astype(A.dtype)
-        rows = []
-        for label, fn in ENGINES:
-            if any(s in label for s in skip):
-                continue
-            try:
-                rows.append((label, fn(A, b, g)))
-            except Exception as exc:  # noqa: BLE001 - report and go on
-                rows.append((label, f"{type(exc).__name__}: {exc}".splitlines()[0][:80]))
+        results = {}
+        labels = [label for label, _ in ENGINES if not any(s in label for s in skip)]
+        for _ in range(repeat):          # rounds: every engine once per round
+            for label, fn in ENGINES:
+                if label not in labels or isinstance(results.get(label), str):
+                    continue
+                try:
+                    results.setdefault(label, []).append(fn(A, b, g))
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    results[label] = f"{type(exc).__name__}: {exc}".splitlines()[0][:80]
+        rows = [(label, r if isinstance(r, str)
+                 else tuple(float(np.median(c)) for c in zip(*r)))
+                for label, r in ((lab, results[lab]) for lab in labels)]
         raw = [sum(t[:3]) for label, t in rows
                if label.startswith("raw") and not isinstance(t, str)]
         best = min(raw) if raw else np.nan
         for label, t in rows:
             if isinstance(t, str):
-                emit(f"| {desc} | {n} | {label} | – | – | – | – | ({t}) |")
+                emit(f"| {desc} | {n} | {label} | – | – | – | – | – | ({t}) |")
                 continue
             ratio = f"{sum(t[:3]) / best:.2f}" if np.isfinite(best) else "–"
+            est = f"{1e3 * t[4]:.1f}" if len(t) > 4 else "–"
             emit(f"| {desc} | {n} | {label} | {1e3 * t[0]:.0f} | {1e3 * t[1]:.1f} "
-                 f"| {1e3 * t[2]:.1f} | {1e3 * t[3]:.0f} | {ratio} |")
+                 f"| {1e3 * t[2]:.1f} | {1e3 * t[3]:.0f} | {est} | {ratio} |")
 
 
 # ---------------------------------------------------------------- report
@@ -435,6 +462,9 @@ def main(argv=None):
     parser.add_argument("--problems", nargs="+", default=None,
                         help="NAME:K for --engines (poisson2d, poisson3d, convdiff3d, "
                              "helmholtz2d); default " + " ".join(DEFAULT_PROBLEMS))
+    parser.add_argument("--engine-repeat", type=int, default=1,
+                        help="--engines: rounds (every engine once per round, "
+                             "medians per column)")
     parser.add_argument("--skip", nargs="*", default=(),
                         help="engine labels to leave out (substring), e.g. SuperLU")
     args = parser.parse_args(argv)
@@ -453,15 +483,19 @@ def main(argv=None):
         emit()
         emit(f"Run {datetime.datetime.now().isoformat(timespec='minutes')} on "
              f"{machine()}; {versions()}.")
-        emit("One run each, in milliseconds (cold: a fresh factorization and a fresh "
-             "cotangent). sparsediff: factor = Solver build (includes the matrix "
-             "checks), solve includes the condition and error estimates, grad = "
-             "vjp. Raw: factor = analysis + numeric factorization, grad column = "
-             "one Aᴴ solve, update = numeric refactorization on the kept analysis "
+        emit(f"Medians of {args.engine_repeat} round(s), every engine once per "
+             "round, in milliseconds (cold: a fresh factorization and a fresh "
+             "cotangent each time). sparsediff: factor = Solver build from the "
+             "SciPy matrix (includes the matrix checks), solve includes the "
+             "condition and error estimates, grad = vjp; estimates = the part of "
+             "solve + grad spent in the condition estimates. Raw: factor = "
+             "conversion from the SciPy matrix (CHOLMOD: its lower triangle) + "
+             "analysis + numeric factorization, grad column = one Aᴴ solve, "
+             "update = conversion + numeric refactorization on the kept analysis "
              "+ solve. Last column: (factor + solve + grad) / the fastest raw "
              "library's (factor + solve + Aᴴ solve).")
         emit()
-        run_engines(problems, emit, skip=args.skip)
+        run_engines(problems, emit, skip=args.skip, repeat=args.engine_repeat)
         if args.save:
             with open(args.save, "w") as f:
                 f.write("\n".join(lines) + "\n")
