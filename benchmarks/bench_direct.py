@@ -363,6 +363,7 @@ ENGINES = [
     ("sparsediff SuperLU", engine_sparsediff("superlu")),
     ("sparsediff CHOLMOD", engine_sparsediff("cholmod")),
     ("sparsediff UMFPACK", engine_sparsediff("umfpack")),
+    ("sparsediff Pardiso", engine_sparsediff("pardiso")),
     ("raw SuperLU (COLAMD)", raw_superlu),
     ("raw CHOLMOD", raw_cholmod),
     ("raw UMFPACK", raw_umfpack),

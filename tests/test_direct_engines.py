@@ -24,15 +24,16 @@ INSTALLED = ("superlu", *NUMBA.direct_libraries())
 
 
 def _engine_param(name):
+    extra = libs.PARDISO_EXTRA if name == "pardiso" else libs.EXTRA
     marks = () if name in INSTALLED else pytest.mark.skip(
-        reason=f"{name} is not installed (pip install {libs.EXTRA})")
+        reason=f"{name} is not installed (pip install {extra})")
     return pytest.param(name, marks=marks, id=name)
 
 
 #: every library, for Hermitian positive definite matrices
-ALL = [_engine_param(n) for n in ("superlu", "cholmod", "umfpack")]
+ALL = [_engine_param(n) for n in ("superlu", "cholmod", "umfpack", "pardiso")]
 #: the LU libraries, for every square matrix
-LU = [_engine_param(n) for n in ("superlu", "umfpack")]
+LU = [_engine_param(n) for n in ("superlu", "umfpack", "pardiso")]
 DTYPES = [np.float64, np.complex128]
 
 
@@ -294,6 +295,27 @@ def test_singular_follows_the_policy(library, trans):
     assert np.isnan(sol.x).all() and np.isnan(sol.vjp(np.ones(3))[1]).all()
 
 
+def test_pardiso_perturbed_pivots_fall_back_to_partial_pivoting():
+    """Pardiso's static pivoting perturbs the zero pivot of a singular matrix
+    (a Neumann Laplacian) instead of failing: sparsediff refactorizes by
+    partial pivoting, which finds the matrix singular, and says why."""
+    if "pardiso" not in INSTALLED:
+        pytest.skip(f"pardiso is not installed (pip install {libs.PARDISO_EXTRA})")
+    k = 12
+    T = sp.diags_array([-np.ones(k - 1), 2 * np.ones(k), -np.ones(k - 1)],
+                       offsets=[-1, 0, 1]).tolil()
+    T[0, 0] = T[k - 1, k - 1] = 1.0
+    A = sp.csr_array(sp.kron(T, sp.eye_array(k)) + sp.kron(sp.eye_array(k), T))
+    solver = sd.Solver(A, method=_method("pardiso"), on_failure="nan")
+    engine = solver._state.engine
+    assert engine.library in ("umfpack", "superlu")
+    assert "perturbed" in engine.fallback and "partial pivoting" in engine.fallback
+    sol = solver.solve(np.ones(k * k))
+    assert sol.info.reason == "singular" and np.isnan(sol.x).all()
+    with pytest.raises(sd.SingularMatrixError, match="singular"):
+        sd.solve(A, np.ones(k * k), method=_method("pardiso"))
+
+
 def _indefinite(n=40):
     """Hermitian, positive diagonal, indefinite: 2-D Laplacian shifted past λ_min."""
     k = int(np.sqrt(n))
@@ -406,11 +428,14 @@ def test_auto_library_choice(monkeypatch, rng):
 
 def test_missing_library_names_the_extra(monkeypatch):
     monkeypatch.setattr(libs, "_MODULES", False)
+    monkeypatch.setattr(libs, "_PARDISO", False)
     assert NUMBA.direct_libraries() == ()
     A = sp.csr_array(np.eye(3) * 2)
     for name in ("cholmod", "umfpack"):
         with pytest.raises(ImportError, match=r"pip install sparsediff\[direct\]"):
             sd.Solver(A, method=_method(name))
+    with pytest.raises(ImportError, match=r"'pardiso'.*pip install sparsediff\[pardiso\]"):
+        sd.Solver(A, method=_method("pardiso"))
     # auto and superlu work without it
     np.testing.assert_allclose(sd.solve(A, np.ones(3), method="direct").x, 0.5)
     np.testing.assert_allclose(sd.solve(A, np.ones(3), method=_method("superlu")).x,
@@ -472,6 +497,7 @@ def test_auto_spd_3d_goes_iterative_earlier(monkeypatch, hide):
     of the same size stay direct."""
     if hide:
         monkeypatch.setattr(libs, "_MODULES", False)
+        monkeypatch.setattr(libs, "_PARDISO", False)
     cholmod = "cholmod" in NUMBA.direct_libraries()
     A3, A2 = _grid(12, 3), _grid(42, 2)           # n = 1,728 and 1,764
     assert sd.Solver(A2).method == "direct"

@@ -16,11 +16,12 @@ import threading
 
 import numpy as np
 
-__all__ = ["EXTRA", "LIBRARIES", "LibraryMissingError", "NotPositiveDefiniteError",
-           "available", "factorize", "require"]
+__all__ = ["EXTRA", "LIBRARIES", "PARDISO_EXTRA", "LibraryMissingError",
+           "NotPositiveDefiniteError", "PerturbedPivotsError", "available", "factorize",
+           "require"]
 
-#: The optional factorization libraries, in the order ``library="auto"`` tries them.
-LIBRARIES = ("cholmod", "umfpack")
+#: The optional factorization libraries.
+LIBRARIES = ("cholmod", "umfpack", "pardiso")
 
 #: The extra that installs them.
 EXTRA = "sparsediff[direct]"
@@ -53,7 +54,10 @@ _MODULES_LOCK = threading.Lock()
 def require(library, func):
     """Raise :class:`LibraryMissingError` (naming the extra) if ``library`` is
     not installed."""
-    _modules(func, library)
+    if library == "pardiso":
+        _pardiso_modules(func)
+    else:
+        _modules(func, library)
 
 
 def _modules(func, library):
@@ -75,7 +79,7 @@ def available(library):
     if library == "superlu":
         return True
     try:
-        _modules("sparsediff", library)
+        require(library, "sparsediff")
     except LibraryMissingError:
         return False
     return library in LIBRARIES
@@ -201,7 +205,157 @@ class UmfpackFactor(_Factor):
                                                          "H": "C"}[trans])
 
 
+# ---------------------------------------------------------------- MKL Pardiso
+
+#: The extra that installs MKL Pardiso (pypardiso, whose wheels bring MKL).
+PARDISO_EXTRA = "sparsediff[pardiso]"
+
+_PARDISO = None
+_PARDISO_LOCK = threading.Lock()
+
+
+class PerturbedPivotsError(RuntimeError):
+    """Pardiso replaced tiny pivots by ``±eps·‖A‖`` (static pivoting): its
+    factors are those of a perturbed matrix, so an exactly singular ``A`` would
+    look merely ill-conditioned. The caller factorizes by another LU."""
+
+
+def _pardiso_lib():
+    """``(pardiso, pardisoinit)`` of MKL through pypardiso's loader, or ``None``."""
+    global _PARDISO
+    if _PARDISO is None:
+        with _PARDISO_LOCK:
+            if _PARDISO is None:
+                try:
+                    import pypardiso
+
+                    mkl = pypardiso.PyPardisoSolver().libmkl
+                    init = mkl.pardisoinit
+                    init.restype = None
+                    _PARDISO = (mkl.pardiso, init)
+                except (ImportError, OSError, AttributeError):
+                    _PARDISO = False
+    return _PARDISO
+
+
+def _pardiso_modules(func):
+    lib = _pardiso_lib()
+    if not lib:
+        raise LibraryMissingError(
+            f"`{func}`: the direct solver library 'pardiso' (MKL Pardiso) is not "
+            f"installed: `pip install {PARDISO_EXTRA}` (pypardiso, whose wheels bring "
+            f"MKL), or use library='umfpack' or 'superlu'.")
+    return lib
+
+
+class PardisoFactor:
+    """``LU`` by MKL Pardiso (real or complex non-symmetric type 11 / 13), solves
+    with ``A``, ``Aᵀ`` and ``Aᴴ`` on the same factors (``iparm[11]``).
+
+    ``analysis`` is the fill-reducing permutation of an earlier factor of the
+    same pattern (``self.analysis``), given back to Pardiso (``iparm[4] = 1``)
+    so that the ordering, the costly part of its analysis, is not redone; each
+    factor has its own handle, so earlier factors stay valid. Raises
+    ``ArithmeticError`` for a matrix with an empty row or column or a zero
+    pivot, and :class:`PerturbedPivotsError` when Pardiso perturbed pivots.
+    """
+
+    library = "pardiso"
+
+    def __init__(self, n, rows, cols, data, analysis=None, *, func):
+        import ctypes
+
+        self._pardiso, init = _pardiso_modules(func)
+        self.n = n
+        self.dtype = np.dtype(data.dtype)
+        if self.dtype not in DTYPES:
+            raise TypeError(f"pardiso factors float64 or complex128 values; "
+                            f"got {self.dtype}")
+        counts = np.bincount(rows, minlength=n)
+        if n and (not counts.all() or not np.bincount(cols, minlength=n).all()):
+            raise ArithmeticError("pardiso: an empty row or column (singular matrix)")
+        self._lock = threading.Lock()
+        self._indptr = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(counts, out=self._indptr[1:])
+        self._indices = np.ascontiguousarray(cols, dtype=np.int32)
+        self._data = np.array(data, dtype=self.dtype, order="C")   # kept: refinement
+        self._mtype = 11 if self.dtype.kind == "f" else 13
+        self._pt = np.zeros(64, dtype=np.int64)
+        self._iparm = np.zeros(64, dtype=np.int32)
+        init(self._pt.ctypes.data_as(ctypes.c_void_p),
+             ctypes.byref(ctypes.c_int32(self._mtype)),
+             self._iparm.ctypes.data_as(ctypes.c_void_p))
+        self._iparm[34] = 1                       # zero-based indices
+        if analysis is None:
+            self._perm = np.zeros(n, dtype=np.int32)
+            self._iparm[4] = 2                    # return the ordering in perm
+        else:
+            self._perm = np.array(analysis, dtype=np.int32)
+            self._iparm[4] = 1                    # use the given ordering
+        self._live = False
+        with self._lock:
+            self._call(12, np.zeros((n, 0), dtype=self.dtype, order="F"))
+            self._live = True
+            if self._iparm[13] > 0:
+                raise PerturbedPivotsError(
+                    f"pardiso perturbed {int(self._iparm[13])} pivot(s)")
+        self.analysis = self._perm.copy()
+
+    def _call(self, phase, b):
+        import ctypes
+
+        x = np.zeros_like(b)
+        error = ctypes.c_int32(0)
+        ptr = ctypes.c_void_p
+        self._pardiso(
+            self._pt.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+            ctypes.byref(ctypes.c_int32(1)), ctypes.byref(ctypes.c_int32(1)),
+            ctypes.byref(ctypes.c_int32(self._mtype)),
+            ctypes.byref(ctypes.c_int32(phase)), ctypes.byref(ctypes.c_int32(self.n)),
+            self._data.ctypes.data_as(ptr),
+            self._indptr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            self._indices.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            self._perm.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            ctypes.byref(ctypes.c_int32(max(b.shape[1], 1))),
+            self._iparm.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            ctypes.byref(ctypes.c_int32(0)),
+            b.ctypes.data_as(ptr), x.ctypes.data_as(ptr), ctypes.byref(error))
+        if error.value == -4:
+            raise ArithmeticError("pardiso: zero pivot (singular matrix)")
+        if error.value == -2:
+            raise MemoryError("pardiso: not enough memory")
+        if error.value != 0:
+            raise RuntimeError(f"pardiso failed with error {error.value}")
+        return x
+
+    def solve(self, b, trans="N"):
+        """``op(A)⁻¹ b`` for a 1-D or 2-D ``b`` of the factor's dtype (a new array)."""
+        b2 = np.array(b, dtype=self.dtype, order="F", ndmin=2)
+        b2 = b2.reshape(self.n, -1, order="F") if b.ndim == 1 else b2
+        if b2.shape[1] == 0:
+            return np.zeros(b.shape, dtype=self.dtype)
+        if trans == "T" and self.dtype.kind == "f":
+            trans = "H"
+        with self._lock:
+            self._iparm[11] = {"N": 0, "H": 1, "T": 2}[trans]
+            try:
+                x = self._call(33, b2)
+            finally:
+                self._iparm[11] = 0
+        return x.reshape(b.shape) if b.ndim == 1 else np.ascontiguousarray(x)
+
+    def __del__(self):
+        if getattr(self, "_live", False):
+            try:
+                self._iparm[11] = 0
+                self._call(-1, np.zeros((self.n, 0), dtype=self.dtype, order="F"))
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+            self._live = False
+
+
 def factorize(library, n, rows, cols, data, analysis=None, *, func):
     """A factor of ``library`` (see the module); ``analysis`` as its class says."""
-    cls = {"cholmod": CholmodFactor, "umfpack": UmfpackFactor}[library]
+    cls = {"cholmod": CholmodFactor, "umfpack": UmfpackFactor,
+           "pardiso": PardisoFactor}[library]
     return cls(n, rows, cols, data, analysis, func=func)

@@ -48,7 +48,7 @@ __all__ = ["AUTO_CHOLMOD_MAX_N_2D", "AUTO_CHOLMOD_MAX_N_3D", "AUTO_SUPERLU_MAX_N
            "spd_prefers_direct"]
 
 #: ``library=`` values of ``method=("direct", {"library": ...})``
-LIBRARIES = ("auto", "superlu", "cholmod", "umfpack")
+LIBRARIES = ("auto", "superlu", "cholmod", "umfpack", "pardiso")
 
 #: ``library="auto"`` uses SuperLU below this many unknowns (measured in
 #: docs/direct.md: about a tie on 2-D Poisson 32², while CHOLMOD is 4× faster
@@ -348,8 +348,8 @@ class DirectEngine:
                 except MemoryError as exc:
                     # nothing is cached: a later call (or another dtype) retries
                     name = {"superlu": "SuperLU (SciPy's direct solver)",
-                            "cholmod": "CHOLMOD", "umfpack": "UMFPACK"}.get(library,
-                                                                          library)
+                            "cholmod": "CHOLMOD", "umfpack": "UMFPACK",
+                            "pardiso": "MKL Pardiso"}.get(library, library)
                     order = (f" (column ordering permc_spec={self.permc_spec!r})"
                              if library == "superlu" else "")
                     kind = "Cholesky" if library == "cholmod" else "LU"
@@ -385,11 +385,20 @@ class DirectEngine:
         rows = mat.rows.astype(np.int64)
         cols = mat.indices.astype(np.int64)
         data = mat.data.astype(dtype, copy=False)
-        from ..backend._direct import NotPositiveDefiniteError
+        from ..backend._direct import NotPositiveDefiniteError, PerturbedPivotsError
 
         try:
             return mat.backend.direct_factor(library, mat.shape[0], rows, cols, data,
                                              analysis, func=self.func)
+        except PerturbedPivotsError as exc:
+            # Pardiso's static pivoting replaced tiny pivots: factors of another
+            # matrix, blind to singularity. Partial pivoting instead, and say why.
+            installed = mat.backend.direct_libraries()
+            self.library = "umfpack" if "umfpack" in installed else "superlu"
+            self.fallback = (f"{exc} (static pivoting); factorized by "
+                             f"{self.library} with partial pivoting")
+            self._analysis = None
+            return self._new_factor(self.library, dtype)
         except NotPositiveDefiniteError as exc:
             if self.requested == "cholmod":
                 raise ValueError(
