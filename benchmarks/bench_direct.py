@@ -210,6 +210,9 @@ def make_problem(name, k):
         return f"2-D Poisson {k}²", _stencil(k, 2.0, -1.0, -1.0, 2)
     if name == "poisson3d":
         return f"3-D Poisson {k}³", _stencil(k, 2.0, -1.0, -1.0, 3)
+    if name == "convdiff2d":
+        return (f"2-D convection–diffusion {k}² (Pe 0.5)",
+                _stencil(k, 2.0, -1.5, -0.5, 2))
     if name == "convdiff3d":    # upwind-free central convection, cell Péclet 0.5
         return (f"3-D convection–diffusion {k}³ (Pe 0.5)",
                 _stencil(k, 2.0, -1.5, -0.5, 3))
@@ -461,8 +464,9 @@ def main(argv=None):
     parser.add_argument("--engines", action="store_true",
                         help="compare the direct engines with the raw libraries")
     parser.add_argument("--problems", nargs="+", default=None,
-                        help="NAME:K for --engines (poisson2d, poisson3d, convdiff3d, "
-                             "helmholtz2d); default " + " ".join(DEFAULT_PROBLEMS))
+                        help="NAME:K for --engines (poisson2d, poisson3d, convdiff2d, "
+                             "convdiff3d, helmholtz2d); default "
+                             + " ".join(DEFAULT_PROBLEMS))
     parser.add_argument("--engine-repeat", type=int, default=1,
                         help="--engines: rounds (every engine once per round, "
                              "medians per column)")

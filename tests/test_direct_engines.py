@@ -420,10 +420,46 @@ def test_auto_library_choice(monkeypatch, rng):
     assert small == "superlu" and single == "superlu"
     if "cholmod" in INSTALLED:
         assert lib["spd"] == "cholmod"
-    if "umfpack" in INSTALLED:
+    if "pardiso" in INSTALLED:        # a random graph is not two-dimensional
+        assert lib["nonsym"] == "pardiso"
+    elif "umfpack" in INSTALLED:
         assert lib["nonsym"] == "umfpack"
     if INSTALLED == ("superlu",):
         assert lib == {"spd": "superlu", "nonsym": "superlu"}
+
+
+def _convection(k, dim, dtype=np.float64):
+    """Non-symmetric convection–diffusion stencil on a k^dim grid (CSR)."""
+    T = sp.diags_array([np.full(k - 1, -1.5), np.full(k, 2.0), np.full(k - 1, -0.5)],
+                       offsets=[-1, 0, 1])
+    eye = sp.eye_array(k)
+    if dim == 2:
+        A = sp.kron(T, eye) + sp.kron(eye, T)
+    else:
+        A = (sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
+             + sp.kron(sp.kron(eye, eye), T))
+    return sp.csr_array(A.astype(dtype))
+
+
+def test_auto_lu_is_pardiso_for_real_3d_and_umfpack_otherwise(monkeypatch):
+    """Measured (docs/direct.md): Pardiso's LU wins on real 3-D graphs,
+    UMFPACK's on 2-D graphs and on complex matrices."""
+    monkeypatch.setattr(direct, "LIBRARY_MIN_N", 100)
+
+    def chosen(A):
+        return sd.Solver(A)._state.engine.library
+
+    lu = "umfpack" if "umfpack" in INSTALLED else "superlu"
+    real3d = "pardiso" if "pardiso" in INSTALLED else lu
+    assert chosen(_convection(8, 3)) == real3d
+    assert chosen(_convection(8, 3, np.complex128)) == lu
+    if "umfpack" in INSTALLED:
+        assert chosen(_convection(24, 2)) == "umfpack"
+    # without UMFPACK, Pardiso takes every real non-Hermitian matrix
+    if "pardiso" in INSTALLED:
+        monkeypatch.setattr(libs, "_MODULES", False)
+        assert chosen(_convection(24, 2)) == "pardiso"
+        assert chosen(_convection(8, 3, np.complex128)) == "superlu"
 
 
 def test_missing_library_names_the_extra(monkeypatch):
