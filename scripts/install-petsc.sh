@@ -15,7 +15,9 @@
 # Usage: bash scripts/install-petsc.sh   (as root, or with the Debian packages present)
 set -euo pipefail
 
-PETSC_VERSION="${PETSC_VERSION:-3.24}"
+# exact versions, so that pip's wheel cache serves every later install
+PETSC_VERSION="${PETSC_VERSION:-3.24.6}"
+MPI4PY_VERSION="${MPI4PY_VERSION:-4.1.2}"
 
 if python -c "import petsc4py, mpi4py" 2>/dev/null; then
     python -c "import petsc4py; print('petsc4py', petsc4py.__version__, 'already installed')"
@@ -42,9 +44,9 @@ export PETSC_CONFIGURE_OPTIONS="--with-mumps-include=/usr/include \
 --with-scalapack-lib=-lscalapack-openmpi \
 --with-debugging=0 ${PETSC_CONFIGURE_OPTIONS:-}"
 
-python -m pip install "petsc==${PETSC_VERSION}.*"
+python -m pip install "petsc==${PETSC_VERSION}"
 # without build isolation petsc4py's build requirements must be present
 python -m pip install "cython>=3" setuptools wheel
-python -m pip install --no-build-isolation "petsc4py==${PETSC_VERSION}.*"
-python -m pip install --no-binary mpi4py "mpi4py>=3.1"
+python -m pip install --no-build-isolation "petsc4py==${PETSC_VERSION}"
+python -m pip install --no-binary mpi4py "mpi4py==${MPI4PY_VERSION}"
 python -c "from petsc4py import PETSc; import mpi4py; print('PETSc', PETSc.Sys.getVersion(), 'mpi4py', mpi4py.__version__)"

@@ -28,7 +28,7 @@ TESTED = {
     "compare_gradients", "gmrf_logdet", "implicit_vs_unrolled", "inverse_diffusion",
     "jax_inverse_problem", "learn_chebyshev", "learn_jacobi_damping",
     "learned_preconditioner", "neural_directions", "neural_ode_solve",
-    "torch_inverse_problem",
+    "petsc_inverse_conductivity", "torch_inverse_problem",
     "unrolled_cg",
 }
 
@@ -266,3 +266,26 @@ def test_gmrf_logdet(tmp_path):
     gap, = numbers(rf"max \|theta_stochastic - theta_exact\| = ({NUMBER})", out)
     assert gap < 0.5
     assert (tmp_path / "g.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_petsc_inverse_conductivity(tmp_path):
+    pytest.importorskip("petsc4py")
+    pytest.importorskip("mpi4py")
+    import shutil
+
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec on the PATH")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [mpiexec, "-n", "2", "--oversubscribe", sys.executable,
+         str(EXAMPLES / "petsc_inverse_conductivity.py"), "--quick", "--check"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    rel, = numbers(rf"relative difference ({NUMBER})", out)
+    assert rel < 1e-5                                  # chained gradient vs FD
+    start, end = numbers(rf"loss ({NUMBER}) -> ({NUMBER})", out)
+    assert end < 0.2 * start
+    assert "2 ranks" in out

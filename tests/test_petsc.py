@@ -30,6 +30,7 @@ from sparsediff.petsc import _ksp  # noqa: E402
 
 pytestmark = pytest.mark.petsc
 
+PETSc.Log.begin()          # event counts (symbolic reuse in `update`)
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
 MUMPS = PETSc.Sys.hasExternalPackage("mumps")
@@ -155,7 +156,12 @@ def test_matches_serial_solver(kind, method, options, tol, trans):
     x = gather(sol.x)
     assert np.linalg.norm(x - ref.x) <= tol * np.linalg.norm(ref.x)
 
+    setups = [PETSc.Log.Event(e).getPerfInfo()["count"]
+              for e in ("PCSetUp", "MatLUFactorNum", "MatLUFactorSym")]
     grad_data, grad_b = sol.vjp(c["g"][c["lo"]:c["hi"]])
+    # the adjoint reuses the forward preconditioner / factors: no setup at all
+    assert [PETSc.Log.Event(e).getPerfInfo()["count"]
+            for e in ("PCSetUp", "MatLUFactorNum", "MatLUFactorSym")] == setups
     ref_A, ref_b = ref.vjp(c["g"])
     gd = gather(grad_data)
     assert gd.shape == ref_A.data.shape         # caller entries, duplicates kept
@@ -254,8 +260,14 @@ def test_update_reuses_ksp_and_stales_old_solutions():
                         rtol=1e-12)
     ksp = solver.ksp
     old = solver.solve(c["b"][lo:hi])
+    symbolic = PETSc.Log.Event("MatLUFactorSym").getPerfInfo()["count"]
+    numeric = PETSc.Log.Event("MatLUFactorNum").getPerfInfo()["count"]
     solver.update(3.0 * vals)
     assert solver.ksp is ksp
+    if solver.method.startswith("preonly+lu"):
+        # numeric refactorization only: the symbolic analysis is kept
+        assert PETSc.Log.Event("MatLUFactorSym").getPerfInfo()["count"] == symbolic
+        assert PETSc.Log.Event("MatLUFactorNum").getPerfInfo()["count"] == numeric + 1
     new = solver.solve(c["b"][lo:hi])
     np.testing.assert_allclose(gather(new.x), gather(old.x) / 3.0, rtol=1e-9)
     with pytest.raises(RuntimeError, match="updated"):
@@ -488,7 +500,7 @@ def test_many_solvers_keep_their_own_options():
 # -- the same file under MPI -----------------------------------------------------
 
 
-@pytest.mark.parametrize("nranks", [2, 4])
+@pytest.mark.parametrize("nranks", [1, 2, 4])
 def test_under_mpiexec(nranks):
     if SIZE > 1 or os.environ.get("SPARSEDIFF_PETSC_CHILD"):
         pytest.skip("already running under mpiexec")
