@@ -2,7 +2,9 @@
 
 SuiteSparse's CHOLMOD (``LLᴴ`` of a Hermitian positive definite matrix) and
 UMFPACK (``LU`` with N, T and H solves), both reached through the ``kvxopt``
-wheel, which bundles SuiteSparse (``pip install sparsediff[direct]``). Each
+wheel, which bundles SuiteSparse (``pip install sparsediff[direct]``), and
+MKL Pardiso's ``LU`` (N, T and H solves, real and complex), called through
+ctypes on the MKL that pypardiso loads (``pip install sparsediff[pardiso]``). Each
 factor is built from the coordinates of ``A`` itself (``rows``, ``cols``,
 ``data``: canonical CSR, explicit zeros kept, so a later update with other
 values on the same pattern reuses the symbolic analysis) and solves with
@@ -75,7 +77,8 @@ def _modules(func, library):
 
 
 def available(library):
-    """Whether ``library`` (``"cholmod"``, ``"umfpack"``) can be used here."""
+    """Whether ``library`` (``"cholmod"``, ``"umfpack"``, ``"pardiso"``) can be used
+    here."""
     if library == "superlu":
         return True
     try:

@@ -1,9 +1,11 @@
 """Direct solves, one factorization for N, T and H (docs/direct.md).
 
 The factorization is the fastest one installed (``library="auto"``):
-CHOLMOD's ``LLᴴ`` for a Hermitian matrix with a positive diagonal, UMFPACK's
-``LU`` otherwise (both SuiteSparse, the optional extra ``sparsediff[direct]``),
-and SuperLU (SciPy, always there) without the extra, for single precision and
+CHOLMOD's ``LLᴴ`` for a Hermitian matrix with a positive diagonal, MKL
+Pardiso's ``LU`` for a real matrix whose graph is not two-dimensional (the
+optional extra ``sparsediff[pardiso]``), UMFPACK's ``LU`` otherwise (CHOLMOD
+and UMFPACK: SuiteSparse, the optional extra ``sparsediff[direct]``), and
+SuperLU (SciPy, always there) without the extras, for single precision and
 below ``LIBRARY_MIN_N`` unknowns, where SciPy's smaller overhead wins. The
 forward solve factorizes once; the adjoint solve (``trans="H"``) runs on the
 *same* factors, so a gradient costs two triangular solves and one pattern
@@ -21,7 +23,8 @@ of the 1-norm condition number ``κ₁(op(A)) = ‖op(A)‖₁·‖op(A)⁻¹‖
 not depend on the right-hand side: ``‖op(A)‖₁`` exactly (O(nnz), once) and
 ``‖op(A)⁻¹‖₁`` by Hager–Higham's estimator (a handful of solves on the
 factors, see ``_conditioning``), computed on first use once per factorization
-(per precision, and once for N and once for T/H) and cached. A matrix singular
+(per precision, and once for N and once for T/H unless ``A = Aᵀ`` or
+``A = Aᴴ``, where ``‖A⁻ᵀ‖₁ = ‖A⁻¹‖₁``) and cached. A matrix singular
 to working precision (``_conditioning.SINGULAR_BOUND``) is reported as
 ``reason="singular"`` with the computed ``x``.
 
@@ -225,7 +228,7 @@ class DirectEngine:
         65 s and 50× the fill, against 0.15 s with COLAMD.
     library : str
         One of :data:`LIBRARIES` (see the module): ``"auto"`` picks CHOLMOD,
-        UMFPACK or SuperLU; an explicit optional library that is not installed
+        Pardiso, UMFPACK or SuperLU; an explicit optional library that is not installed
         raises ``ImportError`` naming the extra; ``"cholmod"`` on a matrix that
         is not exactly Hermitian with a positive diagonal, or that CHOLMOD
         finds not positive definite, raises ``ValueError``.
@@ -237,10 +240,11 @@ class DirectEngine:
     ----------
     library : str
         The library of the factor in the matrix's precision (``"superlu"``,
-        ``"cholmod"`` or ``"umfpack"``).
+        ``"cholmod"``, ``"umfpack"`` or ``"pardiso"``).
     fallback : str or None
-        Why ``library="auto"`` left its first choice (e.g. CHOLMOD found the
-        matrix not positive definite).
+        Why the engine left its first choice (CHOLMOD found the matrix not
+        positive definite under ``auto``; Pardiso perturbed pivots, under any
+        ``library``).
     """
 
     method = "direct"
@@ -267,7 +271,7 @@ class DirectEngine:
         self.library = self._choose(library)
         # ‖A‖₁ (largest column sum) and ‖A‖∞ = ‖Aᵀ‖₁ (largest row sum), for the
         # condition estimate of N and of T/H solves
-        absdata = np.abs(mat.data)
+        absdata = self._absdata = np.abs(mat.data)     # |A|, for the error bounds
         if mat.nnz:
             self._norm1 = float(np.bincount(mat.indices, weights=absdata,
                                             minlength=n).max())
@@ -599,7 +603,7 @@ class DirectEngine:
         """LAPACK's FERR in the 1-norm, largest over columns (see the module)."""
         eps = float(np.finfo(x.dtype).eps)
         absx = np.abs(x)
-        ax = op_matvec(self.mat, absx, trans, data=np.abs(self.mat.data))
+        ax = op_matvec(self.mat, absx, trans, data=self._absdata)
         w = np.abs(res) + (self._row_nnz + 1) * eps * (np.abs(ax) + np.abs(b))
         wn = w.sum(axis=0, dtype=np.float64)
         xn = absx.sum(axis=0, dtype=np.float64)
