@@ -556,8 +556,11 @@ class DirectEngine:
         scaling.
         """
         dtype = np.dtype(dtype)
+        # Pardiso: a solve without its iterative refinement (the estimate
+        # needs no more digits), the others' plain solve
+        solve = getattr(lu, "estimate_solve", lu.solve)
         if not (v.size and np.all(v == v[0])):
-            return lu.solve(v, trans)
+            return solve(v, trans)
         if dtype.kind != "c" and trans == "T":
             trans = "H"
         conj = False
@@ -567,7 +570,7 @@ class DirectEngine:
         key = (dtype, trans)
         ones = self._ones_products.get(key)
         if ones is None:
-            ones = lu.solve(np.ones(v.shape, dtype=dtype), trans)
+            ones = solve(np.ones(v.shape, dtype=dtype), trans)
             self._ones_products[key] = ones
         return v[0] * (np.conj(ones) if conj else ones)
 
