@@ -105,17 +105,21 @@ def test_estimate_against_numpy_condition_number(rng, dtype, trans):
 
 
 class _Counter:
+    """Counts the estimates of ``‖op(A)⁻¹‖₁`` (Hager–Higham or, for an
+    M-matrix, the ones-vector formula)."""
+
     def __init__(self, monkeypatch):
         self.calls = 0
         self.lock = threading.Lock()
-        real = direct_module.inverse_norm1
+        real = direct_module.DirectEngine._estimate_inverse_norm
 
         def counted(*args, **kwargs):
             with self.lock:
                 self.calls += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(direct_module, "inverse_norm1", counted)
+        monkeypatch.setattr(direct_module.DirectEngine, "_estimate_inverse_norm",
+                            counted)
 
 
 def test_estimate_is_computed_once_per_factorization(monkeypatch, rng):
@@ -180,23 +184,46 @@ class _SolveCounter:
 
 
 @pytest.mark.parametrize("convection", [0.0, 0.5])
-def test_m_matrix_estimates_share_their_first_solves(monkeypatch, rng, convection):
-    """For an M-matrix (A⁻¹ ≥ 0: 1-D diffusion, with upwind-like convection
-    not symmetric) the estimator's sign vectors are constant, so its products
-    with (1, …, 1) are shared between the N and the H estimates: forward +
-    vjp take 2 solves + 3 (symmetric: one estimate) or + 6 (two estimates)
-    instead of 2 + 4 or 2 + 8, and both estimates are exact (B ≥ 0)."""
+def test_m_matrix_norm_is_exact_from_the_ones_vector_solves(monkeypatch, rng,
+                                                            convection):
+    """For a nonsingular M-matrix (1-D diffusion, with convection not
+    symmetric) ``A⁻¹ ≥ 0``: ‖A⁻¹‖₁ = ‖A⁻ᵀ·1‖∞ and ‖A⁻ᵀ‖₁ = ‖A⁻¹·1‖∞, so
+    forward + vjp take 2 solves + 1 (symmetric) or + 2 (A⁻¹·1 and A⁻ᵀ·1)
+    instead of Hager–Higham's 2 + 4 or 2 + 8, and both values are exact."""
     counter = _SolveCounter(monkeypatch)
     n = 60
     D = (np.diag(np.full(n, 2.0)) + np.diag(np.full(n - 1, -1.0 - convection), -1)
          + np.diag(np.full(n - 1, -1.0 + convection), 1))
     sol = sd.Solver(sp.csr_array(D)).solve(randn(rng, (n,), np.float64))
     sol.vjp(randn(rng, (n,), np.float64))
-    assert counter.calls == (5 if convection == 0 else 8)
+    assert counter.calls == (3 if convection == 0 else 4)
     np.testing.assert_allclose(sol.info.condition_estimate, np.linalg.cond(D, 1),
                                rtol=1e-10)
     np.testing.assert_allclose(sol.adjoint_info.condition_estimate,
                                np.linalg.cond(D.T, 1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("shift", [0.5, 1.0, 1.9995])
+def test_z_matrix_that_is_not_an_m_matrix_keeps_hager_higham(monkeypatch, shift):
+    """A Z-matrix (positive diagonal, no positive off-diagonal entry) whose
+    inverse has negative entries (the 1-D Laplacian shifted past its smallest
+    eigenvalues) fails the M-matrix certificate: the estimate comes from
+    Hager–Higham and still brackets κ₁ (the ones-vector formula would
+    underestimate it)."""
+    calls = []
+    real = direct_module.inverse_norm1
+    monkeypatch.setattr(direct_module, "inverse_norm1",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    n = 40
+    D = (np.diag(np.full(n, 2.0 - shift)) + np.diag(np.full(n - 1, -1.0), -1)
+         + np.diag(np.full(n - 1, -1.0), 1))
+    assert (np.linalg.inv(D) < 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        info = sd.Solver(sp.csr_array(D)).solve(np.ones(n)).info
+    assert calls
+    kappa = np.linalg.cond(D, 1)
+    assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-6)
 
 
 def test_estimate_computed_once_under_threads(monkeypatch):
