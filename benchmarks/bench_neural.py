@@ -17,11 +17,19 @@ with one PyTorch thread, to ``rtol = 1e-8``; wall times include each method's
 set-up (AMG hierarchy, the network's edge weights), not training, which is
 listed separately.
 
+``--features`` compares instead the two node-feature sets of
+``DirectionNet``: ``("r", "diag")`` and ``("x", "r", "b", "diag")`` (gains of
+the message passing from ``x`` and ``b``), trained from the same seed for the
+same number of Adam steps on the same problems, then scored in iterations to
+``rtol = 1e-8`` on held-out 64² and 128² problems against CG and CG + Jacobi,
+in one run.
+
 Usage::
 
     python benchmarks/bench_neural.py                     # 6-15 min (256²: slow)
     python benchmarks/bench_neural.py --quick             # 32²/48² grids, short training
     python benchmarks/bench_neural.py --out benchmarks/results_neural.md
+    python benchmarks/bench_neural.py --features --steps 30   # about 4 min
 """
 
 import argparse
@@ -152,11 +160,77 @@ def evaluate(sizes, net, train_seconds, train_nx, wood_steps, plain_size):
     return lines
 
 
+FEATURE_SETS = (("r", "diag"), ("x", "r", "b", "diag"))
+
+
+def compare_features(steps, sizes, n_held, train_nx=32, k=16, n_mat=4, seed=0):
+    """Both feature sets: same seed, same Adam steps, same problems; then the
+    iterations to RTOL on ``n_held`` held-out problems per family and size."""
+    train = [as_problem(*family("diffusion", train_nx, n_mat, 0)),
+             as_problem(*family("anisotropic", train_nx, n_mat, 1))]
+    held = [as_problem(*family("diffusion", train_nx, n_mat, 50)),
+            as_problem(*family("anisotropic", train_nx, n_mat, 51))]
+    nets, train_rows = {}, []
+    for feats in FEATURE_SETS:
+        net = DirectionNet(8, 4, features=feats,
+                           generator=torch.Generator().manual_seed(seed))
+        before = validation_loss(net, held, k)
+        hist = train_direction_net(net, train, k, num_steps=steps, lr=1e-2,
+                                   generator=torch.Generator().manual_seed(seed + 1))
+        after = validation_loss(net, held, k)
+        nets[feats] = net
+        train_rows.append((feats, len(hist), hist[-1][0], before, after))
+        print(f"trained {feats}: {hist[-1][0]:.0f} s, held-out loss {before:+.2f} -> "
+              f"{after:+.2f}", flush=True)
+    lines = []
+    for nx in sizes:
+        for kind in ("diffusion", "anisotropic"):
+            A0, values = family(kind, nx, n_held, 1000 + nx)
+            for i in range(n_held):
+                A = sp.csr_array((values[i], A0.indices, A0.indptr), shape=A0.shape)
+                b = np.random.default_rng(nx + i).standard_normal(A.shape[0])
+                cells = [sd_cg(A, b, M)[0] for M in (None, "jacobi")]
+                for feats in FEATURE_SETS:
+                    _, info = neural_cg(A, b, nets[feats], rtol=RTOL)
+                    cells.append(info.iterations if info.converged
+                                 else f"{info.iterations} (not conv.)")
+                lines.append(f"| {nx}² | {kind} | {i} | " + " | ".join(map(str, cells))
+                             + " |")
+                print(lines[-1], flush=True)
+    return train_rows, lines
+
+
+def main_features(args):
+    t0 = time.perf_counter()
+    train_rows, lines = compare_features(args.steps, (64, 128), args.held)
+    print(f"\n### {time.strftime('%Y-%m-%d')}: node features, DirectionNet(8, 4), "
+          f"{args.steps} Adam steps each (lr 1e-2, k = 16, 32², seed 0)\n")
+    print("| features | steps | train s | held-out 32² loss before | after |")
+    print("|---|---|---|---|---|")
+    for feats, n, sec, before, after in train_rows:
+        print(f"| {', '.join(feats)} | {n} | {sec:.0f} | {before:+.2f} | {after:+.2f} |")
+    print(f"\nIterations to rtol = {RTOL:g}:\n")
+    print("| grid | family | problem | CG | CG + Jacobi | " +
+          " | ".join(f"FCG + GNN ({', '.join(f)})" for f in FEATURE_SETS) + " |")
+    print("|---|---|---|---|---|---|---|")
+    for line in lines:
+        print(line)
+    print(f"\n(whole run {time.perf_counter() - t0:.0f} s)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--features", action="store_true",
+                        help="compare the node-feature sets of DirectionNet instead")
+    parser.add_argument("--steps", type=int, default=30,
+                        help="Adam steps per network with --features")
+    parser.add_argument("--held", type=int, default=2,
+                        help="held-out problems per family and size with --features")
     args = parser.parse_args(argv)
+    if args.features:
+        return main_features(args)
     if args.quick:
         train_nx, k, budget, n_mat, sizes, wood_steps = 16, 12, 8.0, 2, (32, 48), 10
     else:

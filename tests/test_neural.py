@@ -37,10 +37,22 @@ def rng():
     return np.random.default_rng(2024)
 
 
-def random_net(hidden=6, layers=2, seed=0, scale=1.0):
-    """An untrained network whose correction to Jacobi is far from zero."""
-    return DirectionNet(hidden, layers, init_scale=scale,
-                        generator=torch.Generator().manual_seed(seed))
+XRB = ("x", "r", "b", "diag")
+
+
+def random_net(hidden=6, layers=2, seed=0, scale=1.0, features=("r", "diag"), gate=0.0):
+    """An untrained network whose correction to Jacobi is far from zero; with
+    ``gate > 0`` the gains from ``x`` and ``b`` are random too (not all 1)."""
+    net = DirectionNet(hidden, layers, init_scale=scale, features=features,
+                       generator=torch.Generator().manual_seed(seed))
+    if gate:
+        g = torch.Generator().manual_seed(seed + 100)
+        with torch.no_grad():
+            net.gate_w2.copy_(gate * torch.randn(net.gate_w2.shape, generator=g,
+                                                 dtype=torch.float64))
+            net.gate_b1.copy_(0.3 * torch.randn(net.gate_b1.shape, generator=g,
+                                                dtype=torch.float64))
+    return net
 
 
 def diffusion(nx, seed=0):
@@ -220,6 +232,111 @@ class TestScaleInvariance:
                                    rtol=1e-12)
 
 
+# ------------------------------------------- node features x and b (gains)
+
+
+def _graph_problem(rng, nx=6, seed=2):
+    A0, values = anisotropic_family(nx, 1, seed=seed)
+    pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
+    v = torch.tensor(values[0])
+    n = nx * nx
+    x = torch.tensor(rng.standard_normal(n))
+    b = torch.tensor(rng.standard_normal(n))
+    return v, pattern, x, b - csr_matvec(v, pattern, x), b
+
+
+class TestXBFeatures:
+    def test_identity_at_initialization(self, rng):
+        # the gain network's last layer starts at zero: same seed => same directions
+        v, pattern, x, r, b = _graph_problem(rng)
+        for hidden, layers, seed in ((6, 2, 0), (8, 4, 3)):
+            base = random_net(hidden, layers, seed=seed)
+            gated = random_net(hidden, layers, seed=seed, features=XRB)
+            assert gated.gate_w2.abs().max() == 0
+            z0 = base(v, pattern, x, r, b)
+            torch.testing.assert_close(gated(v, pattern, x, r, b), z0, rtol=0, atol=0)
+            torch.testing.assert_close(gated(v, pattern, 3 * x, r, -b), z0, rtol=0, atol=0)
+        A = diffusion(10, seed=1)
+        bn = rng.standard_normal(100)
+        _, i0 = neural_cg(A, bn, random_net(seed=5))
+        _, i1 = neural_cg(A, bn, random_net(seed=5, features=XRB))
+        assert i0.iterations == i1.iterations
+        np.testing.assert_array_equal(i0.extra["residuals"], i1.extra["residuals"])
+
+    def test_gains_read_x_and_b(self, rng):
+        # a nonzero gain network: the direction depends on x and on b (can fail)
+        v, pattern, x, r, b = _graph_problem(rng)
+        net = random_net(seed=4, features=XRB, gate=1.0)
+        z = net(v, pattern, x, r, b)
+        assert not torch.allclose(net(v, pattern, 0.3 * x + 1, r, b), z, rtol=1e-3)
+        assert not torch.allclose(net(v, pattern, x, r, b.flip(0)), z, rtol=1e-3)
+        zb = random_net(seed=4, features=("b", "r", "diag"), gate=1.0)(v, pattern, x, r, b)
+        assert not torch.allclose(zb, z, rtol=1e-3)
+        # ("b", "r", "diag") ignores x
+        nb = random_net(seed=4, features=("r", "b", "diag"), gate=1.0)
+        torch.testing.assert_close(nb(v, pattern, 5 * x, r, b), zb, rtol=1e-14, atol=0)
+
+    @pytest.mark.parametrize("s", [1e-3, 7.5, 1e4])
+    def test_scale_invariance(self, s, rng):
+        v, pattern, x, r, b = _graph_problem(rng)
+        net = random_net(seed=3, features=XRB, gate=1.0)
+        z = net(v, pattern, x, r, b).detach()
+        tol = dict(rtol=1e-10, atol=1e-12 * z.abs().max().item())
+        # s·A, s·b (x unchanged, r → s·r): the same direction
+        zs = net(s * v, pattern, x, s * r, s * b).detach()
+        np.testing.assert_allclose(zs.numpy(), z.numpy(), **tol)
+        # A fixed, s·x and s·b (so s·r): the direction scales as A⁻¹ r does
+        zx = net(v, pattern, s * x, s * r, s * b).detach()
+        np.testing.assert_allclose(zx.numpy() / s, z.numpy(), **tol)
+        # -(x, r, b): z is odd, as A⁻¹ r is
+        zm = net(v, pattern, -x, -r, -b).detach()
+        np.testing.assert_allclose(zm.numpy(), -z.numpy(), **tol)
+
+    def test_linear_spd_in_r_for_fixed_x_and_b(self, rng):
+        # whatever the gains, for given (A, x, b) the map r -> z is SPD (dense oracle)
+        A0, values = diffusion_family(4, 1, seed=4)
+        pattern = CSRPattern(A0.indptr, A0.indices, A0.shape)
+        v = torch.tensor(values[0])
+        net = random_net(seed=6, scale=2.0, features=XRB, gate=2.0)
+        ctx = net.context(v, pattern)
+        x = torch.tensor(rng.standard_normal(16))
+        b = torch.tensor(rng.standard_normal(16))
+        eye = torch.eye(16, dtype=torch.float64)
+        with torch.no_grad():
+            gains = net.gains(ctx, x, b)
+            assert max((g - 1).abs().max().item() for g in gains) > 0.1
+            # unit rms columns: each is the linear map itself
+            Minv = torch.stack([net.apply(ctx, x, 4 * e, b) / 4 for e in eye], dim=1)
+            r = eye.sum(0) - 2 * eye[3]
+            z = net.apply(ctx, x, r, b)
+        Minv = Minv.numpy()
+        np.testing.assert_allclose(z.numpy(), Minv @ r.numpy(), rtol=1e-12)   # linear
+        assert np.abs(Minv - Minv.T).max() <= 1e-12 * np.abs(Minv).max()
+        assert np.linalg.eigvalsh(Minv).min() > 0
+
+    @pytest.mark.parametrize("seed", [0, 1])
+    def test_random_gated_net_converges(self, seed, rng):
+        A = diffusion(12, seed=seed)
+        b = rng.standard_normal(A.shape[0])
+        net = random_net(seed=seed, features=XRB, gate=1.0)
+        x, info = neural_cg(A, b, net, rtol=1e-8)
+        assert info.converged and np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
+        np.testing.assert_allclose(x, spla.spsolve(A.tocsc(), b), rtol=1e-5)
+        N = convection_diffusion(10)
+        bn = rng.standard_normal(100)
+        x, info = neural_gmres(N, bn, net, rtol=1e-9, restart=20)
+        assert info.converged and np.linalg.norm(bn - N @ x) <= 1e-9 * np.linalg.norm(bn)
+
+    def test_bad_features(self):
+        for bad in (("x", "b"), ("r",), ("r", "diag", "y"), ("r", "r", "diag"), ("r", 1)):
+            with pytest.raises(ValueError, match=r"`DirectionNet`: `features` must contain "
+                                                 r"'r' and 'diag'"):
+                DirectionNet(4, 1, features=bad)
+        with pytest.raises(ValueError, match=r"`DirectionNet`: `gate_hidden` must be an "
+                                             r"integer >= 1; got 0"):
+            DirectionNet(4, 1, features=XRB, gate_hidden=0)
+
+
 # ---------------------------------------------------------- exact line search
 
 
@@ -273,11 +390,13 @@ def _tiny_problem():
 
 
 class TestGradients:
-    def test_directional_derivative_through_the_steps(self):
+    @pytest.mark.parametrize("features", [("r", "diag"), XRB])
+    def test_directional_derivative_through_the_steps(self, features):
         # <∇L, u> against a central difference along a random direction u of all
         # the network's parameters (float64, 4 unrolled FCG steps)
         values, pattern, b = _tiny_problem()
-        net = random_net(hidden=3, layers=2, seed=11, scale=0.5)
+        net = random_net(hidden=3, layers=2, seed=11, scale=0.5, features=features,
+                         gate=0.5 if features == XRB else 0.0)
         to_vec = torch.nn.utils.parameters_to_vector
         from_vec = torch.nn.utils.vector_to_parameters
         flat = to_vec(net.parameters()).detach().clone()
