@@ -256,7 +256,7 @@ def main(argv=None):
     ]
     for r in rows:
         kind = r["problem"]
-        method = "direct" if "lu" in r["method"] else methods(kind)[1]
+        method = "direct" if r["method"].startswith("preonly") else methods(kind)[1]
         s_fwd, s_grad, s_method = serial[(kind, method)]
         lines.append(
             f"| {kind} {r['m']} | {r['n']} | {r['ranks']} | {r['method']} "

@@ -46,7 +46,7 @@ export PETSC_CONFIGURE_OPTIONS="--with-mumps-include=/usr/include \
 
 python -m pip install "petsc==${PETSC_VERSION}"
 # without build isolation petsc4py's build requirements must be present
-python -m pip install "cython>=3" setuptools wheel
+python -m pip install "cython>=3" setuptools wheel numpy
 python -m pip install --no-build-isolation "petsc4py==${PETSC_VERSION}"
 python -m pip install --no-binary mpi4py "mpi4py==${MPI4PY_VERSION}"
 python -c "from petsc4py import PETSc; import mpi4py; print('PETSc', PETSc.Sys.getVersion(), 'mpi4py', mpi4py.__version__)"
