@@ -60,8 +60,12 @@ def matrix(kind, m):
     raise ValueError(kind)
 
 
+ONLY = None            # --methods: restrict the rows to these methods
+
+
 def methods(kind):
-    return ["direct", "gmres" if kind == "convdiff2d" else "cg"]
+    all_methods = ["direct", "gmres" if kind == "convdiff2d" else "cg"]
+    return [m for m in all_methods if ONLY is None or m in ONLY]
 
 
 def median_time(fn, repeat):
@@ -217,9 +221,13 @@ def main(argv=None):
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--problems", nargs="+", default=None,
                     help="kind:m, e.g. poisson2d:256 poisson3d:32 convdiff2d:256")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="only these of direct, cg, gmres")
     ap.add_argument("--save", default=None)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global ONLY
+    ONLY = args.methods
     if args.problems:
         args.problems = [(p.split(":")[0], int(p.split(":")[1])) for p in args.problems]
     else:
@@ -238,6 +246,8 @@ def main(argv=None):
         cmd = [mpiexec, "-n", str(ranks), "--oversubscribe", sys.executable,
                os.path.abspath(__file__), "--worker", "--repeat", str(args.repeat),
                "--problems", *plist]
+        if args.methods:
+            cmd += ["--methods", *args.methods]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -256,7 +266,8 @@ def main(argv=None):
     ]
     for r in rows:
         kind = r["problem"]
-        method = "direct" if r["method"].startswith("preonly") else methods(kind)[1]
+        method = "direct" if r["method"].startswith("preonly") else \
+            ("gmres" if kind == "convdiff2d" else "cg")
         s_fwd, s_grad, s_method = serial[(kind, method)]
         lines.append(
             f"| {kind} {r['m']} | {r['n']} | {r['ranks']} | {r['method']} "
