@@ -278,6 +278,19 @@ def test_update_reuses_ksp_and_stales_old_solutions():
                                    c["g"][lo:hi])[0]), rtol=1e-7, atol=1e-12)
 
 
+def test_destroy_frees_and_refuses_later_use():
+    c = setup_case("spd", m=6, seed=61)
+    lo, hi = c["lo"], c["hi"]
+    solver = sdp.Solver(c["local"], method="cg")
+    sol = solver.solve(c["b"][lo:hi])
+    solver.destroy()
+    solver.destroy()                                     # idempotent
+    with pytest.raises(RuntimeError, match="destroyed"):
+        solver.solve(c["b"][lo:hi])
+    with pytest.raises(RuntimeError, match="destroyed"):
+        sol.vjp(c["g"][lo:hi])
+
+
 def test_auto_picks_cg_for_spd_and_gmres_otherwise():
     assert sdp.Solver(setup_case("spd", m=6)["local"]).method.startswith("cg+gamg")
     assert sdp.Solver(setup_case("nonsym", m=6)["local"]).method.startswith("gmres+")

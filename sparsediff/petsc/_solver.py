@@ -313,6 +313,25 @@ class Solver:
         return (f"petsc.Solver(shape={self.shape}, ranks={self.comm.getSize()}, "
                 f"method={self.method!r})")
 
+    def destroy(self):
+        """Free the KSP, the Mat and the ghost scatter now (collective).
+
+        Otherwise they are freed when the solver is garbage-collected. The
+        solver and its solutions cannot be used afterwards.
+        """
+        with self._lock:
+            if self.ksp is None:
+                return
+            self.ksp.destroy()
+            self.mat.destroy()
+            self._pattern.destroy()
+            self.ksp = None
+            self._version += 1
+
+    def _alive(self, func):
+        if self.ksp is None:
+            raise RuntimeError(f"`{func}`: the solver was destroyed (Solver.destroy).")
+
     # -- update ------------------------------------------------------------------
 
     def update(self, data):
@@ -326,6 +345,7 @@ class Solver:
         """
         PETSc = _petsc()
         func = "sparsediff.petsc.Solver.update"
+        self._alive(func)
         local = self._pattern.local
 
         def check():
@@ -474,6 +494,7 @@ class Solver:
             ``info`` (:class:`sparsediff.SolveInfo`), ``vjp`` and ``jvp``.
         """
         func = "sparsediff.petsc.Solver.solve"
+        self._alive(func)
         trans = collectively(self.comm, lambda: _check_trans(trans, func))
         bvec, as_vec, finite = self._vector(b, func, "b")
         x0vec = None if x0 is None else self._vector(x0, func, "x0")[0]
@@ -517,6 +538,7 @@ class Solution:
         return f"petsc.Solution(trans={self.trans!r}, info={self.info!r})"
 
     def _check_current(self, func):
+        self._solver._alive(func)
         if self._version != self._solver._version:
             raise RuntimeError(
                 f"`{func}`: the solver was updated (Solver.update) after this solution "
