@@ -180,7 +180,8 @@ class Backend:
 
     def direct_factor(self, library, n, rows, cols, data, analysis=None, *, func):
         """A factorization by an optional library: ``"cholmod"`` (``LLᴴ`` of a
-        Hermitian positive definite matrix) or ``"umfpack"`` (``LU``).
+        Hermitian positive definite matrix), ``"umfpack"`` (``LU``, extra
+        ``direct``) or ``"pardiso"`` (MKL's ``LU``, extra ``pardiso``).
 
         ``rows``, ``cols``, ``data`` are the coordinates of ``A`` (int64,
         float64 or complex128); ``analysis`` is ``.analysis`` of an earlier
