@@ -22,14 +22,17 @@ listed separately.
 the message passing from ``x`` and ``b``), trained from the same seed for the
 same number of Adam steps on the same problems, then scored in iterations to
 ``rtol = 1e-8`` on held-out 64² and 128² problems against CG and CG + Jacobi,
-in one run.
+in one run. ``--gmres`` trains one network (``("r", "diag")``) and scores
+``neural_gmres`` on nonsymmetric 64² convection-diffusion problems against
+sparsediff's restarted GMRES, alone and with Jacobi or ILU.
 
 Usage::
 
     python benchmarks/bench_neural.py                     # 6-15 min (256²: slow)
     python benchmarks/bench_neural.py --quick             # 32²/48² grids, short training
     python benchmarks/bench_neural.py --out benchmarks/results_neural.md
-    python benchmarks/bench_neural.py --features --steps 30   # about 4 min
+    python benchmarks/bench_neural.py --features --steps 20 --held 1   # ~10 min
+    python benchmarks/bench_neural.py --gmres --steps 20               # ~2 min
 """
 
 import argparse
@@ -52,6 +55,7 @@ from sparsediff.learn import (
     line_search_solve,
     neural_cg,
     neural_cg_loss,
+    neural_gmres,
     train_direction_net,
     train_preconditioner,
 )
@@ -160,29 +164,104 @@ def evaluate(sizes, net, train_seconds, train_nx, wood_steps, plain_size):
     return lines
 
 
-FEATURE_SETS = (("r", "diag"), ("x", "r", "b", "diag"))
+def convection_diffusion(nx, peclet, seed):
+    """A held-out random-coefficient diffusion matrix ``K`` (``diffusion_family``)
+    plus first-order upwind convection along a random direction, scaled so that
+    the cell Péclet number is about ``peclet`` (``peclet`` times the mean
+    off-diagonal conductance): nonsymmetric, an M-matrix."""
+    A0, values = family("diffusion", nx, 1, seed)
+    K = sp.csr_array((values[0], A0.indices, A0.indptr), shape=A0.shape)
+    kappa = np.abs(K - sp.diags(K.diagonal())).sum() / (K.nnz - nx * nx)
+    angle = np.random.default_rng(seed).uniform(0, 2 * np.pi)
+
+    def upwind(v):     # v·∂u by first-order upwind differences, unit spacing
+        if v >= 0:
+            return v * sp.diags([-1.0, 1.0], [-1, 0], shape=(nx, nx))
+        return v * sp.diags([-1.0, 1.0], [0, 1], shape=(nx, nx))
+
+    eye = sp.eye(nx)
+    U = sp.kron(eye, upwind(np.cos(angle))) + sp.kron(upwind(np.sin(angle)), eye)
+    A = sp.csr_array(K + peclet * kappa * U)
+    A.sort_indices()
+    return A
 
 
-def compare_features(steps, sizes, n_held, train_nx=32, k=16, n_mat=4, seed=0):
-    """Both feature sets: same seed, same Adam steps, same problems; then the
-    iterations to RTOL on ``n_held`` held-out problems per family and size."""
+def gmres_rows(net, nx, peclets, restart=30, maxiter=5000):
+    """Iterations to RTOL of restarted GMRES (sparsediff's, none / Jacobi / ILU)
+    and of flexible GMRES with the network, on convection-diffusion problems."""
+    lines = []
+    for peclet in peclets:
+        A = convection_diffusion(nx, peclet, seed=2000 + nx)
+        b = np.random.default_rng(7).standard_normal(A.shape[0])
+        cells = []
+        for M in (None, "jacobi", "ilu"):
+            sol = sd.solve(A, b, method=("gmres", {"restart": restart}), M=M, rtol=RTOL,
+                           maxiter=maxiter, on_failure="warn")
+            cells.append(sol.info.iterations if sol.info.converged else -1)
+        for proposer in (None, net):
+            _, info = neural_gmres(A, b, proposer, rtol=RTOL, restart=restart,
+                                   maxiter=maxiter)
+            cells.append(info.iterations if info.converged else -1)
+        lines.append(f"| {nx}² | {peclet:g} | " + " | ".join(map(str, cells)) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main_gmres(args):
+    t0 = time.perf_counter()
+    train = [as_problem(*family("diffusion", 32, 4, 0)),
+             as_problem(*family("anisotropic", 32, 4, 1))]
+    net = DirectionNet(8, 4, generator=torch.Generator().manual_seed(0))
+    hist = train_direction_net(net, train, 16, num_steps=args.steps, lr=1e-2,
+                               generator=torch.Generator().manual_seed(1))
+    print(f"trained {len(hist)} steps, {hist[-1][0]:.0f} s", flush=True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines = gmres_rows(net, 64, (0.1, 1, 10))
+    print(f"\n### {time.strftime('%Y-%m-%d')}: nonsymmetric, restarted GMRES(30) "
+          f"against flexible GMRES(30), iterations to rtol = {RTOL:g} (-1: not "
+          f"converged in 5000)\n")
+    print(f"DirectionNet(8, 4) trained for {len(hist)} Adam steps through flexible CG on "
+          f"the SPD 32² families (it has never seen a nonsymmetric matrix). Problems: "
+          f"a held-out random-coefficient diffusion matrix plus first-order upwind "
+          f"convection at a random angle, cell Péclet number about Pe.\n")
+    print("| grid | cell Pe | GMRES | GMRES + Jacobi | GMRES + ILU | FGMRES + Jacobi "
+          "| FGMRES + GNN |")
+    print("|---|---|---|---|---|---|---|")
+    for line in lines:
+        print(line)
+    print(f"\n(whole run {time.perf_counter() - t0:.0f} s)")
+
+
+FEATURE_SETS = {"r": ("r", "diag"), "xrb": ("x", "r", "b", "diag"),
+                "rb": ("r", "b", "diag"), "xr": ("x", "r", "diag")}
+
+
+def compare_features(steps, sizes, n_held, seeds, train_nx=32, k=16, n_mat=4,
+                     gate_lr=None, sets=("r", "xrb")):
+    """Both feature sets, for each training seed: same initialization (the gains
+    start at 1), same right-hand sides, same Adam steps, same problems; then
+    the iterations to RTOL on ``n_held`` held-out problems per family and size."""
     train = [as_problem(*family("diffusion", train_nx, n_mat, 0)),
              as_problem(*family("anisotropic", train_nx, n_mat, 1))]
     held = [as_problem(*family("diffusion", train_nx, n_mat, 50)),
             as_problem(*family("anisotropic", train_nx, n_mat, 51))]
     nets, train_rows = {}, []
-    for feats in FEATURE_SETS:
-        net = DirectionNet(8, 4, features=feats,
-                           generator=torch.Generator().manual_seed(seed))
-        before = validation_loss(net, held, k)
-        hist = train_direction_net(net, train, k, num_steps=steps, lr=1e-2,
-                                   generator=torch.Generator().manual_seed(seed + 1))
-        after = validation_loss(net, held, k)
-        nets[feats] = net
-        train_rows.append((feats, len(hist), hist[-1][0], before, after))
-        print(f"trained {feats}: {hist[-1][0]:.0f} s, held-out loss {before:+.2f} -> "
-              f"{after:+.2f}", flush=True)
-    lines = []
+    for seed in seeds:
+        for feats in (FEATURE_SETS[name] for name in sets):
+            net = DirectionNet(8, 4, features=feats,
+                               generator=torch.Generator().manual_seed(seed))
+            before = validation_loss(net, held, k)
+            hist = train_direction_net(net, train, k, num_steps=steps, lr=1e-2,
+                                       gate_lr=gate_lr,
+                                       generator=torch.Generator().manual_seed(seed + 1))
+            after = validation_loss(net, held, k)
+            nets[seed, feats] = net
+            train_rows.append((seed, feats, len(hist), hist[-1][0], before, after))
+            print(f"trained seed {seed} {feats}: {hist[-1][0]:.0f} s, held-out loss "
+                  f"{before:+.2f} -> {after:+.2f}", flush=True)
+    lines, totals = [], np.zeros(2 + len(seeds) * len(sets), dtype=int)
     for nx in sizes:
         for kind in ("diffusion", "anisotropic"):
             A0, values = family(kind, nx, n_held, 1000 + nx)
@@ -190,29 +269,40 @@ def compare_features(steps, sizes, n_held, train_nx=32, k=16, n_mat=4, seed=0):
                 A = sp.csr_array((values[i], A0.indices, A0.indptr), shape=A0.shape)
                 b = np.random.default_rng(nx + i).standard_normal(A.shape[0])
                 cells = [sd_cg(A, b, M)[0] for M in (None, "jacobi")]
-                for feats in FEATURE_SETS:
-                    _, info = neural_cg(A, b, nets[feats], rtol=RTOL)
-                    cells.append(info.iterations if info.converged
-                                 else f"{info.iterations} (not conv.)")
+                for seed in seeds:
+                    for name in sets:
+                        _, info = neural_cg(A, b, nets[seed, FEATURE_SETS[name]],
+                                            rtol=RTOL)
+                        cells.append(info.iterations if info.converged else -1)
+                totals += np.array(cells)
                 lines.append(f"| {nx}² | {kind} | {i} | " + " | ".join(map(str, cells))
                              + " |")
                 print(lines[-1], flush=True)
+    lines.append("| all | | sum | " + " | ".join(map(str, totals)) + " |")
     return train_rows, lines
 
 
 def main_features(args):
     t0 = time.perf_counter()
-    train_rows, lines = compare_features(args.steps, (64, 128), args.held)
+    seeds = tuple(range(args.seeds))
+    sets = tuple(args.sets.split(","))
+    train_rows, lines = compare_features(args.steps, (64, 128), args.held, seeds,
+                                         gate_lr=args.gate_lr, sets=sets)
+    gate = "lr / 100" if args.gate_lr is None else f"{args.gate_lr:g}"
     print(f"\n### {time.strftime('%Y-%m-%d')}: node features, DirectionNet(8, 4), "
-          f"{args.steps} Adam steps each (lr 1e-2, k = 16, 32², seed 0)\n")
-    print("| features | steps | train s | held-out 32² loss before | after |")
-    print("|---|---|---|---|---|")
-    for feats, n, sec, before, after in train_rows:
-        print(f"| {', '.join(feats)} | {n} | {sec:.0f} | {before:+.2f} | {after:+.2f} |")
-    print(f"\nIterations to rtol = {RTOL:g}:\n")
-    print("| grid | family | problem | CG | CG + Jacobi | " +
-          " | ".join(f"FCG + GNN ({', '.join(f)})" for f in FEATURE_SETS) + " |")
-    print("|---|---|---|---|---|---|---|")
+          f"{args.steps} Adam steps each (lr 1e-2, gains' lr {gate}, k = 16, 32²), "
+          f"training seeds {', '.join(map(str, seeds))}\n")
+    print("| seed | features | steps | train s | held-out 32² loss before | after |")
+    print("|---|---|---|---|---|---|")
+    for seed, feats, n, sec, before, after in train_rows:
+        print(f"| {seed} | {', '.join(feats)} | {n} | {sec:.0f} | {before:+.2f} | "
+              f"{after:+.2f} |")
+    names = "; ".join(f"{name} = ({', '.join(FEATURE_SETS[name])})" for name in sets)
+    print(f"\nIterations to rtol = {RTOL:g} (-1: not converged); features {names}; "
+          f"s = training seed:\n")
+    heads = [f"s{seed} {name}" for seed in seeds for name in sets]
+    print("| grid | family | problem | CG | CG + Jacobi | " + " | ".join(heads) + " |")
+    print("|" + "---|" * (5 + len(heads)))
     for line in lines:
         print(line)
     print(f"\n(whole run {time.perf_counter() - t0:.0f} s)")
@@ -228,9 +318,20 @@ def main(argv=None):
                         help="Adam steps per network with --features")
     parser.add_argument("--held", type=int, default=2,
                         help="held-out problems per family and size with --features")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="training seeds per network with --features")
+    parser.add_argument("--sets", default="r,xrb",
+                        help="feature sets to compare with --features: comma-separated "
+                             "among " + ", ".join(FEATURE_SETS))
+    parser.add_argument("--gate-lr", type=float, default=None,
+                        help="learning rate of the gains with --features (default lr/100)")
+    parser.add_argument("--gmres", action="store_true",
+                        help="nonsymmetric problems: neural_gmres against GMRES instead")
     args = parser.parse_args(argv)
     if args.features:
         return main_features(args)
+    if args.gmres:
+        return main_gmres(args)
     if args.quick:
         train_nx, k, budget, n_mat, sizes, wood_steps = 16, 12, 8.0, 2, (32, 48), 10
     else:

@@ -477,6 +477,29 @@ def test_training_reduces_the_loss_on_a_fixed_family():
     assert after < before - 1.0, (before, after)      # measured: -2.27 -> -6.6
 
 
+def test_training_the_gated_net_with_frozen_gains_is_training_the_base_net():
+    # gate_lr=0: the gains stay 1, so the x/b network trains exactly as the r-only
+    # one (same seed, same right-hand sides); gate_lr > 0 moves the gains and
+    # still reduces the loss
+    A0, values = diffusion_family(6, 2, seed=0)
+    problems = [(torch.tensor(values), CSRPattern(A0.indptr, A0.indices, A0.shape))]
+    hist = {}
+    for feats, gate_lr in ((("r", "diag"), None), (XRB, 0.0), (XRB, 1e-2)):
+        net = DirectionNet(4, 2, features=feats, generator=torch.Generator().manual_seed(0))
+        hist[feats, gate_lr] = [v for _, v in train_direction_net(
+            net, problems, 5, num_steps=4, lr=3e-2, gate_lr=gate_lr,
+            generator=torch.Generator().manual_seed(1))]
+        if feats == XRB:
+            moved = net.gate_w2.abs().max().item()
+            assert (moved == 0) if gate_lr == 0 else (moved > 1e-3)
+    base = hist[("r", "diag"), None]
+    np.testing.assert_allclose(hist[XRB, 0.0], base, rtol=1e-12)
+    gated = hist[XRB, 1e-2]
+    assert gated[0] == pytest.approx(base[0], rel=1e-12)    # identical at step 0
+    assert gated[1:] != pytest.approx(base[1:], rel=1e-9)
+    assert gated[-1] < gated[0]
+
+
 # ------------------------------------------------------------------ bad input
 
 

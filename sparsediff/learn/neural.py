@@ -542,7 +542,7 @@ def neural_cg_loss(net, A, b, k, *, loss="residual", x_star=None, mode="unrolled
 
 def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrolled",
                         truncate=5, loss="residual", truncation=1, generator=None,
-                        time_budget=None, callback=None):
+                        time_budget=None, callback=None, gate_lr=None):
     """Fit a :class:`DirectionNet` by Adam on the loss after ``k`` FCG steps.
 
     Parameters
@@ -557,6 +557,14 @@ def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrol
         once for the right-hand side ``A·1`` (the exact solution is known).
     num_steps, lr
         Adam steps and learning rate.
+    gate_lr : float, optional
+        Learning rate of the gain network that reads ``x`` and ``b`` (a
+        ``DirectionNet`` with ``"x"`` or ``"b"`` among its ``features``);
+        default ``lr / 100``. The gains start at exactly 1; with a right-hand
+        side that carries no information about ``A`` (the random ``b`` used
+        here), every move away from 1 is noise to the preconditioner, and at
+        ``gate_lr = lr`` Adam's steps alone made the trained network far worse
+        (docs/neural.md).
     generator : torch.Generator, optional
     time_budget : float, optional
         Stop after this many seconds of training.
@@ -568,7 +576,12 @@ def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrol
     list of (float, float)
         ``(seconds since the start, loss)`` at every step.
     """
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gate = [p for name, p in net.named_parameters() if name.startswith("gate_")]
+    rest = [p for name, p in net.named_parameters() if not name.startswith("gate_")]
+    groups = [{"params": rest, "lr": lr}]
+    if gate:
+        groups.append({"params": gate, "lr": lr / 100 if gate_lr is None else gate_lr})
+    opt = torch.optim.Adam(groups)
     history = []
     t0 = time.perf_counter()
     for step in range(num_steps):
