@@ -304,8 +304,11 @@ def test_on_failure_policies_forward_and_adjoint():
     lo, hi = c["lo"], c["hi"]
     b = c["b"][lo:hi]
     opts = {"pc_type": "none"}
-    with pytest.raises(sd.ConvergenceError, match="maxiter"):
+    with pytest.raises(sd.ConvergenceError, match="maxiter") as err:
         sdp.Solver(c["local"], method="gmres", options=opts, maxiter=3).solve(b)
+    # numbers and advice in PETSc's terms, not sparsediff.Solver's `M=`
+    assert "DIVERGED_MAX_IT" in str(err.value) and "pc_type" in str(err.value)
+    assert "M=" not in str(err.value) and err.value.info.iterations == 3
     with pytest.warns(sd.ConvergenceWarning):
         sol = sdp.Solver(c["local"], method="gmres", options=opts, maxiter=3,
                          on_failure="warn").solve(b)

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import as_matrix, check_on_failure, check_tolerances, nonfinite_error
-from ..solvers._common import apply_policy
+from ..solvers._common import enforce
 from ..solvers._info import SolveInfo
 from . import _ksp
 from ._collective import collectively, mpi_comm
@@ -468,8 +468,9 @@ class Solver:
         """``on_failure`` on a finished solve (the same decision on every rank)."""
         if info.converged:
             return xvec
-        arr = xvec.getArray()
-        out = apply_policy(arr.copy(), info, self._on_failure, what, stacklevel=4)
+        out = enforce(self._on_failure, _failure_message(info, what), info,
+                      xvec.getArray().copy(), singular=info.reason == "singular",
+                      suffix=" Returning the unconverged result.", stacklevel=4)
         if out is not None:
             xvec.setArray(out)
         return xvec
@@ -660,6 +661,41 @@ def solve(A, b, *, comm=None, method="auto", options=None, rtol=1e-8, atol=0.0,
     """One solve on a distributed PETSc matrix: ``Solver(A, ...).solve(b)``."""
     return Solver(A, comm=comm, method=method, options=options, rtol=rtol, atol=atol,
                   maxiter=maxiter, on_failure=on_failure).solve(b)
+
+
+_ADVICE = {
+    "maxiter": "raise `maxiter`, or a stronger preconditioner (options "
+               "{'pc_type': 'gamg'} for elliptic problems, 'asm' or 'lu').",
+    "stagnation": "the true residual stayed above the target after PETSc "
+                  "reported convergence and two restarts: loosen rtol, or use "
+                  "method='direct'.",
+    "breakdown": "try another KSP (options {'ksp_type': 'gmres'} or 'bcgs'), "
+                 "another preconditioner, or method='direct'.",
+    "indefinite": "A or the preconditioner is not positive definite: use "
+                  "method='gmres', {'ksp_type': 'minres'} with a positive "
+                  "definite preconditioner for a symmetric indefinite A, or "
+                  "method='direct'.",
+    "nonfinite": "the iteration produced NaN or Inf: check A and b for huge or "
+                 "non-finite values.",
+}
+
+
+def _failure_message(info, what):
+    """What a failed PETSc solve reached against its target, with advice in
+    PETSc's terms (options), not ``sparsediff.Solver``'s."""
+    op = "Aᵀ" if info.trans == "T" else "A"
+    status = (f"(reason: {info.reason}, PETSc: {info.extra.get('petsc_reason')}, "
+              f"after {info.iterations} iterations)")
+    if info.reason == "singular":
+        return (f"{what}: the matrix is singular ({info.method}: {status[1:-1]}); "
+                f"no unique solution.")
+    msg = (f"{what}: {info.method} did not converge {status}: ‖b − {op} x‖ = "
+           f"{info.residual_norm:.2e} > target {info.extra['target']:.2e} = "
+           f"max(rtol·‖b‖, atol) with rtol={info.extra['rtol']:.3g}, "
+           f"atol={info.extra['atol']:.3g}, ‖b‖={info.rhs_norm:.4g}.")
+    if info.reason in _ADVICE:
+        msg += " Advice: " + _ADVICE[info.reason]
+    return msg
 
 
 def _check_trans(trans, func):
