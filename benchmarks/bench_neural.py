@@ -17,14 +17,15 @@ with one PyTorch thread, to ``rtol = 1e-8``; wall times include each method's
 set-up (AMG hierarchy, the network's edge weights), not training, which is
 listed separately.
 
-``--features`` compares instead the two node-feature sets of
-``DirectionNet``: ``("r", "diag")`` and ``("x", "r", "b", "diag")`` (gains of
-the message passing from ``x`` and ``b``), trained from the same seed for the
-same number of Adam steps on the same problems, then scored in iterations to
-``rtol = 1e-8`` on held-out 64² and 128² problems against CG and CG + Jacobi,
-in one run. ``--gmres`` trains one network (``("r", "diag")``) and scores
-``neural_gmres`` on nonsymmetric 64² convection-diffusion problems against
-sparsediff's restarted GMRES, alone and with Jacobi or ILU.
+``--features`` compares instead node-feature sets of ``DirectionNet``
+(``--sets``, default ``r,xrb``: ``("r", "diag")`` against
+``("x", "r", "b", "diag")``, gains of the message passing from ``x`` and
+``b``), trained from the same seeds for the same number of Adam steps on the
+same problems, then scored in iterations to ``rtol = 1e-8`` on held-out 64²
+and 128² problems against CG and CG + Jacobi, in one run. ``--gmres`` trains
+one network (``("r", "diag")``) and scores ``neural_gmres`` on nonsymmetric
+64² convection-diffusion problems against sparsediff's restarted GMRES, alone
+and with Jacobi or ILU.
 
 Usage::
 

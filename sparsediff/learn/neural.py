@@ -6,10 +6,12 @@ of ``A`` and proposes a direction ``z ≈ A⁻¹ r``. Three solvers use it:
 * :func:`neural_cg` — flexible CG (Notay's FCG with truncated
   A-orthogonalization) for symmetric positive definite ``A``; the network is a
   preconditioner that may be nonlinear and may change from one iteration to
-  the next (a subclass may read ``x`` and ``b``), and each step is an exact
-  line search along a direction A-orthogonal to the last ``truncation`` ones.
-  The shipped architecture is linear in ``r`` and SPD for a given ``A``, so
-  that FCG(1) is preconditioned CG (see ``sparsediff/learn/_gnn.py`` for why);
+  the next (``DirectionNet(features=("x", "r", "b", "diag"))`` reads ``x``
+  and ``b``, a subclass may read anything), and each step is an exact line
+  search along a direction A-orthogonal to the last ``truncation`` ones. The
+  default architecture is linear in ``r`` and SPD for a given ``A``, so that
+  FCG(1) is preconditioned CG (see ``sparsediff/learn/_gnn.py`` for why; the
+  ``x``/``b`` variant is linear and SPD in ``r`` for given ``x`` and ``b``);
 * :func:`neural_gmres` — flexible GMRES (Saad's FGMRES, restarted) otherwise;
 * :func:`line_search_solve` — the plain form: ``x ← x + α z`` with the exact
   line search ``α = rᵀz / zᵀAz`` and nothing else (a baseline with no
