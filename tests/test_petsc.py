@@ -278,6 +278,32 @@ def test_update_reuses_ksp_and_stales_old_solutions():
                                    c["g"][lo:hi])[0]), rtol=1e-7, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["cg", "direct"])
+def test_exactly_symmetric_adjoint_uses_the_forward_solve(method):
+    _skip_direct(method)
+    A = poisson2d(10)                    # exactly symmetric values
+    n = A.shape[0]
+    starts = row_split(n)
+    lo, hi = starts[RANK], starts[RANK + 1]
+    block = A[lo:hi]
+    rng = np.random.default_rng(67)
+    b, g = rng.standard_normal(n), rng.standard_normal(n)
+    solver = sdp.Solver((block.indptr, block.indices, block.data), method=method,
+                        rtol=1e-12)
+    sol = solver.solve(b[lo:hi])
+    before = PETSc.Log.Event("KSPSolveTranspose").getPerfInfo()["count"]
+    grad_data, grad_b = sol.vjp(g[lo:hi])
+    assert PETSc.Log.Event("KSPSolveTranspose").getPerfInfo()["count"] == before
+    xt = solver.solve(g[lo:hi], trans="T")
+    assert xt.info.trans == "T" and xt.info.converged
+    ref = sd.Solver(A, method="direct").solve(b)
+    ref_A, ref_b = ref.vjp(g)
+    np.testing.assert_allclose(gather(grad_data), ref_A.data, rtol=1e-8,
+                               atol=1e-10 * np.abs(ref_A.data).max())
+    np.testing.assert_allclose(gather(grad_b), ref_b, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(gather(xt.x), ref_b, rtol=1e-8, atol=1e-12)
+
+
 def test_destroy_frees_and_refuses_later_use():
     c = setup_case("spd", m=6, seed=61)
     lo, hi = c["lo"], c["hi"]

@@ -41,8 +41,14 @@ class _Pattern:
         self.local = local            # MatrixInput of the local rows (nloc × n)
         self.nloc, self.n, self.rstart = nloc, n, rstart
         indices = np.asarray(local.indices, dtype=np.int64)
-        self.cols = np.unique(indices)                        # ghost columns
-        self.pos = np.searchsorted(self.cols, indices)       # entry -> ghost slot
+        # the slots: this rank's own columns (rstart..rstart+nloc, a local copy
+        # in the scatter) and then the distinct off-rank columns (the ghosts)
+        own = (indices >= rstart) & (indices < rstart + nloc)
+        ghosts = np.unique(indices[~own])
+        self.cols = np.concatenate([np.arange(rstart, rstart + nloc), ghosts])
+        self.pos = np.empty_like(indices)                    # entry -> slot
+        self.pos[own] = indices[own] - rstart
+        self.pos[~own] = nloc + np.searchsorted(ghosts, indices[~own])
         self.rows = np.asarray(local.rows, dtype=np.int64)   # entry -> local row
         self.ghost = PETSc.Vec().createSeq(self.cols.size, comm=PETSc.COMM_SELF)
         iset = PETSc.IS().createGeneral(self.cols.astype(PETSc.IntType),
@@ -276,6 +282,7 @@ class Solver:
         compares structure too).
         """
         PETSc = _petsc()
+        self._exactly_symmetric = False
         if not self._finite:
             return False
         norm = self.mat.norm(PETSc.NormType.INFINITY)
@@ -283,6 +290,9 @@ class Solver:
         diff.aypx(-1.0, self.mat, PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
         asym = diff.norm(PETSc.NormType.INFINITY)
         diff.destroy()
+        # exactly symmetric: Aᵀ y = c is the same system as A y = c, solved with
+        # KSPSolve (faster products than the transposed ones, and no PC transpose)
+        self._exactly_symmetric = bool(asym == 0.0)
         return bool(asym <= 64 * np.finfo(float).eps * norm)
 
     def _positive_diagonal(self):
@@ -431,16 +441,17 @@ class Solver:
         rvec = bvec.duplicate()
         for attempt in range(3):
             ksp.setInitialGuessNonzero(attempt > 0 or x0 is not None)
+            transposed = trans == "T" and not self._exactly_symmetric
             try:
-                (ksp.solveTranspose if trans == "T" else ksp.solve)(bvec, xvec)
+                (ksp.solveTranspose if transposed else ksp.solve)(bvec, xvec)
             except PETSc.Error as exc:
-                call = "KSPSolveTranspose" if trans == "T" else "KSPSolve"
+                call = "KSPSolveTranspose" if transposed else "KSPSolve"
                 raise ValueError(
                     f"{what}: PETSc failed in {call} with {method}: "
                     f"{_ksp._petsc_message(exc)}") from None
             its += ksp.getIterationNumber()
             reason, petsc_reason = _ksp.reason_name(PETSc, ksp)
-            (mat.multTranspose if trans == "T" else mat.mult)(xvec, rvec)
+            (mat.multTranspose if transposed else mat.mult)(xvec, rvec)
             rvec.aypx(-1.0, bvec)
             rnorm = rvec.norm()
             if reason != "converged" or direct or rnorm <= target or \
@@ -500,7 +511,7 @@ class Solver:
         bvec, as_vec, finite = self._vector(b, func, "b")
         x0vec = None if x0 is None else self._vector(x0, func, "x0")[0]
         with self._lock:
-            if trans == "T":
+            if trans == "T" and not self._exactly_symmetric:
                 _ksp.check_transpose(self.ksp, self._symmetric, f"`{func}`")
             if not finite:
                 xvec = self.mat.createVecRight()
@@ -574,7 +585,7 @@ class Solution:
         what = f"adjoint solve of `{func}`"
         p = s._pattern
         with s._lock:
-            if adj == "T":
+            if adj == "T" and not s._exactly_symmetric:
                 _ksp.check_transpose(s.ksp, s._symmetric, f"`{func}`")
             if not finite or not self.info.converged and s._on_failure == "nan":
                 lam = s.mat.createVecLeft()
@@ -645,7 +656,7 @@ class Solution:
                 rhs.setArray(local)
         what = f"tangent solve of `{func}`"
         with s._lock:
-            if self.trans == "T":
+            if self.trans == "T" and not s._exactly_symmetric:
                 _ksp.check_transpose(s.ksp, s._symmetric, f"`{func}`")
             if not finite:
                 out = s.mat.createVecRight()
