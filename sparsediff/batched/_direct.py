@@ -29,7 +29,13 @@ import scipy.sparse as sp
 
 from .._dtypes import real_dtype
 from ..solvers._common import column_norms, make_info
-from ..solvers._conditioning import SINGULAR_BOUND, equilibration, inverse_norm1
+from ..solvers._conditioning import (
+    SINGULAR_BOUND,
+    equilibration,
+    inverse_norm1,
+    semipositive,
+    z_matrix,
+)
 from ._common import batch_map, batch_matvec
 
 __all__ = ["BatchedDirect"]
@@ -151,6 +157,7 @@ class BatchedDirect:
         self._lock = threading.Lock()
         self._factors = {}
         self._inverse_norms = {}
+        self._m_matrices = {}    # (e, dtype) -> (proven M-matrix, A⁻¹·1)
         self.singular = np.zeros(self.batch, bool)
         self.library = self._choose_library(analysis)
         self._analysis = analysis
@@ -373,7 +380,14 @@ class BatchedDirect:
                     return y if c is None else y / c
                 return f
 
-            if kind == "N":
+            if kind != "equilibrated" and self._m_matrix(e, lu, dtype):
+                # A⁻¹ ≥ 0: ‖A⁻¹‖₁ = ‖A⁻ᵀ·1‖∞, ‖A⁻ᵀ‖₁ = ‖A⁻¹·1‖∞ (exact), as
+                # solvers/direct.py; A = Aᵀ makes the two ones-vector solves one
+                y = self._m_matrices[(e, np.dtype(dtype))][1]
+                if kind == "N" and not self._exact_hermitian[e]:
+                    y = sol("H")(np.ones(n, dtype=dtype))
+                est = float(np.abs(y).max()) if np.isfinite(y).all() else np.inf
+            elif kind == "N":
                 est = inverse_norm1(sol("N"), sol("H"), n, dtype)
             elif kind == "T":
                 est = inverse_norm1(sol("H"), sol("N"), n, dtype)
@@ -383,6 +397,22 @@ class BatchedDirect:
                 est = inverse_norm1(sol("N", r, c), sol("H", c, r), n, dtype)
         self._inverse_norms[key] = est
         return est
+
+    def _m_matrix(self, e, lu, dtype):
+        """Whether element ``e`` is proven a nonsingular M-matrix (``A⁻¹ ≥ 0``),
+        by ``_conditioning.z_matrix`` and ``semipositive`` on ``A⁻¹·1`` (kept
+        for the norm). Cached per element and precision."""
+        key = (e, np.dtype(dtype))
+        known = self._m_matrices.get(key)
+        if known is not None:
+            return known[0]
+        data, ok, y = self.data[e], False, None
+        if np.dtype(dtype).kind == "f" and z_matrix(self.mat, data):
+            n = self.mat.shape[0]
+            y = self._solve_one(lu, np.ones((n, 1), dtype=dtype), "N")[:, 0]
+            ok = semipositive(self.mat, data, y, self._row_nnz)
+        self._m_matrices[key] = (ok, y)
+        return ok
 
     def _equilibration(self, e):
         """Row and column scalings of element ``e`` (``_conditioning.equilibration``)."""

@@ -104,6 +104,40 @@ def inverse_norm1(solve, solve_h, n, dtype):
     return max(est, 2.0 * float(np.abs(y).sum()) / (3.0 * n))
 
 
+def z_matrix(mat, data):
+    """Whether ``A`` (canonical ``mat``'s pattern, values ``data``) is a real
+    Z-matrix with a positive diagonal: no positive off-diagonal entry (Poisson,
+    upwind convection–diffusion, graph Laplacians plus a positive shift)."""
+    n = mat.shape[0]
+    if not n or data.dtype.kind != "f":
+        return False
+    off = mat.rows != mat.indices
+    diag = np.zeros(n)
+    np.add.at(diag, mat.rows[~off], data[~off])
+    return bool(np.all(data[off] <= 0) and np.all(diag > 0))
+
+
+def semipositive(mat, data, y, row_nnz):
+    """Whether ``y = A⁻¹·1`` proves the Z-matrix ``A`` a nonsingular M-matrix.
+
+    ``y ≥ 0`` with ``A y > 0``, the product checked above its rounding bound
+    ``2 (k+1) eps |A| y`` (``k``: most stored entries in a row or column). A
+    Z-matrix with such a ``y`` is a nonsingular M-matrix (Berman and
+    Plemmons, *Nonnegative Matrices in the Mathematical Sciences*, ch. 6,
+    condition I₂₇), whose inverse is entrywise nonnegative: then
+    ``‖A⁻¹‖₁ = ‖A⁻ᵀ·1‖∞`` and ``‖A⁻ᵀ‖₁ = ‖A⁻¹·1‖∞`` exactly.
+    """
+    if not (np.isfinite(y).all() and np.all(y >= 0)):
+        return False
+    y = np.asarray(y, dtype=np.float64)[mat.indices]
+    n = mat.shape[0]
+    vals = np.asarray(data, dtype=np.float64)
+    ay = np.bincount(mat.rows, weights=vals * y, minlength=n)
+    bound = np.bincount(mat.rows, weights=np.abs(vals) * y, minlength=n)
+    eps = float(np.finfo(np.float64).eps)
+    return bool(np.all(ay > 2 * (row_nnz + 1) * eps * bound))
+
+
 def warn_ill_conditioned(info, dtype, func, stacklevel, kappa=None):
     """Issue :class:`IllConditionedWarning` if ``κ·eps > ILL_CONDITIONED_BOUND``.
 

@@ -44,7 +44,13 @@ import scipy.sparse as sp
 
 from .._dtypes import real_dtype
 from ._common import column_norms, make_info, op_matvec
-from ._conditioning import SINGULAR_BOUND, equilibration, inverse_norm1
+from ._conditioning import (
+    SINGULAR_BOUND,
+    equilibration,
+    inverse_norm1,
+    semipositive,
+    z_matrix,
+)
 
 __all__ = ["AUTO_CHOLMOD_MAX_N_2D", "AUTO_CHOLMOD_MAX_N_3D", "AUTO_SUPERLU_MAX_N_3D",
            "LIBRARIES", "LIBRARY_MIN_N", "DirectEngine", "graph_dimension",
@@ -568,21 +574,10 @@ class DirectEngine:
         if known is not None:
             return known
         mat = self.mat
-        n = mat.shape[0]
         ok = False
-        if np.dtype(dtype).kind == "f" and mat.data.dtype.kind == "f" and n:
-            off = mat.rows != mat.indices
-            diag = np.zeros(n)
-            np.add.at(diag, mat.rows[~off], mat.data[~off])
-            if np.all(mat.data[off] <= 0) and np.all(diag > 0):
-                y = self._estimator_solve(lu, dtype, "N", np.ones(n, dtype=dtype))
-                if np.isfinite(y).all() and np.all(y >= 0):
-                    y = y.astype(np.float64)[:, None]
-                    ay = op_matvec(mat, y, "N", data=mat.data.astype(np.float64))
-                    bound = op_matvec(mat, y, "N",
-                                      data=self._absdata.astype(np.float64))
-                    eps = float(np.finfo(np.float64).eps)
-                    ok = bool(np.all(ay > 2 * (self._row_nnz + 1) * eps * bound))
+        if np.dtype(dtype).kind == "f" and z_matrix(mat, mat.data):
+            y = self._estimator_solve(lu, dtype, "N", np.ones(mat.shape[0], dtype=dtype))
+            ok = semipositive(mat, mat.data, y, self._row_nnz)
         self._ones_products[key] = ok
         return ok
 
