@@ -215,10 +215,7 @@ class Solver:
         self._version = 0
 
         data = np.asarray(local.data, dtype=PETSc.ScalarType)
-        finite = mpi_comm(comm).allreduce(bool(np.isfinite(data).all()),
-                                          op=_land())
-        if not finite:
-            collectively(comm, lambda: self._nonfinite_A(func))
+        finite = self._all_finite(np.isfinite(data).all(), func, "A")
         self._finite = finite
         self.mat = PETSc.Mat().createAIJ(
             size=((nloc, n), (nloc, n)),
@@ -270,9 +267,13 @@ class Solver:
         rstart = A.getOwnershipRange()[0]
         return local, mloc, n, rstart, np.dtype(PETSc.ScalarType)
 
-    def _nonfinite_A(self, func):
-        if self._on_failure != "nan":
-            raise nonfinite_error(func, "A")
+    def _all_finite(self, local_ok, func, name):
+        """Whether ``name`` is finite on every rank (one reduction); if not, and
+        unless ``on_failure="nan"``, every rank raises the same error."""
+        ok = mpi_comm(self.comm).allreduce(bool(local_ok), op=_land())
+        if not ok and self._on_failure != "nan":
+            raise nonfinite_error(func, name)
+        return ok
 
     def _is_symmetric(self):
         """Symmetric to rounding: ``‖A − Aᵀ‖∞ ≤ 64·eps·‖A‖∞`` (collective).
@@ -361,13 +362,10 @@ class Solver:
         def check():
             arr = np.asarray(data)
             _check_scalar(PETSc, arr.dtype, func, "data")
-            values, finite = local.check_caller_data(arr, func, "data")
-            if not finite and self._on_failure != "nan":
-                raise nonfinite_error(func, "data")
-            return values, finite
+            return local.check_caller_data(arr, func, "data")
 
         values, finite = collectively(self.comm, check)
-        finite = mpi_comm(self.comm).allreduce(finite, op=_land())
+        finite = self._all_finite(finite, func, "data")
         with self._lock:
             vals = np.asarray(values, dtype=PETSc.ScalarType)
             p = self._pattern
@@ -414,10 +412,7 @@ class Solver:
             return arr, False
 
         arr, as_vec = collectively(self.comm, check)
-        finite = mpi_comm(self.comm).allreduce(bool(np.isfinite(arr).all()),
-                                               op=_land())
-        if not finite and self._on_failure != "nan":
-            collectively(self.comm, lambda: _raise(nonfinite_error(func, name)))
+        finite = self._all_finite(np.isfinite(arr).all(), func, name)
         vec = self.mat.createVecLeft()
         vec.setArray(np.asarray(arr, dtype=PETSc.ScalarType))
         return vec, as_vec, finite
@@ -639,10 +634,7 @@ class Solution:
                 return p.local.check_caller_data(arr, func, "dA")
 
             values, ok = collectively(s.comm, check)
-            ok = mpi_comm(s.comm).allreduce(ok, op=_land())
-            if not ok and s._on_failure != "nan":
-                collectively(s.comm, lambda: _raise(nonfinite_error(func, "dA")))
-            finite = finite and ok
+            finite = s._all_finite(ok, func, "dA") and finite
             values = np.asarray(values, dtype=PETSc.ScalarType)
             if self.trans == "T":       # ḃ − Ȧᵀ x
                 prod = s.mat.createVecLeft()
@@ -720,18 +712,7 @@ def _check_trans(trans, func):
     return trans
 
 
-def _raise(exc):
-    raise exc
-
-
 def _land():
     from mpi4py import MPI
 
     return MPI.LAND
-
-
-def _max():
-    from mpi4py import MPI
-
-    return MPI.MAX
-
