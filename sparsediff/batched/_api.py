@@ -161,8 +161,11 @@ class BatchedSolver:
         else SuperLU on one ordering (docs/batched.md); ``"cg"``
         (Hermitian positive definite elements) or ``"bicgstab"``, run in
         lockstep over the batch with per-element convergence.
-    M : None or "jacobi"
-        Preconditioner of the iterative methods, one per element.
+    M : None, "jacobi" or "amg"
+        Preconditioner of the iterative methods, one per element. ``"amg"``
+        is smoothed aggregation with the first element's aggregates shared by
+        the others, and an element's own aggregation where the shared one
+        measures poorly (docs/batched.md).
     rtol, atol, maxiter
         SciPy's stopping test on the true residual, per element and column.
     on_failure : {"raise", "warn", "nan"}
@@ -201,9 +204,9 @@ class BatchedSolver:
         if method not in METHODS:
             raise ValueError(f"`{func}`: `method` must be one of {METHODS}; got "
                              f"{method!r}.")
-        if M is not None and M != "jacobi":
-            raise ValueError(f"`{func}`: `M` must be None or 'jacobi' for a batch; "
-                             f"got {M!r}.")
+        if M not in (None, "jacobi", "amg"):
+            raise ValueError(f"`{func}`: `M` must be None, 'jacobi' or 'amg' for a "
+                             f"batch; got {M!r}.")
         if method == "direct" and M is not None:
             raise ValueError(f"`{func}`: `M` is for iterative methods; got "
                              f"method='direct' with M={M!r}.")

@@ -17,6 +17,7 @@ with Aᴴ, ``D_e⁻¹`` for Aᵀ), the same for the adjoint solves.
 import numpy as np
 
 from .._symmetry import measure_symmetry
+from ..solvers import _state
 from ..solvers._common import make_info
 from ._common import batch_matvec
 
@@ -34,6 +35,33 @@ def _norm(a):
                       if np.iscomplexobj(a) else 0.0))
 
 
+class _Watch:
+    """Per-system stagnation record of one solve (see the module docstring)."""
+
+    def __init__(self, shape, n):
+        self.best = np.full(shape, np.inf)
+        self.stalls = np.zeros(shape, np.int64)
+        self.floor = np.zeros(shape, bool)
+        # read at call time, so that a test may change the module's constants
+        self.window = min(_state.STAGNATION_WINDOW, max(n, 1))
+        self.checks = _state.STAGNATION_CHECKS
+        self.it = 0
+
+    def judge(self, sel, tn, floor):
+        """Record the true residuals ``tn`` (B, m) of the systems ``sel``."""
+        self.floor |= sel & floor
+        progress = tn < 0.5 * self.best
+        self.stalls = np.where(sel, np.where(progress | ~self.floor, 0,
+                                             self.stalls + 1), self.stalls)
+        self.best = np.where(sel, np.fmin(self.best, tn), self.best)
+
+    def stop(self, active, reason):
+        """Stop the active systems that stalled too often."""
+        stalled = active & (self.stalls >= self.checks)
+        reason[stalled] = "stagnation"
+        active &= ~stalled
+
+
 class BatchedKrylov:
     """Lockstep CG / BiCGSTAB over B matrices on one pattern (see the module)."""
 
@@ -49,7 +77,7 @@ class BatchedKrylov:
         self.kind = method
         self.M = M
         self.func = func
-        self.method = method + ("+jacobi" if M == "jacobi" else "")
+        self.method = method + (f"+{M}" if M is not None else "")
         n = mat.shape[0]
         if method == "cg":
             for e in np.flatnonzero(finite):
@@ -60,6 +88,7 @@ class BatchedKrylov:
                         f"element {e} is not ({sym.describe()}); use "
                         f"method='bicgstab' or 'direct'.")
         self._dinv = None
+        self.amg = None
         if M == "jacobi" and n:
             on = mat.rows == mat.indices
             d = np.zeros((self.batch, n), dtype=data.dtype)
@@ -74,13 +103,20 @@ class BatchedKrylov:
                     f"{e} has a zero (or unstored) diagonal entry in row {i}.")
             with np.errstate(divide="ignore"):
                 self._dinv = np.where(d == 0, 0, 1.0 / np.where(d == 0, 1, d)).T
+        elif M == "amg":
+            from ._amg import BatchedAMG
+
+            self.amg = BatchedAMG(mat, data, finite, func=func,
+                                  hermitian=method == "cg")
         self.singular = np.zeros(self.batch, bool)
 
     def update(self, data, finite):
         return BatchedKrylov(self.mat, data, finite, method=self.kind, M=self.M,
                              func=self.func)
 
-    def _precond(self, r, trans):
+    def _precond(self, r, trans, active):
+        if self.amg is not None:
+            return self.amg.apply(r, trans, active.any(axis=1))
         if self._dinv is None:
             return r.copy()
         dinv = np.conj(self._dinv) if trans == "H" else self._dinv
@@ -116,10 +152,12 @@ class BatchedKrylov:
         active &= ~done
         reason[~np.broadcast_to(elements[:, None], (B, m))] = "skipped"
         run = self._cg if self.kind == "cg" else self._bicgstab
+        watch = _Watch((B, m), n)
         if n and active.any():
             with np.errstate(all="ignore"):
-                run(x, r, b, target, active, reason, its, maxiter, trans)
+                run(x, r, b, target, active, reason, its, maxiter, trans, watch)
         res = _norm(b - self._matvec(x, trans))
+        attainable = np.fmin(watch.best, res)
         x3 = x.transpose(1, 0, 2).copy()
         infos = []
         for e in range(B):
@@ -130,17 +168,20 @@ class BatchedKrylov:
             ok = (reason[e] == "converged") & np.isfinite(res[e]) & (res[e] <= target[e])
             reasons = ["converged" if k else (r_ if r_ != "converged" else "maxiter")
                        for k, r_ in zip(ok, reason[e])]
+            extra = {"target": target[e], "rtol": float(rtol), "atol": float(atol),
+                     "attainable": attainable[e]}
+            if self.amg is not None:
+                extra["amg"] = self.amg.report(e)
             infos.append(make_info(ok, its[e], res[e], bnorm[e], self.method,
-                                   reasons, False, trans,
-                                   extra={"target": target[e], "rtol": float(rtol),
-                                          "atol": float(atol)}))
+                                   reasons, False, trans, extra=extra))
         return x3, infos
 
-    def _confirm(self, x, r, b, rn, target, active, reason, trans):
+    def _confirm(self, x, r, b, rn, target, active, reason, trans, watch):
         """Systems whose recursive residual passes: confirm on the true one.
 
         Returns the mask of systems whose recursion was reset to the true
-        residual (not confirmed)."""
+        residual (not confirmed); those are at their rounding floor, and
+        the ones that stalled too often stop with "stagnation"."""
         cand = active & (rn <= target)
         if not cand.any():
             return np.zeros_like(cand)
@@ -151,15 +192,31 @@ class BatchedKrylov:
         active &= ~ok
         reset = cand & ~ok
         r[:, reset] = true_r[:, reset]
+        watch.judge(reset, tn, True)
+        watch.stop(active, reason)
         return reset
+
+    def _check_stagnation(self, x, r, b, active, reason, trans, watch):
+        """Every ``watch.window`` iterations: judge the true residual of the
+        active systems (one batched product; no iterate changes)."""
+        watch.it += 1
+        if watch.it % watch.window or not active.any():
+            return
+        rt = b - self._matvec(x, trans)
+        tn = _norm(rt)
+        watch.judge(active, tn, _norm(rt - r) >= 0.5 * tn)
+        bad = active & ~np.isfinite(tn)
+        reason[bad] = "nonfinite"
+        active &= ~bad
+        watch.stop(active, reason)
 
     def _nonfinite(self, x, active, reason):
         bad = active & ~np.isfinite(x).all(axis=0)
         reason[bad] = "nonfinite"
         active &= ~bad
 
-    def _cg(self, x, r, b, target, active, reason, its, maxiter, trans):
-        z = self._precond(r, trans)
+    def _cg(self, x, r, b, target, active, reason, its, maxiter, trans, watch):
+        z = self._precond(r, trans, active)
         p = z.copy()
         rz = _dot(r, z)
         for _ in range(maxiter):
@@ -175,16 +232,18 @@ class BatchedKrylov:
             r -= alpha * q
             its += active
             self._nonfinite(x, active, reason)
-            reset = self._confirm(x, r, b, _norm(r), target, active, reason, trans)
+            reset = self._confirm(x, r, b, _norm(r), target, active, reason, trans,
+                                  watch)
+            self._check_stagnation(x, r, b, active, reason, trans, watch)
             if not active.any():
                 break
-            z = self._precond(r, trans)
+            z = self._precond(r, trans, active)
             rz_new = _dot(r, z)
             beta = np.where(active & ~reset, rz_new / np.where(rz == 0, 1, rz), 0)
             p = z + beta * p
             rz = rz_new
 
-    def _bicgstab(self, x, r, b, target, active, reason, its, maxiter, trans):
+    def _bicgstab(self, x, r, b, target, active, reason, its, maxiter, trans, watch):
         rhat = r.copy()
         shape = active.shape
         rho = np.ones(shape, x.dtype)
@@ -202,12 +261,12 @@ class BatchedKrylov:
             beta = np.where(active, (rho_new / np.where(rho == 0, 1, rho))
                             * (alpha / np.where(omega == 0, 1, omega)), 0)
             p = r + beta * (p - omega * v)
-            phat = self._precond(p, trans)
+            phat = self._precond(p, trans, active)
             v = self._matvec(phat, trans)
             rv = _dot(rhat, v)
             alpha = np.where(active & (rv != 0), rho_new / np.where(rv == 0, 1, rv), 0)
             s = r - alpha * v
-            shat = self._precond(s, trans)
+            shat = self._precond(s, trans, active)
             t = self._matvec(shat, trans)
             tt = _dot(t, t).real
             omega = np.where(active & (tt > 0), _dot(t, s) / np.where(tt > 0, tt, 1), 0)
@@ -217,12 +276,14 @@ class BatchedKrylov:
             its += active
             rho = rho_new
             self._nonfinite(x, active, reason)
-            reset = self._confirm(x, r, b, _norm(r), target, active, reason, trans)
+            reset = self._confirm(x, r, b, _norm(r), target, active, reason, trans,
+                                  watch)
             if reset.any():   # restart the recursion of those systems
                 rhat[:, reset] = r[:, reset]
                 p[:, reset] = 0
                 v[:, reset] = 0
                 rho[reset] = alpha[reset] = omega[reset] = 1
+            self._check_stagnation(x, r, b, active, reason, trans, watch)
             stuck = active & (omega == 0)
             reason[stuck] = "breakdown"
             active &= ~stuck

@@ -1,0 +1,362 @@
+"""Batched Krylov solves: the stagnation test per element, AMG per element
+(shared aggregation with a measured fallback), each element against its own
+`sd.Solver`, exact gradients, failures kept in their element."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsediff as sd
+from sparsediff.batched import _amg
+from sparsediff.precond.amg import AMG
+from sparsediff.solvers import _state
+
+
+def poisson2d(m):
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    eye = sp.identity(m)
+    A = sp.csr_array(sp.kron(T, eye) + sp.kron(eye, T))
+    A.sort_indices()
+    return A
+
+
+def rows_of(A):
+    return np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+
+
+def spd_batch(rng, m=6, B=3, dtype=np.float64):
+    """B SPD diffusion-like matrices on the 5-point pattern: symmetric
+    positive edge weights, diagonal = row sum + a positive shift."""
+    A = poisson2d(m)
+    r, c = rows_of(A), A.indices
+    data = np.empty((B, A.nnz), dtype=dtype)
+    for e in range(B):
+        W = sp.triu(sp.csr_array((rng.uniform(0.5, 2.0, A.nnz), (r, c)),
+                                 shape=A.shape), 1)
+        if np.dtype(dtype).kind == "c":
+            W = W.astype(complex)
+            W.data = W.data * np.exp(0.3j * rng.standard_normal(W.nnz))
+        W = W + W.conj().T
+        D = sp.diags(np.asarray(abs(W).sum(axis=1)).ravel() + 0.1)
+        M = sp.csr_array(D - W)
+        data[e] = np.asarray(M[r, c]).ravel()
+    return A, data
+
+
+def convdiff_batch(rng, m=6, B=3):
+    """Non-symmetric convection-diffusion values on the 5-point pattern."""
+    A = poisson2d(m)
+    r, c = rows_of(A), A.indices
+    data = np.empty((B, A.nnz))
+    for e in range(B):
+        w = rng.uniform(0.0, 0.8)
+        up = np.where(c == r + 1, -w, 0.0) + np.where(c == r - 1, w, 0.0)
+        data[e] = A.data * rng.uniform(0.8, 1.2) + up
+    return A, data
+
+
+def with_values(A, values):
+    return sp.csr_array((values, A.indices, A.indptr), shape=A.shape)
+
+
+def entries(A, gA):
+    """The values of a sparse gradient at the stored entries of ``A``."""
+    if sp.issparse(gA):
+        return np.asarray(sp.csr_array(gA)[rows_of(A), A.indices]).ravel()
+    return np.asarray(gA)
+
+
+def quiet():
+    w = warnings.catch_warnings()
+    w.__enter__()
+    warnings.simplefilter("ignore", sd.ConvergenceWarning)
+    return w
+
+
+# ---------------------------------------------------------------------------
+# stagnation, per element
+# ---------------------------------------------------------------------------
+
+
+def stagnating_batch(rng):
+    """Element 0 and 2: 2-D Poisson 20² (rtol = 1e-20 is unreachable there);
+    element 1: 4·I on the same pattern (off-diagonals stored as zeros), which
+    CG and BiCGSTAB solve exactly (powers of two) in one step."""
+    A = poisson2d(20)
+    n = A.shape[0]
+    diag = np.where(rows_of(A) == A.indices, 4.0, 0.0)
+    data = np.stack([A.data, diag, 3.0 * A.data])
+    b = rng.standard_normal((3, n))
+    return A, data, b
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+@pytest.mark.parametrize("M", [None, "jacobi"])
+def test_stagnation_stops_only_its_element(rng, method, M):
+    # fails before: no stagnation test, the stuck elements ran to
+    # maxiter = 10 n = 4000 with reason "maxiter"
+    A, data, b = stagnating_batch(rng)
+    n = A.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sd.ConvergenceWarning)
+        sol = sd.BatchedSolver(A, data, method=method, M=M, rtol=1e-20,
+                               on_failure="warn").solve(b)
+        one = sd.Solver(A, method=method, M=M, rtol=1e-20,
+                        on_failure="warn").solve(b[0])
+    for e in (0, 2):
+        info = sol.info[e]
+        assert info.reason == "stagnation", info
+        assert info.iterations < 0.1 * 10 * n
+        best = float(info.extra["attainable"][0])
+        assert best <= info.residual_norm <= 4 * best
+        assert info.residual_norm < 1e-10 * info.rhs_norm
+    # the single solver stops for the same reason, at the same accuracy
+    assert one.info.reason == "stagnation"
+    np.testing.assert_allclose(sol.x[0], one.x, rtol=1e-10, atol=1e-10)
+    # the element that converges is untouched by the others' iterations
+    assert sol.info[1].converged and sol.info[1].iterations == 1
+    np.testing.assert_array_equal(sol.x[1], b[1] / 4)
+
+
+def test_stagnation_policies(rng):
+    A, data, b = stagnating_batch(rng)
+    data, b = data[:2], b[:2]
+    with pytest.raises(sd.ConvergenceError, match=r"batch element 0.*stagnation"):
+        sd.BatchedSolver(A, data, method="cg", rtol=1e-20).solve(b)
+    with pytest.warns(sd.ConvergenceWarning, match=r"batch element 0.*stagnation"):
+        sd.BatchedSolver(A, data, method="cg", rtol=1e-20,
+                         on_failure="warn").solve(b)
+    sol = sd.BatchedSolver(A, data, method="cg", rtol=1e-20,
+                           on_failure="nan").solve(b)
+    assert np.isnan(sol.x[0]).all()
+    np.testing.assert_array_equal(sol.x[1], b[1] / 4)
+    g = rng.standard_normal(b.shape)
+    grad_data, grad_b = sol.vjp(g)
+    assert np.isnan(grad_data[0]).all() and np.isnan(grad_b[0]).all()
+    # element 1 (4·I): λ = g/4 and ∂L/∂a_ij = −λ_i x_j (the adjoint solve
+    # scales g to unit norm and back: rounding)
+    lam = g[1] / 4
+    np.testing.assert_allclose(grad_b[1], lam, rtol=1e-15)
+    np.testing.assert_allclose(grad_data[1], -lam[rows_of(A)] * sol.x[1][A.indices],
+                               rtol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+def test_stagnation_check_leaves_converging_iterates_alone(rng, method,
+                                                           monkeypatch):
+    A, data = spd_batch(rng, m=12, B=3)
+    b = rng.standard_normal((3, A.shape[0], 2))
+    sol = sd.BatchedSolver(A, data, method=method, rtol=1e-12).solve(b)
+    monkeypatch.setattr(_state, "STAGNATION_WINDOW", 10**9)
+    unchecked = sd.BatchedSolver(A, data, method=method, rtol=1e-12).solve(b)
+    assert sol.converged.all() and unchecked.converged.all()
+    for e in range(3):
+        np.testing.assert_array_equal(sol.info[e].column_iterations,
+                                      unchecked.info[e].column_iterations)
+    np.testing.assert_array_equal(sol.x, unchecked.x)
+
+
+# ---------------------------------------------------------------------------
+# AMG per element
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("trans", ["N", "H"])
+def test_cg_amg_each_element_is_its_own_solve(rng, dtype, trans):
+    A, data = spd_batch(rng, m=10, B=3, dtype=dtype)
+    b = rng.standard_normal((3, A.shape[0], 2)).astype(dtype)
+    solver = sd.BatchedSolver(A, data, method="cg", M="amg", rtol=1e-10)
+    sol = solver.solve(b, trans=trans)
+    g = rng.standard_normal(b.shape).astype(dtype)
+    grad_data, grad_b = sol.vjp(g)
+    for e in range(3):
+        Ae = with_values(A, data[e])
+        one = sd.Solver(Ae, method="cg", M="amg", rtol=1e-10).solve(b[e],
+                                                                     trans=trans)
+        gA, gb = one.vjp(g[e])
+        gA = entries(A, gA)
+        assert sol.info[e].converged and sol.info[e].method == "cg+amg"
+        assert abs(sol.info[e].iterations - one.info.iterations) <= 1
+        scale = np.abs(one.x).max()
+        np.testing.assert_allclose(sol.x[e], one.x, rtol=0, atol=1e-8 * scale)
+        np.testing.assert_allclose(grad_b[e], gb, rtol=0,
+                                   atol=1e-8 * np.abs(gb).max())
+        np.testing.assert_allclose(grad_data[e], gA, rtol=0,
+                                   atol=1e-8 * np.abs(gA).max())
+    # the shared aggregation fits these elements: no fallback
+    assert solver._engine.amg.shared.all()
+
+
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+def test_bicgstab_amg_nonsymmetric_is_its_own_solve(rng, trans):
+    A, data = convdiff_batch(rng, m=10)
+    b = rng.standard_normal((3, A.shape[0]))
+    sol = sd.BatchedSolver(A, data, method="bicgstab", M="amg",
+                           rtol=1e-10).solve(b, trans=trans)
+    g = rng.standard_normal(b.shape)
+    grad_data, grad_b = sol.vjp(g)
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method="bicgstab", M="amg",
+                        rtol=1e-10).solve(b[e], trans=trans)
+        gA, gb = one.vjp(g[e])
+        gA = entries(A, gA)
+        assert sol.info[e].converged and sol.info[e].method == "bicgstab+amg"
+        np.testing.assert_allclose(sol.x[e], one.x, rtol=0,
+                                   atol=1e-8 * np.abs(one.x).max())
+        np.testing.assert_allclose(grad_data[e], gA, rtol=0,
+                                   atol=1e-8 * np.abs(gA).max())
+        np.testing.assert_allclose(grad_b[e], gb, rtol=0,
+                                   atol=1e-8 * np.abs(gb).max())
+    # the adjoint solves converge as fast as the forward ones (exact Mᴴ)
+    for fwd, adj in zip(sol.info, sol.adjoint_info):
+        assert adj.converged and adj.iterations <= 2 * fwd.iterations + 2
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+def test_amg_gradients_finite_differences_and_dot_product(rng, method):
+    if method == "cg":
+        A, data = spd_batch(rng, m=5, B=2)
+    else:
+        A, data = convdiff_batch(rng, m=5, B=2)
+    n = A.shape[0]
+    b = rng.standard_normal((2, n))
+    g = rng.standard_normal((2, n))
+    kw = dict(method=method, M="amg", rtol=1e-13)
+
+    def loss(d, bb):
+        return float(np.sum(g * sd.batched_solve(A, d, bb, **kw).x))
+
+    sol = sd.batched_solve(A, data, b, **kw)
+    grad_data, grad_b = sol.vjp(g)
+    h = 1e-6
+    dA = rng.standard_normal(data.shape)
+    if method == "cg":   # CG needs Hermitian values: a symmetric direction
+        S = rng.standard_normal((2, n, n))
+        S = S + S.transpose(0, 2, 1)
+        dA = S[:, rows_of(A), A.indices]
+    db = rng.standard_normal(b.shape)
+    fd = (loss(data + h * dA, b + h * db) - loss(data - h * dA, b - h * db)) / (2 * h)
+    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
+    assert fd == pytest.approx(exact, rel=1e-6, abs=1e-9)
+    # dot-product test <J u, v> = <u, Jᵀ v> with the forward mode
+    dx = sol.jvp(dA=dA, db=db)
+    assert np.sum(dx * g) == pytest.approx(exact, rel=1e-8)
+    # dense oracle for element 1
+    Ad = with_values(A, data[1]).toarray()
+    x = np.linalg.solve(Ad, b[1])
+    lam = np.linalg.solve(Ad.T, g[1])
+    np.testing.assert_allclose(grad_b[1], lam, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(grad_data[1], -lam[rows_of(A)] * x[A.indices],
+                               rtol=1e-8, atol=1e-11)
+
+
+class _Damaged(AMG):
+    """An AMG V-cycle plus 1000·I: Hermitian, but a poor preconditioner
+    (about no preconditioner at all)."""
+
+    def _apply(self, X, trans):
+        return super()._apply(X, trans) + 1000.0 * X
+
+
+def test_amg_fallback_rebuilds_poor_elements(rng, monkeypatch):
+    # the hierarchies built on the shared aggregation measure poorly here:
+    # the elements get their own (the one sd.Solver builds) and its speed
+    monkeypatch.setattr(_amg, "AMG", _Damaged)
+    A, data = spd_batch(rng, m=10, B=3)
+    b = rng.standard_normal((3, A.shape[0]))
+    solver = sd.BatchedSolver(A, data, method="cg", M="amg", rtol=1e-10)
+    sol = solver.solve(b)
+    amg = solver._engine.amg
+    np.testing.assert_array_equal(amg.shared, [True, False, False])
+    assert (amg.rho_shared[1:] > 1).all() and (amg.rho[1:] < 0.5).all()
+    assert sol.info[1].extra["amg"]["aggregates"] == "own"
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method="cg", M="amg",
+                        rtol=1e-10).solve(b[e])
+        assert sol.info[e].iterations == one.info.iterations
+        np.testing.assert_allclose(sol.x[e], one.x, rtol=0,
+                                   atol=1e-8 * np.abs(one.x).max())
+    # without the fallback the damaged hierarchies cost many more iterations
+    monkeypatch.setattr(_amg, "_poor", lambda rho, rho0: False)
+    kept = sd.BatchedSolver(A, data, method="cg", M="amg", rtol=1e-10)
+    assert kept._engine.amg.shared.all()
+    slow = kept.solve(b)
+    assert slow.info[1].iterations > 2 * sol.info[1].iterations
+
+
+def test_amg_fallback_rule():
+    assert not _amg._poor(0.1, 0.1)
+    assert not _amg._poor(0.2, 0.1)        # log 0.1 / log 0.2 = 1.43
+    assert _amg._poor(0.25, 0.1)           # 1.66 > 1.5
+    assert _amg._poor(1.0, 0.1) and _amg._poor(np.inf, 0.1)
+    assert not _amg._poor(0.05, 0.1)
+
+
+def test_amg_failing_element_stays_in_its_element(rng):
+    A, data = spd_batch(rng, m=8, B=3)
+    b = rng.standard_normal((3, A.shape[0]))
+    ref = sd.BatchedSolver(A, data, method="cg", M="amg", rtol=1e-10).solve(b)
+    bad = data.copy()
+    bad[1, 5] = np.nan
+    sol = sd.BatchedSolver(A, bad, method="cg", M="amg", rtol=1e-10,
+                           on_failure="nan").solve(b)
+    assert np.isnan(sol.x[1]).all() and sol.info[1].reason == "nonfinite"
+    # element 0 builds the shared aggregation either way, element 2 uses it
+    np.testing.assert_array_equal(sol.x[[0, 2]], ref.x[[0, 2]])
+    # a non-converged element (indefinite: maxiter) under the three policies
+    hard = data.copy()
+    hard[2] = data[2] * np.where(rows_of(A) == A.indices, 1e-3, 1.0)
+    kw = dict(method="bicgstab", M="amg", maxiter=15)
+    with pytest.raises(sd.ConvergenceError, match="batch element 2.*maxiter"):
+        sd.BatchedSolver(A, hard, **kw).solve(b)
+    ok = sd.BatchedSolver(A, data[:2], **kw).solve(b[:2])
+    with pytest.warns(sd.ConvergenceWarning, match="batch element 2"):
+        w = sd.BatchedSolver(A, hard, on_failure="warn", **kw).solve(b)
+    s = sd.BatchedSolver(A, hard, on_failure="nan", **kw).solve(b)
+    assert np.isfinite(w.x[2]).all() and np.isnan(s.x[2]).all()
+    assert not s.info[2].converged and s.converged[:2].all()
+    # elements 0 and 1 share element 0's aggregation with or without element 2
+    np.testing.assert_array_equal(s.x[:2], ok.x)
+    np.testing.assert_array_equal(w.x[:2], ok.x)
+
+
+def test_amg_inputs_never_modified(rng):
+    A, data = spd_batch(rng, m=6, B=2)
+    b = rng.standard_normal((2, A.shape[0]))
+    g = rng.standard_normal(b.shape)
+    copies = [a.copy() for a in (A.data, A.indices, A.indptr, data, b, g)]
+    for a in (A.data, A.indices, A.indptr, data, b, g):
+        a.flags.writeable = False
+    sol = sd.BatchedSolver(A, data, method="cg", M="amg").solve(b)
+    sol.vjp(g)
+    for a, c in zip((A.data, A.indices, A.indptr, data, b, g), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_amg_bad_input(rng):
+    A, data = spd_batch(rng, m=4, B=2)
+    with pytest.raises(ValueError, match="`M` must be None, 'jacobi' or 'amg'"):
+        sd.BatchedSolver(A, data, method="cg", M="ilu")
+    with pytest.raises(ValueError, match="`M` is for iterative methods"):
+        sd.BatchedSolver(A, data, method="direct", M="amg")
+    zero = data.copy()
+    zero[1, (rows_of(A) == A.indices) & (rows_of(A) == 3)] = 0.0
+    with pytest.raises(sd.SingularMatrixError,
+                       match=r"batch element 1: the 'amg' preconditioner needs a "
+                             r"nonzero diagonal, but A\[3, 3\] = 0"):
+        sd.BatchedSolver(A, zero, method="bicgstab", M="amg")
+
+
+def test_amg_update_and_empty(rng):
+    A, data = spd_batch(rng, m=6, B=3)
+    b = rng.standard_normal((2, A.shape[0]))
+    solver = sd.BatchedSolver(A, data, method="cg", M="amg", rtol=1e-10)
+    solver.update(data[1:])
+    sol = solver.solve(b)
+    fresh = sd.BatchedSolver(A, data[1:], method="cg", M="amg", rtol=1e-10).solve(b)
+    np.testing.assert_array_equal(sol.x, fresh.x)
+    empty = sd.BatchedSolver(A, data[:0], method="cg", M="amg").solve(b[:0])
+    assert empty.x.shape == (0, A.shape[0])
