@@ -341,6 +341,120 @@ def test_pardiso_estimate_skips_refinement_and_solves_refine(monkeypatch, rng):
         assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-6)
 
 
+def _require(name):
+    if name not in INSTALLED:
+        extra = libs.PARDISO_EXTRA if name == "pardiso" else libs.EXTRA
+        pytest.skip(f"{name} is not installed (pip install {extra})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_umfpack_estimate_skips_refinement_and_solves_refine(monkeypatch, rng, dtype):
+    """UMFPACK's estimator solves run without its iterative refinement (kvxopt
+    always refines: 2–5× one solve), the caller's solves keep it; the estimate
+    still brackets the true 1-norm condition number, for N and for T/H."""
+    _require("umfpack")
+    if not libs._umfpack_c():
+        pytest.skip("UMFPACK's C library is not reachable here (refined fallback)")
+    calls = {"refined": 0, "plain": 0}
+    refined, plain = libs._Factor.solve, libs.UmfpackFactor.estimate_solve
+
+    def spy_refined(factor, b, trans="N"):
+        calls["refined"] += 1
+        return refined(factor, b, trans)
+
+    def spy_plain(factor, b, trans="N"):
+        calls["plain"] += 1
+        return plain(factor, b, trans)
+
+    monkeypatch.setattr(libs._Factor, "solve", spy_refined)
+    monkeypatch.setattr(libs.UmfpackFactor, "estimate_solve", spy_plain)
+    D, mask = _dense(rng, 30, dtype, hermitian=False)
+    D = D @ np.diag(np.logspace(0, -6, 30))           # κ about 1e6 and more
+    A = sp.csr_array(D * mask)
+    b = _randn(rng, 30, dtype)
+    sol = sd.Solver(A, method=_method("umfpack")).solve(b)
+    sol.vjp(_randn(rng, 30, dtype))
+    assert calls["refined"] == 2 and calls["plain"] >= 6
+    for info, M in ((sol.info, D * mask), (sol.adjoint_info, (D * mask).conj().T)):
+        kappa = np.linalg.cond(M, 1)
+        assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+def test_umfpack_unrefined_solve_matches_dense(rng, dtype, trans):
+    """The unrefined solve (its own C call on kvxopt's numeric object) solves
+    with op(A) for 1-D and 2-D right-hand sides, caller's array untouched."""
+    _require("umfpack")
+    D, mask = _dense(rng, 25, dtype, hermitian=False)
+    A = sp.csr_array(D * mask)
+    A.sort_indices()
+    rows = np.repeat(np.arange(25), np.diff(A.indptr)).astype(np.int64)
+    factor = libs.UmfpackFactor(25, rows, A.indices.astype(np.int64), A.data,
+                                func="test")
+    M = _op(D * mask, trans)
+    for shape in ((25,), (25, 3)):
+        b = _randn(rng, shape, dtype)
+        keep = b.copy()
+        x = factor.estimate_solve(b, trans)
+        assert x.shape == b.shape and x.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(M @ x, b, atol=1e-10 * np.abs(b).max())
+        np.testing.assert_array_equal(b, keep)
+
+
+def _pattern(A):
+    """What ``_transpose_order`` reads of a validated matrix (canonical CSR)."""
+    from types import SimpleNamespace
+
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    return SimpleNamespace(rows=rows, indices=A.indices, indptr=A.indptr, nnz=A.nnz,
+                           shape=A.shape, data=A.data)
+
+
+@pytest.mark.parametrize("nnz_large", [False, True])
+def test_transpose_order_finds_symmetry_in_one_pass(rng, monkeypatch, nnz_large):
+    """``_transpose_order`` gives Aᵀ's values in A's pattern when the pattern is
+    symmetric (small patterns by sorting keys, large ones by SciPy's
+    transpose), ``None`` otherwise; the engine computes it once and uses it
+    for both the Cholesky precondition and the one-estimate-for-every-trans
+    test (the build did up to three transposes)."""
+    monkeypatch.setattr(direct, "LIBRARY_MIN_N", 0)
+    k = 240 if nnz_large else 12                       # nnz 286,080 or 672
+    T = sp.diags_array([-np.ones(k - 1), 2 * np.ones(k), -np.ones(k - 1)],
+                       offsets=[-1, 0, 1])
+    L = sp.csr_array(sp.kron(T, sp.eye_array(k)) + sp.kron(sp.eye_array(k), T))
+    L.sort_indices()
+    assert (L.nnz > 50_000) == nnz_large
+    values = _randn(rng, L.nnz, np.complex128)
+    A = sp.csr_array((values, L.indices, L.indptr), shape=L.shape)
+    perm = direct._transpose_order(_pattern(A))
+    At = sp.csr_array((A.data[perm], A.indices, A.indptr), shape=A.shape)
+    assert abs(At - A.T).max() == 0
+    # structurally nonsymmetric: one more entry above the diagonal
+    C = sp.lil_array(A)
+    C[0, k + 1] = 1.0
+    C = sp.csr_array(C)
+    C.sort_indices()
+    assert direct._transpose_order(_pattern(C)) is None
+    calls = []
+    real = direct._transpose_order
+    monkeypatch.setattr(direct, "_transpose_order",
+                        lambda m: calls.append(1) or real(m))
+    sym = sp.csr_array((L.data * (1 + 0.5j), L.indices, L.indptr), shape=L.shape)
+    herm = sp.csr_array(L * 2.0)                       # real symmetric
+    for B, library in ((sym, "umfpack"), (herm, "auto")):
+        calls.clear()
+        solver = sd.Solver(B, method="direct")
+        engine = solver._state.engine
+        if library == "umfpack" and "umfpack" in INSTALLED:
+            assert engine.library == "umfpack"
+        sol = solver.solve(np.ones(L.shape[0]))
+        sol.vjp(np.ones(L.shape[0]))
+        assert len(calls) <= 1
+        assert engine._transpose_invariant()
+        assert engine._symmetric == ("symmetric" if B is sym else "hermitian")
+
+
 def _indefinite(n=40):
     """Hermitian, positive diagonal, indefinite: 2-D Laplacian shifted past λ_min."""
     k = int(np.sqrt(n))

@@ -111,10 +111,12 @@ def z_matrix(mat, data):
     n = mat.shape[0]
     if not n or data.dtype.kind != "f":
         return False
-    off = mat.rows != mat.indices
-    diag = np.zeros(n)
-    np.add.at(diag, mat.rows[~off], data[~off])
-    return bool(np.all(data[off] <= 0) and np.all(diag > 0))
+    on = mat.rows == mat.indices
+    # no positive off-diagonal entry; one pass, no copies of the subsets
+    if not np.all((data <= 0) | on):
+        return False
+    diag = np.bincount(mat.rows[on], weights=data[on], minlength=n)
+    return bool(np.all(diag > 0))
 
 
 def semipositive(mat, data, y, row_nnz):
@@ -129,13 +131,20 @@ def semipositive(mat, data, y, row_nnz):
     """
     if not (np.isfinite(y).all() and np.all(y >= 0)):
         return False
-    y = np.asarray(y, dtype=np.float64)[mat.indices]
-    n = mat.shape[0]
+    y = np.asarray(y, dtype=np.float64).ravel()
     vals = np.asarray(data, dtype=np.float64)
-    ay = np.bincount(mat.rows, weights=vals * y, minlength=n)
-    bound = np.bincount(mat.rows, weights=np.abs(vals) * y, minlength=n)
+    # two compiled CSR products (SciPy's), not gathers and weighted bincounts
+    ay = _csr_product(mat, vals, y)
+    bound = _csr_product(mat, np.abs(vals), y)
     eps = float(np.finfo(np.float64).eps)
     return bool(np.all(ay > 2 * (row_nnz + 1) * eps * bound))
+
+
+def _csr_product(mat, vals, y):
+    """``A y`` for the pattern of the canonical ``mat`` with values ``vals``."""
+    import scipy.sparse as sp
+
+    return sp.csr_array((vals, mat.indices, mat.indptr), shape=mat.shape) @ y
 
 
 def warn_ill_conditioned(info, dtype, func, stacklevel, kappa=None):

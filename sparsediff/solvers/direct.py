@@ -68,24 +68,51 @@ LIBRARY_MIN_N = 1_000
 _LIBRARY_DTYPES = (np.dtype(np.float64), np.dtype(np.complex128))
 
 
-def hermitian_positive_diagonal(mat):
+def hermitian_positive_diagonal(mat, order=None):
     """``A == Aᴴ`` exactly (pattern and values) with a real positive diagonal.
 
     The Cholesky precondition (O(nnz), once per matrix): CHOLMOD reads one
     triangle only, so a matrix Hermitian only to rounding is factorized by LU.
+    ``order``: a function returning :func:`_transpose_order` of ``mat``
+    (cached by the caller), called only once the diagonal qualifies.
     """
     n = mat.shape[0]
-    if n == 0 or not _structurally_symmetric(mat):
+    if n == 0:
         return False
     on_diag = mat.rows == mat.indices
     d = mat.data[on_diag]
     if np.count_nonzero(on_diag) != n or not np.all(d.real > 0) \
             or not np.all(d.imag == 0):
         return False
-    a = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
-    t = a.T.tocsr()
+    perm = order() if order is not None else _transpose_order(mat)
+    return perm is not None and bool(np.array_equal(mat.data[perm], np.conj(mat.data)))
+
+
+def _transpose_order(mat):
+    """``p`` such that ``Aᵀ`` in canonical CSR is ``mat``'s pattern with values
+    ``mat.data[p]``, when the pattern of A is symmetric; ``None`` otherwise.
+
+    One pass gives both the structural test and the permutation that the
+    value tests (``A = Aᴴ``, ``A = Aᵀ``) need. Small patterns: the sorting
+    order of the keys ``j·n + i`` of Aᵀ, in a few NumPy calls (no SciPy
+    constructors: small solves are overhead-bound). Large ones: SciPy's O(nnz)
+    transpose of the entry numbers (a sort would be O(nnz log nnz)).
+    """
+    n = mat.shape[0]
+    if mat.nnz <= 50_000:
+        rows = mat.rows.astype(np.int64)
+        cols = mat.indices.astype(np.int64)
+        keys_t = cols * n + rows
+        perm = np.argsort(keys_t, kind="stable")
+        return perm if np.array_equal(rows * n + cols, keys_t[perm]) else None
+    entries = sp.csr_array((np.arange(mat.nnz, dtype=np.int64), mat.indices,
+                            mat.indptr), shape=mat.shape)
+    t = entries.T.tocsr()        # SciPy's csr_tocsc: sorted indices per row
     t.sort_indices()
-    return bool(np.array_equal(t.data, np.conj(mat.data)))
+    if not (np.array_equal(t.indptr, mat.indptr)
+            and np.array_equal(t.indices, mat.indices)):
+        return None
+    return t.data
 
 
 #: ``method="auto"`` with CHOLMOD installed solves an exactly Hermitian
@@ -187,29 +214,6 @@ def _diagonally_dominant(mat, absdata):
     return bool(np.all(diag > 0) and np.all(diag * (1 + 1e-12) >= off))
 
 
-def _structurally_symmetric(mat):
-    """Whether the stored pattern of A equals that of Aᵀ.
-
-    Small patterns: compare the sorted keys ``i·n + j`` of A (already sorted:
-    canonical CSR) with those of Aᵀ, in a few NumPy calls (no SciPy
-    constructors: small solves are overhead-bound). Large ones: SciPy's O(nnz)
-    transpose (a sort would be O(nnz log nnz)).
-    """
-    n = mat.shape[0]
-    if mat.nnz <= 50_000:
-        rows = mat.rows.astype(np.int64)
-        cols = mat.indices.astype(np.int64)
-        keys_t = cols * n + rows
-        keys_t.sort()
-        return bool(np.array_equal(rows * n + cols, keys_t))
-    ones = sp.csr_array((np.ones(mat.nnz, dtype=np.int8), mat.indices, mat.indptr),
-                        shape=mat.shape)
-    t = ones.T.tocsr()
-    t.sort_indices()
-    return (np.array_equal(t.indptr, mat.indptr)
-            and np.array_equal(t.indices, mat.indices))
-
-
 class DirectEngine:
     """A sparse factorization of one matrix, shared by forward and adjoint solves.
 
@@ -274,6 +278,7 @@ class DirectEngine:
                 f"Use an iterative method.")
         self.requested = library
         self.fallback = None
+        self._torder = None        # (transpose order or None,), once computed
         self.library = self._choose(library)
         # ‖A‖₁ (largest column sum) and ‖A‖∞ = ‖Aᵀ‖₁ (largest row sum), for the
         # condition estimate of N and of T/H solves
@@ -310,7 +315,7 @@ class DirectEngine:
             mat = self.mat
             symmetric_ok = (mat.shape[0] > 1
                             and _diagonally_dominant(mat, np.abs(mat.data))
-                            and _structurally_symmetric(mat))
+                            and self._transpose_order() is not None)
             self._permc_spec = "MMD_AT_PLUS_A" if symmetric_ok else "COLAMD"
         return self._permc_spec
 
@@ -325,7 +330,8 @@ class DirectEngine:
                 from ..backend._direct import require
 
                 require(library, func)
-            if library == "cholmod" and not hermitian_positive_diagonal(mat):
+            if library == "cholmod" and not hermitian_positive_diagonal(
+                    mat, self._transpose_order):
                 raise ValueError(
                     f"`{func}`: library='cholmod' needs a Hermitian positive definite "
                     f"matrix, and this one is not exactly Hermitian with a real "
@@ -334,7 +340,8 @@ class DirectEngine:
         if (mat.shape[0] < LIBRARY_MIN_N or not installed
                 or np.dtype(self.dtype) not in _LIBRARY_DTYPES):
             return "superlu"
-        if "cholmod" in installed and hermitian_positive_diagonal(mat):
+        if "cholmod" in installed and hermitian_positive_diagonal(
+                mat, self._transpose_order):
             return "cholmod"
         return _auto_lu(mat, installed, self.dtype)
 
@@ -519,16 +526,22 @@ class DirectEngine:
         if self._symmetric is None:
             mat = self.mat
             kind = "hermitian" if self.library == "cholmod" else ""
-            if not kind and mat.shape[0] and _structurally_symmetric(mat):
-                a = sp.csr_array((mat.data, mat.indices, mat.indptr), shape=mat.shape)
-                t = a.T.tocsr()
-                t.sort_indices()
-                if np.array_equal(t.data, np.conj(mat.data)):
+            perm = None if kind or not mat.shape[0] else self._transpose_order()
+            if perm is not None:
+                t = mat.data[perm]
+                if np.array_equal(t, np.conj(mat.data)):
                     kind = "hermitian"        # real symmetric included
-                elif np.array_equal(t.data, mat.data):
+                elif np.array_equal(t, mat.data):
                     kind = "symmetric"
             self._symmetric = kind
         return bool(self._symmetric)
+
+    def _transpose_order(self):
+        """:func:`_transpose_order` of the matrix, computed once per engine."""
+        if self._torder is None:
+            perm = _transpose_order(self.mat)
+            self._torder = (perm,)
+        return self._torder[0]
 
     def _estimate_inverse_norm(self, dtype, kind):
         lu = self._factor(dtype)
