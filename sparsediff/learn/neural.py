@@ -118,36 +118,149 @@ def _check_direction(z, r, func):
                          f"{tuple(r.shape)}; got {shape}.")
 
 
-class _Proposer:
-    """The network (or Jacobi) as a NumPy callable ``(x, r, b) -> z`` with the guard."""
+ENGINES = ("auto", "numba", "torch")
 
-    def __init__(self, net, A, func, guard):
+# the methods the compiled kernel reproduces; a subclass that overrides any of
+# them is applied through PyTorch
+_KERNEL_METHODS = ("apply", "_phi", "_phi_t", "context")
+
+
+def _compilable(net):
+    return all(getattr(type(net), m) is getattr(DirectionNet, m) for m in _KERNEL_METHODS)
+
+
+def _check_engine(engine, net, func):
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise ValueError(f"`{func}`: `engine` must be one of {ENGINES}; got {engine!r}.")
+    if engine == "numba" and net is not None and not _compilable(net):
+        raise ValueError(
+            f"`{func}`: `engine='numba'` needs a DirectionNet whose "
+            f"{', '.join(_KERNEL_METHODS)} are not overridden; got "
+            f"{type(net).__name__}. Use engine='torch'.")
+    if engine == "auto":
+        return "numba" if net is None or _compilable(net) else "torch"
+    return engine
+
+
+def _dot(a, b):
+    """Serial inner product of two float64 vectors (compiled): NumPy's threaded
+    BLAS ``ddot`` costs more than it saves here, and took milliseconds per call
+    on a loaded two-core machine."""
+    from ..kernels.numba import _gnn as kernel
+
+    return kernel.dot(a, b)
+
+
+def _norm(a):
+    return np.sqrt(_dot(a, a))
+
+
+class _Proposer:
+    """The network (or Jacobi) as a NumPy callable ``(x, r, b) -> z`` with the guard.
+
+    ``engine="numba"``: the trained network's parameters and edge weights are
+    copied once into NumPy arrays and every direction is one compiled call
+    (``sparsediff/kernels/numba/_gnn.py``); the gains of a network that reads
+    ``x`` and ``b`` are still computed by PyTorch (a few per-node operations).
+    ``engine="torch"``: the network's own ``apply`` under
+    ``torch.inference_mode``.
+    """
+
+    def __init__(self, net, A, func, guard, engine="torch"):
         self.func, self.guard, self.net = func, guard, net
         pattern = CSRPattern(A.indptr, A.indices, A.shape)
         values = torch.from_numpy(A.data)
         self.d = _node_scale(values, pattern).numpy()
+        self.sqrt_d = np.sqrt(self.d)
         self.fallbacks = 0
         self.ctx = None
+        self.kernel = None
         if net is not None:
-            with torch.no_grad():
+            with torch.inference_mode():
                 self.ctx = net.context(values, pattern)
+            if engine == "numba":
+                self._compile(A)
+
+    def _compile(self, A):
+        from ..kernels.numba import _gnn as kernel
+
+        net, ctx, n, H = self.net, self.ctx, A.shape[0], self.net.hidden
+
+        def arr(t):
+            return np.ascontiguousarray(t.detach().numpy(), dtype=np.float64)
+
+        with torch.inference_mode():
+            self.W = [arr(w) for w in ctx.edge_weights]
+            # h [S | T] for a layer of Φ, [h | m] [Sᵀ; Tᵀ] for a layer of Φᵀ
+            f64 = dict(dtype=torch.float64)
+            self.ST = [torch.cat([S, T], 1).to(**f64).contiguous()
+                       for S, T in zip(net.self_mix, net.msg_mix)]
+            self.K = [torch.cat([S.T, T.T], 0).to(**f64).contiguous()
+                      for S, T in zip(net.self_mix, net.msg_mix)]
+            self.w_in = net.w_in.detach().to(**f64).clone()
+            self.c = float(torch.exp(net.log_c))
+            self.kd = arr(ctx.sqrt_d)
+        self.indptr = A.indptr.astype(np.int64)
+        self.indices = A.indices.astype(np.int64)
+        self.h = [np.empty((n, H)), np.empty((n, H))]
+        self.G = np.empty((n, 2 * H))
+        self.no_gain = np.empty((0, 0))
+        self.kernel = kernel
 
     def jacobi(self, r):
         return r / self.d
 
+    def _compiled(self, x, r, b):
+        """``net.apply(ctx, x, r, b)``: dense products by ``torch.mm`` and the
+        message passing by the compiled kernels, on shared buffers."""
+        k, net = self.kernel, self.net
+        n = r.shape[0]
+        gains = [self.no_gain] * net.layers
+        if net.gated:
+            with torch.inference_mode():
+                g = net.gains(self.ctx, torch.from_numpy(x), torch.from_numpy(b))
+                gains = [np.ascontiguousarray(gl.numpy()) for gl in g]
+        use = net.gated
+        rs = r / self.kd
+        rms = max(_norm(rs) / np.sqrt(n), 1e-300) if n else 1e-300
+        u = rs / rms
+        h, hn = self.h
+        G = self.G
+        Gt = torch.from_numpy(G)
+        np.multiply(u[:, None], self.w_in.numpy()[None, :], out=h)
+        with torch.inference_mode():
+            for layer in range(net.layers):                      # Φ
+                torch.mm(torch.from_numpy(h), self.ST[layer], out=Gt)
+                k.gather_layer(self.indptr, self.indices, self.W[layer], h, G,
+                               gains[layer], use, hn)
+                h, hn = hn, h
+            H = net.hidden
+            for layer in reversed(range(net.layers)):            # Φᵀ
+                k.scatter_layer(self.indptr, self.indices, self.W[layer], h,
+                                gains[layer], use, G)
+                torch.addmm(Gt[:, :H], Gt, self.K[layer], out=torch.from_numpy(hn))
+                h, hn = hn, h
+            out = torch.mv(torch.from_numpy(h), self.w_in).numpy()
+        return (self.c * u + out) * (rms / self.kd)
+
+    def _apply(self, x, r, b):
+        if self.kernel is not None:
+            return self._compiled(x, r, b)
+        rt = torch.from_numpy(r)
+        with torch.inference_mode():
+            z = self.net.apply(self.ctx, torch.from_numpy(x), rt, torch.from_numpy(b))
+        _check_direction(z, rt, self.func)
+        return z.numpy()
+
     def __call__(self, x, r, b):
         if self.net is None:
             return self.jacobi(r)
-        rt = torch.from_numpy(r)
-        with torch.no_grad():
-            z = self.net.apply(self.ctx, torch.from_numpy(x), rt, torch.from_numpy(b))
-        _check_direction(z, rt, self.func)
-        z = z.numpy()
+        z = self._apply(x, r, b)
         if self.guard is None:                     # the plain form: no guard
             return z
         # the guard: a finite direction with a Jacobi-scaled cosine >= guard
-        num = abs(r @ z)
-        den = np.linalg.norm(r / np.sqrt(self.d)) * np.linalg.norm(z * np.sqrt(self.d))
+        num = abs(_dot(r, z))
+        den = _norm(r / self.sqrt_d) * _norm(z * self.sqrt_d)
         if not (np.isfinite(num) and np.isfinite(den)) or not num > self.guard * den:
             self.fallbacks += 1
             return self.jacobi(r)
@@ -170,25 +283,26 @@ def _start(A, b, x0):
 # ------------------------------------------------------------------- solvers
 
 
-def _begin(A, b, x0, net, func, *, spd, rtol, atol, maxiter, guard):
+def _begin(A, b, x0, net, func, *, spd, rtol, atol, maxiter, guard, engine):
     """Shared start of the solvers: validated ``(A, b)``, ``maxiter``, the
     norm of ``b``, the stopping target ``max(rtol·‖b‖, atol)``, the direction
     proposer and the initial ``x``, ``r``, ``‖r‖``."""
     A, b, x0 = _check_system(A, b, func, spd=spd, x0=x0)
     _check_net(net, func)
+    engine = _check_engine(engine, net, func)
     maxiter = 10 * b.shape[0] if maxiter is None else int(maxiter)
     bnorm = np.linalg.norm(b)
     tol = max(rtol * bnorm, atol)
     if tol == 0 and bnorm > 0:
         raise ValueError(f"`{func}`: `rtol` and `atol` are both 0; the solve could "
                          f"never stop.")
-    prop = _Proposer(net, A, func, guard)
+    prop = _Proposer(net, A, func, guard, engine)
     x, r = _start(A, b, x0)
-    return A, b, maxiter, bnorm, tol, prop, x, r, np.linalg.norm(r)
+    return A, b, maxiter, bnorm, tol, prop, x, r, _norm(r)
 
 
 def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
-              truncation=1, guard=GUARD, callback=None):
+              truncation=1, guard=GUARD, callback=None, engine="auto"):
     """Flexible CG with a graph network as nonlinear preconditioner (SPD ``A``).
 
     Parameters
@@ -212,6 +326,14 @@ def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
         direction below it (or not finite) is replaced by ``D⁻¹ r``.
     callback : callable, optional
         ``callback(x)`` after each iteration.
+    engine : {"auto", "numba", "torch"}
+        How the network is applied (no gradient is kept in either):
+        ``"numba"`` copies its parameters and the matrix's edge weights once
+        into NumPy arrays and computes each direction in one compiled call
+        over the CSR arrays; ``"torch"`` calls the network's ``apply`` under
+        ``torch.inference_mode``. Both give the same directions to rounding.
+        ``"auto"`` is ``"numba"`` unless ``net`` is a subclass that overrides
+        ``apply``, ``_phi``, ``_phi_t`` or ``context``.
 
     Returns
     -------
@@ -253,47 +375,49 @@ def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
     func = "neural_cg"
     A, b, maxiter, bnorm, tol, prop, x, r, rnorm = _begin(
         A, b, x0, net, func, spd=True, rtol=rtol, atol=atol, maxiter=maxiter,
-        guard=guard)
+        guard=guard, engine=engine)
     method = "fcg+gnn" if net is not None else "fcg+jacobi"
     history = [rnorm]
-    P, Q = [], []
+    P, Q, PQ = [], [], []
     it = 0
     reason = "maxiter"
     while True:
         if rnorm <= tol:
-            true = np.linalg.norm(b - A @ x)
+            true = _norm(b - A @ x)
             if true <= tol:
                 rnorm, reason = true, "converged"
                 break
             r = b - A @ x               # drift: restart from the true residual
-            rnorm, P, Q = true, [], []
+            rnorm, P, Q, PQ = true, [], [], []
         if it >= maxiter:
-            rnorm = np.linalg.norm(b - A @ x)
+            rnorm = _norm(b - A @ x)
             break
         z = prop(x, r, b)
         p = z.copy()
-        for pj, qj, pq in zip(P, Q, [pj @ qj for pj, qj in zip(P, Q)]):
-            p -= ((z @ qj) / pq) * pj
+        for pj, qj, pq in zip(P, Q, PQ):
+            p -= (_dot(z, qj) / pq) * pj
         q = A @ p
-        pq = p @ q
+        pq = _dot(p, q)
         if not pq > 0:
-            if np.linalg.norm(p) == 0:
+            if not p.any():
                 reason = "breakdown"
-                rnorm = np.linalg.norm(b - A @ x)
+                rnorm = _norm(b - A @ x)
                 break
             raise ValueError(
                 f"`{func}`: `A` must be symmetric positive definite; got pᵀAp = "
                 f"{pq:.3g} <= 0 at iteration {it + 1}.")
-        alpha = (r @ p) / pq
+        alpha = _dot(r, p) / pq
         x = x + alpha * p
         r = r - alpha * q
         P.append(p)
         Q.append(q)
+        PQ.append(pq)
         if len(P) > truncation:
             P.pop(0)
             Q.pop(0)
+            PQ.pop(0)
         it += 1
-        rnorm = np.linalg.norm(r)
+        rnorm = _norm(r)
         history.append(rnorm)
         if callback is not None:
             callback(x)
@@ -302,11 +426,11 @@ def neural_cg(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
 
 
 def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
-                 restart=30, guard=GUARD, callback=None):
+                 restart=30, guard=GUARD, callback=None, engine="auto"):
     """Flexible GMRES with a graph network as nonlinear preconditioner (any ``A``).
 
-    Arguments as in :func:`neural_cg`, except ``restart`` (Arnoldi vectors
-    per cycle) and that ``A`` need not be symmetric or definite. Each cycle
+    Arguments as in :func:`neural_cg` (``engine`` included), except ``restart``
+    (Arnoldi vectors per cycle) and that ``A`` need not be symmetric or definite. Each cycle
     stores the proposed directions ``Z`` and minimizes ``‖b − A(x + Z y)‖``
     (Saad, SIAM J. Sci. Comput. 14, 1993). A cycle that does not reduce the
     true residual is followed by a Jacobi cycle (``D⁻¹`` on the Arnoldi
@@ -326,7 +450,7 @@ def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
     func = "neural_gmres"
     A, b, maxiter, bnorm, tol, prop, x, r, rnorm = _begin(
         A, b, x0, net, func, spd=False, rtol=rtol, atol=atol, maxiter=maxiter,
-        guard=guard)
+        guard=guard, engine=engine)
     n = b.shape[0]
     restart = max(1, min(int(restart), max(n, 1)))
     method = "fgmres+gnn" if net is not None else "fgmres+jacobi"
@@ -345,9 +469,9 @@ def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
             Z[j] = prop(x, V[j], b) if use_net else prop.jacobi(V[j])
             w = A @ Z[j]
             for i in range(j + 1):                    # modified Gram-Schmidt
-                H[i, j] = w @ V[i]
+                H[i, j] = _dot(w, V[i])
                 w -= H[i, j] * V[i]
-            H[j + 1, j] = np.linalg.norm(w)
+            H[j + 1, j] = _norm(w)
             for i in range(j):                        # previous Givens rotations
                 H[i, j], H[i + 1, j] = (cs[i] * H[i, j] + sn[i] * H[i + 1, j],
                                         -sn[i] * H[i, j] + cs[i] * H[i + 1, j])
@@ -363,7 +487,7 @@ def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
                 break
             if H[j, j - 1] <= 1e-14 * den:            # (near) breakdown: end the cycle
                 break
-            V[j] = w / np.linalg.norm(w)
+            V[j] = w / _norm(w)
         # y = R⁻¹ g on the leading j × j triangle (skip zero pivots)
         y = np.zeros(j)
         for i in range(j - 1, -1, -1):
@@ -371,7 +495,7 @@ def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
             y[i] = s / H[i, i] if H[i, i] != 0 else 0.0
         x = x + y @ Z[:j]
         r = b - A @ x
-        new = np.linalg.norm(r)
+        new = _norm(r)
         use_net = new < (1 - 1e-3) * rnorm if use_net else True
         rnorm = new
         history[-1] = rnorm
@@ -384,7 +508,7 @@ def neural_gmres(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
 
 
 def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=None,
-                      callback=None):
+                      callback=None, engine="auto"):
     """The plain form: ``x ← x + α z`` with ``z`` from the net and ``α = rᵀz / zᵀAz``.
 
     The exact line search minimizes the A-norm of the error along ``z``
@@ -402,7 +526,7 @@ def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=N
     func = "line_search_solve"
     A, b, maxiter, bnorm, tol, prop, x, r, rnorm = _begin(
         A, b, x0, net, func, spd=True, rtol=rtol, atol=atol, maxiter=maxiter,
-        guard=None)
+        guard=None, engine=engine)
     method = "linesearch+gnn" if net is not None else "linesearch+jacobi"
     history = [rnorm]
     it, reason = 0, "maxiter"
