@@ -37,6 +37,9 @@ message. Run::
     python benchmarks/bench_direct.py --large    # and 1024²
     python benchmarks/bench_direct.py --save benchmarks/results_direct.md
     python benchmarks/bench_direct.py --engines --problems poisson3d:40
+    python benchmarks/bench_direct.py --engines --mumps   # with MUMPS (petsc4py)
+    python benchmarks/bench_direct.py --iterative-2d 512 768 1024
+    python benchmarks/bench_direct.py --crossover-3d 16 24 32 40
 """
 
 import argparse
@@ -362,6 +365,52 @@ def raw_pardiso(A, b, g):
     return t_fac, t_sol, t_tr, t_upd
 
 
+def raw_mumps(A, b, g):
+    """MUMPS' LU through petsc4py, on one process (``COMM_SELF``): factor =
+    PETSc matrix from the SciPy CSR arrays + KSP ``preonly`` with PC ``lu`` and
+    solver type ``mumps`` (analysis + numeric factorization), grad = one
+    transposed solve (``KSPSolveTranspose``), update = new values on the same
+    pattern (numeric refactorization on the kept analysis) + solve."""
+    from petsc4py import PETSc
+
+    if np.iscomplexobj(A.data) and not np.iscomplexobj(np.empty(0, PETSc.ScalarType)):
+        raise RuntimeError("this PETSc is built for real scalars")
+    n = A.shape[0]
+    indptr = A.indptr.astype(PETSc.IntType)
+    indices = A.indices.astype(PETSc.IntType)
+
+    def fac():
+        M = PETSc.Mat().createAIJWithArrays((n, n), (indptr, indices, A.data.copy()),
+                                            comm=PETSc.COMM_SELF)
+        M.assemble()
+        ksp = PETSc.KSP().create(comm=PETSc.COMM_SELF)
+        ksp.setOperators(M)
+        ksp.setType("preonly")
+        pc = ksp.getPC()
+        pc.setType("lu")
+        pc.setFactorSolverType("mumps")
+        ksp.setUp()
+        return M, ksp
+
+    t_fac, (M, ksp) = _timed(fac)
+    bv = PETSc.Vec().createWithArray(b.copy(), comm=PETSc.COMM_SELF)
+    gv = PETSc.Vec().createWithArray(g.copy(), comm=PETSc.COMM_SELF)
+    x, y = bv.duplicate(), gv.duplicate()
+    t_sol, _ = _timed(lambda: ksp.solve(bv, x))
+    t_tr, _ = _timed(lambda: ksp.solveTranspose(gv, y))
+    if np.abs(A.T @ y.getArray() - g).max() > 1e-8 * np.abs(g).max() * n:
+        raise RuntimeError("MUMPS' transposed solve is wrong")
+
+    def upd():
+        M.setValuesCSR(indptr, indices, A.data * 1.5)
+        M.assemble()
+        ksp.setOperators(M)
+        ksp.solve(bv, x)
+
+    t_upd, _ = _timed(upd)
+    return t_fac, t_sol, t_tr, t_upd
+
+
 ENGINES = [
     ("sparsediff SuperLU", engine_sparsediff("superlu")),
     ("sparsediff CHOLMOD", engine_sparsediff("cholmod")),
@@ -422,6 +471,78 @@ def run_engines(problems, emit, skip=(), repeat=1):
                  f"| {1e3 * t[2]:.1f} | {1e3 * t[3]:.0f} | {est} | {ratio} |")
 
 
+# ---------------------------------------------------- direct against iterative
+
+
+def _forward_gradient(A, b, g, **options):
+    """Seconds for ``Solver`` build + solve + ``vjp`` (setup + forward + one
+    gradient), and the relative residual of the forward solve."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solver = sd.Solver(A, **options)
+        sol = solver.solve(b)
+        sol.vjp(g)
+    t = time.perf_counter() - t0
+    res = np.linalg.norm(b - A @ np.asarray(sol.x)) / np.linalg.norm(b)
+    return t, res
+
+
+#: --iterative-2d: sparsediff's direct (CHOLMOD) against CG + AMG on 2-D Poisson
+ITERATIVE_2D = [("direct (CHOLMOD)", {"method": ("direct", {"library": "cholmod"})}),
+                ("CG + AMG", {"method": "cg", "M": "amg", "rtol": 1e-8})]
+
+#: --crossover-3d: sparsediff's direct LUs against preconditioned GMRES on the
+#: non-symmetric 3-D convection–diffusion matrix
+CROSSOVER_3D = [
+    ("direct (Pardiso)", {"method": ("direct", {"library": "pardiso"})}),
+    ("direct (UMFPACK)", {"method": ("direct", {"library": "umfpack"})}),
+    ("GMRES + ILU", {"method": "gmres", "M": "ilu", "rtol": 1e-8}),
+    ("GMRES + AMG", {"method": "gmres", "M": "amg", "rtol": 1e-8}),
+    ("BiCGSTAB + ILU", {"method": "bicgstab", "M": "ilu", "rtol": 1e-8}),
+]
+
+
+def run_methods(problem, sizes, methods, emit, skip=(), budget=60.0):
+    """One row per size: seconds of setup + forward + one gradient per method,
+    one run each (a method that took longer than ``budget`` seconds at one size
+    is not run at the larger ones)."""
+    names = [label for label, _ in methods if not any(x in label for x in skip)]
+    emit("| problem | n | " + " | ".join(names) + " | fastest |")
+    emit("|---|---:|" + "---:|" * len(names) + "---|")
+    rng = np.random.default_rng(0)
+    _, W = make_problem(problem, 6)                 # warm-up: kernels, imports
+    for _label, options in methods:
+        try:
+            _forward_gradient(W, np.ones(W.shape[0]), np.ones(W.shape[0]), **options)
+        except Exception:  # noqa: BLE001 - reported on the real problems
+            pass
+    slow = {}
+    for k in sizes:
+        desc, A = make_problem(problem, k)
+        n = A.shape[0]
+        b, g = rng.standard_normal(n), rng.standard_normal(n)
+        cells, times = [], {}
+        for label, options in methods:
+            if label not in names:
+                continue
+            if label in slow:
+                cells.append(f"(> {budget:.0f} s at {slow[label]})")
+                continue
+            try:
+                t, res = _forward_gradient(A, b, g, **options)
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                cells.append(f"({type(exc).__name__})")
+                continue
+            times[label] = t
+            flag = "" if res < 1e-6 else f" (residual {res:.0e})"
+            cells.append(f"{t:.3f}{flag}")
+            if t > budget:
+                slow[label] = n
+        best = min(times, key=times.get) if times else "–"
+        emit(f"| {desc} | {n} | " + " | ".join(cells) + f" | {best} |")
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -472,6 +593,19 @@ def main(argv=None):
                              "medians per column)")
     parser.add_argument("--skip", nargs="*", default=(),
                         help="engine labels to leave out (substring), e.g. SuperLU")
+    parser.add_argument("--mumps", action="store_true",
+                        help="--engines: add MUMPS' serial LU (petsc4py) as a raw "
+                             "library")
+    parser.add_argument("--iterative-2d", type=int, nargs="*", default=None,
+                        metavar="K",
+                        help="2-D Poisson K² (default 512 768 1024): sparsediff's "
+                             "direct (CHOLMOD) against CG + AMG, setup + forward + "
+                             "gradient")
+    parser.add_argument("--crossover-3d", type=int, nargs="*", default=None,
+                        metavar="K",
+                        help="3-D convection–diffusion K³ (default 16 24 32 40): "
+                             "sparsediff's direct LUs against GMRES / BiCGSTAB with "
+                             "ILU or AMG, setup + forward + gradient")
     args = parser.parse_args(argv)
     sizes = args.sizes or ([128, 256, 512] + ([1024] if args.large else []))
 
@@ -481,7 +615,29 @@ def main(argv=None):
         print(text, flush=True)
         lines.append(text)
 
+    if args.iterative_2d is not None or args.crossover_3d is not None:
+        two_d = args.iterative_2d is not None
+        sizes = ((args.iterative_2d or [512, 768, 1024]) if two_d
+                 else (args.crossover_3d or [16, 24, 32, 40]))
+        emit("# sparsediff's direct solves against its iterative ones, "
+             + ("2-D Poisson" if two_d else "3-D convection–diffusion (Pe 0.5)"))
+        emit()
+        emit(f"Run {datetime.datetime.now().isoformat(timespec='minutes')} on "
+             f"{machine()}; {versions()}.")
+        emit("Seconds for `Solver` build + solve + `vjp` (setup + forward + one "
+             "gradient, cold), one run per cell, rtol 1e-8 for the iterative "
+             "methods; a residual above 1e-6 is shown beside the time.")
+        emit()
+        run_methods("poisson2d" if two_d else "convdiff3d", sizes,
+                    ITERATIVE_2D if two_d else CROSSOVER_3D, emit, skip=args.skip)
+        if args.save:
+            with open(args.save, "w") as f:
+                f.write("\n".join(lines) + "\n")
+        return 0
+
     if args.engines:
+        if args.mumps:
+            ENGINES.append(("raw MUMPS (PETSc, serial LU)", raw_mumps))
         problems = args.problems or (DEFAULT_PROBLEMS
                                      + (LARGE_PROBLEMS if args.large else []))
         emit("# Direct engines against the raw libraries, float64 / complex128")
