@@ -2,6 +2,7 @@
 (shared aggregation with a measured fallback), each element against its own
 `sd.Solver`, exact gradients, failures kept in their element."""
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -68,11 +69,11 @@ def entries(A, gA):
     return np.asarray(gA)
 
 
+@contextlib.contextmanager
 def quiet():
-    w = warnings.catch_warnings()
-    w.__enter__()
-    warnings.simplefilter("ignore", sd.ConvergenceWarning)
-    return w
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sd.ConvergenceWarning)
+        yield
 
 
 # ---------------------------------------------------------------------------
@@ -80,11 +81,11 @@ def quiet():
 # ---------------------------------------------------------------------------
 
 
-def stagnating_batch(rng):
-    """Element 0 and 2: 2-D Poisson 20² (rtol = 1e-20 is unreachable there);
+def stagnating_batch(rng, m=20):
+    """Element 0 and 2: 2-D Poisson m² (rtol = 1e-20 is unreachable there);
     element 1: 4·I on the same pattern (off-diagonals stored as zeros), which
     CG and BiCGSTAB solve exactly (powers of two) in one step."""
-    A = poisson2d(20)
+    A = poisson2d(m)
     n = A.shape[0]
     diag = np.where(rows_of(A) == A.indices, 4.0, 0.0)
     data = np.stack([A.data, diag, 3.0 * A.data])
@@ -360,3 +361,99 @@ def test_amg_update_and_empty(rng):
     np.testing.assert_array_equal(sol.x, fresh.x)
     empty = sd.BatchedSolver(A, data[:0], method="cg", M="amg").solve(b[:0])
     assert empty.x.shape == (0, A.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# GMRES
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("M", [None, "jacobi", "amg"])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+def test_gmres_each_element_is_its_own_solve(rng, M, trans):
+    A, data = convdiff_batch(rng, m=8)
+    b = rng.standard_normal((3, A.shape[0], 2))
+    method = ("gmres", {"restart": 7})
+    sol = sd.BatchedSolver(A, data, method=method, M=M, rtol=1e-10).solve(
+        b, trans=trans)
+    g = rng.standard_normal(b.shape)
+    grad_data, grad_b = sol.vjp(g)
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method=method, M=M,
+                        rtol=1e-10).solve(b[e], trans=trans)
+        gA, gb = one.vjp(g[e])
+        gA = entries(A, gA)
+        info = sol.info[e]
+        assert info.converged
+        assert info.method == "gmres" + (f"+{M}" if M else "")
+        assert np.abs(info.column_iterations - one.info.column_iterations).max() <= 1
+        for got, want in ((sol.x[e], one.x), (grad_data[e], gA), (grad_b[e], gb)):
+            np.testing.assert_allclose(got, want, rtol=0,
+                                       atol=1e-8 * np.abs(want).max())
+
+
+def test_gmres_complex_hermitian_amg(rng):
+    A, data = spd_batch(rng, m=8, dtype=np.complex128)
+    b = rng.standard_normal((3, A.shape[0])) + 1j * rng.standard_normal(
+        (3, A.shape[0]))
+    sol = sd.BatchedSolver(A, data, method="gmres", M="amg", rtol=1e-10).solve(
+        b, trans="T")
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method="gmres", M="amg",
+                        rtol=1e-10).solve(b[e], trans="T")
+        np.testing.assert_allclose(sol.x[e], one.x, rtol=0,
+                                   atol=1e-8 * np.abs(one.x).max())
+
+
+@pytest.mark.parametrize("M", [None, "jacobi"])
+def test_gmres_gradients_finite_differences_and_dot_product(rng, M):
+    A, data = convdiff_batch(rng, m=5, B=2)
+    n = A.shape[0]
+    b = rng.standard_normal((2, n))
+    g = rng.standard_normal((2, n))
+    kw = dict(method=("gmres", {"restart": 4}), M=M, rtol=1e-13)
+
+    def loss(d, bb):
+        return float(np.sum(g * sd.batched_solve(A, d, bb, **kw).x))
+
+    sol = sd.batched_solve(A, data, b, **kw)
+    grad_data, grad_b = sol.vjp(g)
+    h = 1e-6
+    dA = rng.standard_normal(data.shape)
+    db = rng.standard_normal(b.shape)
+    fd = (loss(data + h * dA, b + h * db) - loss(data - h * dA, b - h * db)) / (2 * h)
+    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
+    assert fd == pytest.approx(exact, rel=1e-6, abs=1e-9)
+    dx = sol.jvp(dA=dA, db=db)
+    assert np.sum(dx * g) == pytest.approx(exact, rel=1e-8)
+    Ad = with_values(A, data[0]).toarray()
+    lam = np.linalg.solve(Ad.T, g[0])
+    np.testing.assert_allclose(grad_b[0], lam, rtol=1e-9, atol=1e-11)
+
+
+def test_gmres_failure_stays_in_its_element(rng):
+    # a singular element (row sums zero, b not in its range): maxiter
+    A, data = convdiff_batch(rng, m=6)
+    r = rows_of(A)
+    off = np.where(r != A.indices, data[1], 0.0)
+    data[1, r == A.indices] = -np.bincount(r, off, minlength=A.shape[0])
+    b = rng.standard_normal((3, A.shape[0]))
+    with pytest.raises(sd.ConvergenceError, match="batch element 1"):
+        sd.BatchedSolver(A, data, method="gmres", maxiter=50).solve(b)
+    sol = sd.BatchedSolver(A, data, method="gmres", maxiter=50,
+                           on_failure="nan").solve(b)
+    assert np.isnan(sol.x[1]).all() and sol.converged[[0, 2]].all()
+    grad_data, _ = sol.vjp(rng.standard_normal(b.shape))
+    assert np.isnan(grad_data[1]).all() and np.isfinite(grad_data[[0, 2]]).all()
+
+
+def test_gmres_bad_input(rng):
+    A, data = convdiff_batch(rng, m=4, B=2)
+    with pytest.raises(ValueError, match="`restart` must be >= 1; got 0"):
+        sd.BatchedSolver(A, data, method=("gmres", {"restart": 0}))
+    with pytest.raises(TypeError, match="`restart` must be an integer"):
+        sd.BatchedSolver(A, data, method=("gmres", {"restart": 2.5}))
+    with pytest.raises(ValueError, match=r"has options \('restart',\); got unknown"):
+        sd.BatchedSolver(A, data, method=("gmres", {"restrat": 5}))
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        sd.BatchedSolver(A, data, method="minres")

@@ -33,7 +33,7 @@ from ._direct import BatchedDirect
 
 __all__ = ["BatchedSolution", "BatchedSolver", "batched_solve"]
 
-METHODS = ("auto", "direct", "cg", "bicgstab")
+METHODS = ("auto", "direct", "cg", "bicgstab", "gmres")
 
 # op(A)ᴴ as (trans of A, conjugate in and out): adjoint/linear.py
 _ADJOINT = {"N": ("H", False), "T": ("N", True), "H": ("N", False)}
@@ -155,12 +155,14 @@ class BatchedSolver:
     data : array_like, shape (B, nnz)
         The stored values of every element, row ``e`` in the pattern's entry
         order. Never modified.
-    method : {"auto", "direct", "cg", "bicgstab"}
+    method : {"auto", "direct", "cg", "bicgstab", "gmres"} or tuple
         ``"direct"`` (the default under ``"auto"``): CHOLMOD on one symbolic
         analysis for Hermitian positive-diagonal elements when installed,
         else SuperLU on one ordering (docs/batched.md); ``"cg"``
-        (Hermitian positive definite elements) or ``"bicgstab"``, run in
-        lockstep over the batch with per-element convergence.
+        (Hermitian positive definite elements), ``"bicgstab"`` or
+        ``"gmres"`` (restarted, right-preconditioned; its basis size as
+        ``method=("gmres", {"restart": 50})``, default 20), run in lockstep
+        over the batch with per-element convergence.
     M : None, "jacobi" or "amg"
         Preconditioner of the iterative methods, one per element. ``"amg"``
         is smoothed aggregation with the first element's aggregates shared by
@@ -201,9 +203,19 @@ class BatchedSolver:
         check_on_failure(on_failure, func)
         self._tol = dict(zip(("rtol", "atol", "maxiter"),
                              check_tolerances(rtol, atol, maxiter, func)))
-        if method not in METHODS:
-            raise ValueError(f"`{func}`: `method` must be one of {METHODS}; got "
-                             f"{method!r}.")
+        options = {}
+        if isinstance(method, tuple) and len(method) == 2 and method[0] == "gmres":
+            from ..solvers._krylov import parse_options
+            from ..solvers.gmres import GMRESEngine, check_restart
+
+            method, options = method
+            options = parse_options(GMRESEngine, options, func)
+            if "restart" in options:
+                options["restart"] = check_restart(options["restart"], func)
+        if not isinstance(method, str) or method not in METHODS:
+            raise ValueError(f"`{func}`: `method` must be one of {METHODS} (or "
+                             f"('gmres', {{'restart': k}})); got {method!r}.")
+        self._options = options
         if M not in (None, "jacobi", "amg"):
             raise ValueError(f"`{func}`: `M` must be None, 'jacobi' or 'amg' for a "
                              f"batch; got {M!r}.")
@@ -240,7 +252,7 @@ class BatchedSolver:
         from ._krylov import BatchedKrylov
 
         return BatchedKrylov(self._mat, values, finite, method=self._method,
-                             M=self._M, func=func)
+                             M=self._M, func=func, options=self._options)
 
     @property
     def shape(self):

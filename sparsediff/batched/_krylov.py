@@ -63,12 +63,14 @@ class _Watch:
 
 
 class BatchedKrylov:
-    """Lockstep CG / BiCGSTAB over B matrices on one pattern (see the module)."""
+    """Lockstep CG / BiCGSTAB / GMRES over B matrices on one pattern (see the
+    module)."""
 
     iterative = True
 
-    def __init__(self, mat, data, finite, *, method, M, func):
+    def __init__(self, mat, data, finite, *, method, M, func, options=None):
         self.mat = mat
+        self.options = dict(options or {})
         self.data = data
         self.data_t = np.ascontiguousarray(data.T)
         self.dtype = data.dtype
@@ -112,7 +114,7 @@ class BatchedKrylov:
 
     def update(self, data, finite):
         return BatchedKrylov(self.mat, data, finite, method=self.kind, M=self.M,
-                             func=self.func)
+                             func=self.func, options=self.options)
 
     def _precond(self, r, trans, active):
         if self.amg is not None:
@@ -151,7 +153,8 @@ class BatchedKrylov:
         reason[done] = "converged"
         active &= ~done
         reason[~np.broadcast_to(elements[:, None], (B, m))] = "skipped"
-        run = self._cg if self.kind == "cg" else self._bicgstab
+        run = {"cg": self._cg, "bicgstab": self._bicgstab,
+               "gmres": self._gmres}[self.kind]
         watch = _Watch((B, m), n)
         if n and active.any():
             with np.errstate(all="ignore"):
@@ -289,3 +292,129 @@ class BatchedKrylov:
             active &= ~stuck
             if not active.any():
                 break
+
+    def _gmres(self, x, r, b, target, active, reason, its, maxiter, trans, watch):
+        """Restarted GMRES, right-preconditioned, on all ``S = B·m`` systems.
+
+        The algorithm of ``solvers/gmres.py`` (CGS2 Arnoldi, Givens rotations,
+        stopping on the unpreconditioned residual estimate, confirmation on
+        the true residual after every cycle, ``"breakdown"`` for a happy
+        breakdown that does not solve the system, ``"stagnation"`` after
+        three cycles without a decrease of the true residual), vectorized
+        over the systems: the bases are ``(restart + 1, n, S)``, each step is
+        one batched product and one batched preconditioner application.
+        """
+        n, B, m = x.shape
+        S = B * m
+        restart = max(1, min(self.options.get("restart", 20), n))
+        cplx = np.iscomplexobj(x)
+        hdt = np.complex128 if cplx else np.float64
+        flat = (n, S)
+        x2, b2 = x.reshape(flat), b.reshape(flat)   # views: updates reach x
+        act = active.reshape(S)                       # view of ``active``
+        why = reason.reshape(S)
+        its2 = its.reshape(S)
+        tol = target.reshape(S)
+        rnorm = _norm(r).reshape(S)
+        r2 = r.reshape(flat)
+        noprogress = np.zeros(S, np.int64)
+        it = 0
+
+        def A(v2):
+            return self._matvec(v2.reshape(n, B, m), trans).reshape(flat)
+
+        def Mv(v2, live):
+            return self._precond(v2.reshape(n, B, m), trans,
+                                 live.reshape(B, m)).reshape(flat)
+
+        while act.any():
+            if it >= maxiter:
+                break
+            live = act.copy()
+            V = np.zeros((restart + 1, n, S), dtype=x.dtype)
+            V[0] = np.where(live, r2 / np.where(rnorm > 0, rnorm, 1), 0)
+            H = np.zeros((restart + 1, restart, S), dtype=hdt)
+            cs = np.ones((restart, S), dtype=hdt)
+            sn = np.zeros((restart, S))
+            g = np.zeros((restart + 1, S), dtype=hdt)
+            g[0] = np.where(live, rnorm, 0)
+            steps = np.where(live, -1, 0)
+            happy = np.zeros(S, bool)
+            done = 0
+            for j in range(min(restart, maxiter - it)):
+                going = steps < 0
+                w = A(Mv(V[j], going))
+                # CGS2 against V[:j+1], every system at once
+                Vj = V[: j + 1]
+                h = np.einsum("jns,ns->js", np.conj(Vj), w)
+                w = w - np.einsum("jns,js->ns", Vj, h)
+                h2 = np.einsum("jns,ns->js", np.conj(Vj), w)
+                w = w - np.einsum("jns,js->ns", Vj, h2)
+                h = h + h2
+                hn = np.sqrt(np.einsum("ns,ns->s", w.real, w.real)
+                             + (np.einsum("ns,ns->s", w.imag, w.imag) if cplx
+                                else 0.0))
+                H[: j + 1, j] = np.where(going, h, H[: j + 1, j])
+                H[j + 1, j] = np.where(going, hn, 0)
+                V[j + 1] = np.where(going & (hn > 0), w / np.where(hn > 0, hn, 1), 0)
+                happy |= going & ~(hn > 0)
+                # Givens rotations (frozen systems rotate zeros)
+                for i in range(j):
+                    hi = H[i, j].copy()
+                    hi1 = H[i + 1, j]
+                    H[i, j] = np.conj(cs[i]) * hi + sn[i] * hi1
+                    H[i + 1, j] = -sn[i] * hi + cs[i] * hi1
+                a = H[j, j]
+                bb = H[j + 1, j].real
+                d = np.hypot(np.abs(a), bb)
+                safe = d > 0
+                dd = np.where(safe, d, 1.0)
+                cs[j] = np.where(safe, a / dd, 1.0)
+                sn[j] = np.where(safe, bb / dd, 0.0)
+                H[j, j] = np.where(safe, d, a)
+                H[j + 1, j] = 0
+                g[j + 1] = -sn[j] * g[j]
+                g[j] = np.conj(cs[j]) * g[j]
+                est = np.abs(g[j + 1])
+                it += 1
+                its2 += going
+                done = j + 1
+                stop = going & ((est <= tol) | happy | ~np.isfinite(est))
+                steps[stop] = j + 1
+                if (steps >= 0).all():
+                    break
+            steps[steps < 0] = done
+            # least squares: back substitution on the leading triangles,
+            # truncated at a zero pivot (breakdown)
+            piv = np.abs(np.diagonal(H[:restart, :restart], axis1=0, axis2=1)).T
+            zero = ~(piv > 0) & (np.arange(restart)[:, None] < steps)
+            first = np.where(zero.any(axis=0), zero.argmax(axis=0), steps)
+            ok = first >= steps
+            use_n = np.minimum(steps, first)
+            y = np.zeros((restart, S), dtype=hdt)
+            for i in range(int(use_n.max(initial=0)) - 1, -1, -1):
+                use = i < use_n
+                acc = g[i] - np.einsum("ls,ls->s", H[i, i + 1:], y[i + 1:])
+                y[i] = np.where(use, acc / np.where(use, H[i, i], 1), 0)
+            U = np.einsum("jns,js->ns", V[:restart], y.astype(x.dtype))
+            x2 += Mv(U, live)
+            true_r = b2 - A(x2)
+            old = rnorm
+            rnorm = _norm(true_r.reshape(n, B, m)).reshape(S)
+            r2[:] = true_r
+            watch.best = np.where(live.reshape(B, m),
+                                  np.fmin(watch.best, rnorm.reshape(B, m)),
+                                  watch.best)
+            noprogress = np.where(rnorm < old, 0, noprogress + 1)
+            bad = act & ~np.isfinite(rnorm)
+            why[bad] = "nonfinite"
+            act &= ~bad
+            conv = act & (rnorm <= tol)
+            why[conv] = "converged"
+            act &= ~conv
+            broke = act & (happy | ~ok)
+            why[broke] = "breakdown"
+            act &= ~broke
+            stuck = act & (noprogress >= 3)
+            why[stuck] = "stagnation"
+            act &= ~stuck
