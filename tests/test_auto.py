@@ -96,3 +96,30 @@ def test_spd_iterates_earlier_than_the_rest(monkeypatch):
     assert sd.Solver(_convection(8)).method == "direct"
     herm_indef = (_poisson2d(8) - 0.5 * sp.eye(64)).tocsr() * -1
     assert sd.Solver(herm_indef).method == "direct"
+
+
+def test_2d_spd_with_cholmod_stays_direct_to_a_million_unknowns():
+    """Measured (benchmarks/results_direct.md, `--iterative-2d`): on 2-D
+    Poisson, CHOLMOD's setup + forward + gradient beats CG + AMG at 512², 768²
+    and 1024² (n = 1,048,576), so ``auto`` keeps a 2-D Hermitian matrix with
+    CHOLMOD direct up to there (it went CG + AMG past 300,000 before), while a
+    3-D graph of the same kind past ``AUTO_CHOLMOD_MAX_N_3D`` still iterates."""
+    import sparsediff.solvers.direct as direct
+    from sparsediff._validation import as_matrix
+    from sparsediff.backend import get_backend
+
+    def validated(A):
+        A = sp.csr_array(A)
+        return as_matrix(A, "test", backend=get_backend(A, func="test"))
+
+    mat = validated(_poisson2d(600))          # n = 360,000: past the old 300,000
+    if "cholmod" not in mat.backend.direct_libraries():
+        pytest.skip("CHOLMOD is not installed (pip install sparsediff[direct])")
+    assert direct.AUTO_CHOLMOD_MAX_N_2D >= 1024 ** 2
+    assert solvers._auto_class(mat, None) is solvers.DirectEngine
+    k = 30                                              # 3-D, n = 27,000
+    p = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(k, k))
+    eye = sp.eye(k)
+    A3 = sp.kron(sp.kron(p, eye), eye) + sp.kron(sp.kron(eye, p), eye) \
+        + sp.kron(sp.kron(eye, eye), p)
+    assert solvers._auto_class(validated(A3), None) is not solvers.DirectEngine

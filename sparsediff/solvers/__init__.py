@@ -86,12 +86,13 @@ def make_engine(method, mat, M=None, *, func):
       if its graph looks two-dimensional (``direct.graph_dimension``) up to
       ``AUTO_DIRECT_MAX_N_SPD`` = 20,000 unknowns, and, with CHOLMOD
       installed (``sparsediff[direct]``) and the matrix exactly Hermitian, up
-      to ``direct.AUTO_CHOLMOD_MAX_N_2D`` = 300,000; other (3-D) graphs only
+      to ``direct.AUTO_CHOLMOD_MAX_N_2D`` = 1,100,000; other (3-D) graphs only
       up to ``direct.AUTO_CHOLMOD_MAX_N_3D`` = 12,000 (CHOLMOD) or
       ``direct.AUTO_SUPERLU_MAX_N_3D`` = 1,000 (SuperLU); then ``"cg"`` with
-      ``M="amg"`` (docs/direct.md: CHOLMOD beats CG + AMG on 2-D Poisson at
-      262,144 unknowns, 2.5 s against 3.0 s; on 3-D Poisson CG + AMG wins
-      from about 10,000 unknowns against CHOLMOD, 1,000 against SuperLU);
+      ``M="amg"`` (docs/direct.md: CHOLMOD beats CG + AMG on 2-D Poisson up
+      to 1024² = 1,048,576 unknowns, 6.1 s against 10.8 s; on 3-D Poisson
+      CG + AMG wins from about 10,000 unknowns against CHOLMOD, 1,000
+      against SuperLU);
     * anything else: ``"direct"`` up to ``AUTO_DIRECT_MAX_N`` = 1,000,000
       unknowns, then ``"minres"`` without preconditioner for a Hermitian
       matrix (the Jacobi preconditioner ``D⁻¹`` is not positive definite for
@@ -118,7 +119,7 @@ def make_engine(method, mat, M=None, *, func):
     ========  =======  ======  =========  =======  ============  ==========
 
     CG + AMG overtakes SuperLU between 16k and 37k unknowns on SPD problems
-    (the table; CHOLMOD moves the 2-D crossover past 262k, see above).
+    (the table; CHOLMOD moves the 2-D crossover past 10⁶, see above).
     On the non-symmetric problem ILU-preconditioned Krylov methods lose by
     10–15× at every size measured (GMRES(20) + ILU is slower still), so the
     direct solver is kept up to a memory-driven 10⁶ unknowns. Both crossovers
