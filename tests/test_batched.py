@@ -702,15 +702,20 @@ def test_hermitian_elements_reuse_the_condition_estimate(rng):
             one.adjoint_info.condition_estimate, rel=1e-6)
 
 
+@pytest.mark.parametrize("library", ["cholesky", "cholmod"])
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_cholmod_with_one_analysis(rng, dtype):
-    """Bitwise Hermitian positive-diagonal elements: CHOLMOD on one symbolic
-    analysis when the backend has it; an indefinite element falls back to
-    SuperLU alone; every element is its own solve."""
+def test_cholesky_with_one_analysis(rng, dtype, library, monkeypatch):
+    """Bitwise Hermitian positive-diagonal elements: one symbolic analysis,
+    by the batched Cholesky kernels (shallow elimination, as this 2-D
+    pattern) or CHOLMOD (deep elimination, forced here); an indefinite element
+    falls back to SuperLU alone; every element is its own solve."""
     from sparsediff.backend import NUMBA
+    from sparsediff.batched import _direct
 
-    if "cholmod" not in getattr(NUMBA, "direct_libraries", lambda: ())():
-        pytest.skip("CHOLMOD not installed")
+    if library == "cholmod":
+        if "cholmod" not in getattr(NUMBA, "direct_libraries", lambda: ())():
+            pytest.skip("CHOLMOD not installed")
+        monkeypatch.setattr(_direct, "CHOLESKY_MAX_DEPTH", -1)
     A, data = poisson_batch(rng, B=3)
     data = data.astype(dtype)
     if dtype == np.complex128:   # Hermitian: a_ji = conj(a_ij), real diagonal
@@ -727,9 +732,9 @@ def test_cholmod_with_one_analysis(rng, dtype):
     data[2, on] = 0.1           # element 2: positive diagonal, indefinite
     solver = sd.BatchedSolver(A, data)
     engine = solver._engine
-    assert engine.library == "cholmod"
+    assert engine.library == library
     lus = engine.factors(engine.dtype)
-    assert [getattr(f, "library", "superlu") for f in lus] == ["cholmod", "cholmod",
+    assert [getattr(f, "library", "superlu") for f in lus] == [library, library,
                                                                "superlu"]
     b = randn(rng, (3, A.shape[0]), dtype)
     g = randn(rng, b.shape, dtype)
@@ -745,7 +750,7 @@ def test_cholmod_with_one_analysis(rng, dtype):
             np.testing.assert_allclose(grad_b[e], gb, rtol=1e-10, atol=1e-12)
     analysis = engine._analysis
     solver.update(data * 1.5)
-    assert solver._engine.library == "cholmod" and solver._engine._analysis is analysis
+    assert solver._engine.library == library and solver._engine._analysis is analysis
     skew = data * 1.5
     skew[0, 1] += 0.25                    # element 0 no longer Hermitian
     solver.update(skew)

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._dtypes import real_dtype
-from ..solvers._common import column_norms, make_info
+from ..solvers._common import make_info
 from ..solvers._conditioning import (
     SINGULAR_BOUND,
     equilibration,
@@ -36,18 +36,35 @@ from ..solvers._conditioning import (
     semipositive,
     z_matrix,
 )
+from ._cholesky import BatchedCholesky, CholeskyAnalysis
 from ._common import batch_map, batch_matvec
 
 __all__ = ["BatchedDirect"]
 
+#: The batched Cholesky kernels take a Hermitian positive-diagonal batch when
+#: one factorization costs at most this many multiply-adds per stored entry of
+#: ``L`` (``Σ colcount² / nnz(L)``), or when CHOLMOD is not installed; above
+#: it, CHOLMOD's supernodal factorization (dense blocks) is faster per element.
+#: Measured (ms per element, one thread, ours / CHOLMOD): 2-D diffusion 64²
+#: (35 per entry) 1.9 / 3.9, 128² (64) 18 / 21; 3-D Poisson 10³ (75) 2.0 /
+#: 1.5, 14³ (183) 31 / 6.1 (``benchmarks/results_batched.md``).
+CHOLESKY_MAX_DEPTH = 72
 
-def _column_sums(mat, absdata, by_rows):
-    """Per element: sums of ``|a|`` over each column (or row): (B, n)."""
-    n = mat.shape[0]
-    idx = mat.rows if by_rows else mat.indices
-    ind = sp.csr_array((np.ones(mat.nnz), (np.arange(mat.nnz), idx)),
-                       shape=(mat.nnz, n))
-    return np.asarray((ind.T @ absdata.T).T)
+
+def _column_sums(mat, abs_t, by_rows):
+    """Per element: sums of ``|a|`` over each column (or row): (B, n), from
+    ``abs_t = |data|ᵀ`` (nnz, B) by one batched product with ones."""
+    ones = np.ones((abs_t.shape[1], mat.shape[0], 1))
+    return batch_matvec(mat, abs_t, ones, "N" if by_rows else "T")[:, :, 0]
+
+
+def _column_norms(a):
+    """2-norm of every column of every element, ``(B, n, m)`` -> ``(B, m)``
+    (float64, as ``column_norms``)."""
+    if a.shape[1] == 0:
+        return np.zeros((a.shape[0], a.shape[2]))
+    return np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False),
+                          axis=1)
 
 
 def _choose_ordering(mat, absdata):
@@ -83,7 +100,10 @@ def _exactly_hermitian(mat, data):
     pos = np.minimum(pos, keys.size - 1)
     if not np.array_equal(keys[pos], cols * n + rows):
         return np.zeros(B, bool)
-    return np.all(data[:, pos] == np.conj(data), axis=1)
+    mirror = data[:, pos]
+    if np.iscomplexobj(data):
+        np.conjugate(mirror, out=mirror)
+    return np.all(mirror == data, axis=1)
 
 
 class _Ordering:
@@ -145,10 +165,10 @@ class BatchedDirect:
         self.func = func
         self.batch = data.shape[0]
         n = mat.shape[0]
-        absdata = np.abs(data)
+        self.abs_t = np.abs(self.data_t)
         if mat.nnz and self.batch:
-            self._norm1 = _column_sums(mat, absdata, False).max(axis=1)
-            self._norminf = _column_sums(mat, absdata, True).max(axis=1)
+            self._norm1 = _column_sums(mat, self.abs_t, False).max(axis=1)
+            self._norminf = _column_sums(mat, self.abs_t, True).max(axis=1)
         else:
             self._norm1 = self._norminf = np.zeros(self.batch)
         self._row_nnz = int(max(np.diff(mat.indptr).max(initial=0),
@@ -159,12 +179,14 @@ class BatchedDirect:
         self._inverse_norms = {}
         self._m_matrices = {}    # (e, dtype) -> (proven M-matrix, A⁻¹·1)
         self.singular = np.zeros(self.batch, bool)
-        self.library = self._choose_library(analysis)
         self._analysis = analysis
+        self._cholesky = {}     # dtype -> BatchedCholesky
+        self.library = self._choose_library(analysis)
         if n == 0:
             self.ordering = _Ordering(mat, "NATURAL")
-        elif self.library == "cholmod":
-            # SuperLU only for elements CHOLMOD refuses, each with its ordering
+        elif self.library in ("cholmod", "cholesky"):
+            # SuperLU only for elements refused (not positive definite), each
+            # with its own ordering
             self.ordering = ordering or _Ordering(mat, "COLAMD")
         else:
             self.ordering = ordering or self._order()
@@ -178,10 +200,10 @@ class BatchedDirect:
         factored by SuperLU instead."""
         mat, data = self.mat, self.data
         backend = mat.backend
-        if (analysis is not None or not hasattr(backend, "direct_libraries")
-                or data.dtype not in (np.float64, np.complex128) or not mat.nnz
-                or not self.finite.any()):
-            return "cholmod" if analysis is not None else "superlu"
+        if analysis is not None:
+            return "cholesky" if isinstance(analysis, CholeskyAnalysis) else "cholmod"
+        if getattr(backend, "device", False) or not mat.nnz or not self.finite.any():
+            return "superlu"
         fin = self.finite
         if not self._exact_hermitian[fin].all():
             return "superlu"
@@ -189,11 +211,18 @@ class BatchedDirect:
         if np.count_nonzero(on) != mat.shape[0] or not np.all(
                 data[fin][:, on].real > 0):
             return "superlu"
-        try:
-            libs = backend.direct_libraries()
-        except Exception:  # noqa: BLE001 - a broken optional library: SuperLU
-            return "superlu"
-        return "cholmod" if "cholmod" in libs else "superlu"
+        libs = ()
+        if (data.dtype in (np.float64, np.complex128)
+                and hasattr(backend, "direct_libraries")):
+            try:
+                libs = backend.direct_libraries()
+            except Exception:  # noqa: BLE001 - a broken optional library: ours
+                libs = ()
+        cholesky = CholeskyAnalysis(mat)
+        if "cholmod" in libs and cholesky.flops > CHOLESKY_MAX_DEPTH * cholesky.fill:
+            return "cholmod"
+        self._analysis = cholesky
+        return "cholesky"
 
     # -- factorization -----------------------------------------------------
 
@@ -245,6 +274,8 @@ class BatchedDirect:
             lus = self._factors.get(dtype)
             if lus is not None:
                 return lus
+            if self.library == "cholesky":
+                return self._cholesky_factors(dtype)
             o = self.ordering
             spec = "NATURAL" if o.natural else o.spec
             n = self.mat.shape[0]
@@ -274,10 +305,27 @@ class BatchedDirect:
             self._factors[dtype] = lus
             return lus
 
+    def _cholesky_factors(self, dtype):
+        """The batched Cholesky factors in ``dtype``; SuperLU for an element
+        that is not positive definite (under ``self._lock``)."""
+        chol = BatchedCholesky(self._analysis, self.data, self.finite, dtype,
+                               self.workers)
+        self._cholesky[dtype] = chol
+        lus = [chol.element(e) for e in range(self.batch)]
+        spec = self.ordering.spec
+        for e in np.flatnonzero(self.finite & ~chol.ok):
+            lus[e] = self._lu(self.data[e].astype(dtype, copy=False), spec)
+        if self.mat.shape[0]:
+            self.singular |= np.array([lu is None for lu in lus], bool) & self.finite
+        self._factors[dtype] = lus
+        return lus
+
     # -- solves ----------------------------------------------------------------
 
     def _solve_one(self, lu, b, trans):
         """``op(A_e) x = b`` for a 2-D ``b`` in the factor's dtype."""
+        if getattr(lu, "library", None) == "cholesky":
+            return lu.solve(b, trans)
         if getattr(lu, "library", None) == "cholmod":
             # A = Aᴴ (checked): H is N; the factor handles T (conj for complex)
             return lu.solve(np.ascontiguousarray(b), "T" if trans == "T" else "N")
@@ -316,26 +364,39 @@ class BatchedDirect:
         lus = self.factors(factor_dtype)
         kind = "N" if trans == "N" else "T"
         x3 = np.full_like(b3, np.nan)
+        batched = np.zeros(B, bool)
+        if self.library == "cholesky" and n:
+            # every element's solve in one pass over the factors' indices
+            chol = self._cholesky[np.dtype(factor_dtype)]
+            batched = elements & np.array(
+                [getattr(lu, "library", None) == "cholesky" for lu in lus], bool)
+            if batched.any():
+                x3[batched] = self._cholesky_solve(chol, b3, factor_dtype, trans)[batched]
+                self._prime_m_matrices(chol, factor_dtype, batched)
 
         def one(e):
             if not elements[e] or n == 0 or lus[e] is None:
                 return None
-            x3[e] = self._solve_factor(lus[e], b3[e], factor_dtype, trans)
+            if not batched[e]:
+                x3[e] = self._solve_factor(lus[e], b3[e], factor_dtype, trans)
             return self._inverse_norm(e, factor_dtype, kind)
 
         inv = batch_map(one, range(B), self.workers)
         if n == 0:
             x3[...] = 0
-        res = b3 - batch_matvec(self.mat, self.data_t, np.nan_to_num(x3), trans)
+        xz = np.nan_to_num(x3)
+        res = b3 - batch_matvec(self.mat, self.data_t, xz, trans)
         absres = np.abs(res)
-        ax = np.abs(batch_matvec(self.mat, np.abs(self.data_t), np.abs(np.nan_to_num(x3)),
-                                 trans))
+        ax = batch_matvec(self.mat, self.abs_t, np.abs(xz), trans)
+        rhs_norms = _column_norms(b3)
+        res_norms = _column_norms(res)
+        errors = self._forward_errors(x3, b3, absres, ax, inv)
         infos = []
         for e in range(B):
             if not elements[e]:
                 infos.append(None)
                 continue
-            rhs_norm = column_norms(b3[e])
+            rhs_norm = rhs_norms[e]
             if n == 0:
                 infos.append(make_info(np.ones(m, bool), np.zeros(m), np.zeros(m),
                                        rhs_norm, self.method, [], False, trans))
@@ -349,15 +410,63 @@ class BatchedDirect:
                 continue
             kappa = (self._norm1[e] if kind == "N" else self._norminf[e]) * inv[e]
             singular = self._singular_to_working_precision(e, factor_dtype, kappa)
-            residual = column_norms(res[e])
             finite = np.isfinite(x3[e]).all(axis=0) & ~singular
             reasons = ["converged" if f else "singular" for f in finite]
             infos.append(make_info(
-                finite, np.zeros(m), residual, rhs_norm, self.method, reasons, False,
-                trans, condition_estimate=kappa,
-                error_estimate=self._forward_error(x3[e], b3[e], absres[e], ax[e],
-                                                   inv[e])))
+                finite, np.zeros(m), res_norms[e], rhs_norm, self.method, reasons,
+                False, trans, condition_estimate=kappa, error_estimate=errors[e]))
         return x3, infos
+
+    def _cholesky_solve(self, chol, b3, factor_dtype, trans):
+        """``op(A_e)⁻¹ b3[e]`` for every element by the batched factors."""
+        m = b3.shape[2]
+        if np.iscomplexobj(b3) and np.dtype(factor_dtype).kind != "c":
+            bf = np.concatenate([b3.real, b3.imag], axis=2).astype(factor_dtype)
+            y = chol.solve_batch(bf, trans, self.workers)
+            return (y[:, :, :m] + 1j * y[:, :, m:]).astype(b3.dtype)
+        y = chol.solve_batch(b3.astype(factor_dtype, copy=False), trans, self.workers)
+        return y.astype(b3.dtype, copy=False)
+
+    def _prime_m_matrices(self, chol, dtype, elements):
+        """:meth:`_m_matrix` for every element in ``elements`` at once: the
+        ones-vector solves of the certificate in one batched pass."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            return
+        todo = [e for e in np.flatnonzero(elements)
+                if (e, dtype) not in self._m_matrices]
+        if not todo:
+            return
+        for e in todo:
+            self._m_matrices[(e, dtype)] = (False, None)
+        candidates = np.zeros(self.batch, bool)
+        candidates[todo] = True
+        candidates &= self._z_matrices()
+        if not candidates.any():
+            return
+        n = self.mat.shape[0]
+        y = chol.solve_batch(np.ones((self.batch, n, 1), dtype=dtype), "N", self.workers)
+        # semipositive(): y ≥ 0 and A y > 0 above its rounding bound, batched
+        y64 = np.nan_to_num(y.astype(np.float64), nan=-1.0)
+        ay = batch_matvec(self.mat, self.data_t.astype(np.float64, copy=False), y64)
+        bound = batch_matvec(self.mat, self.abs_t.astype(np.float64, copy=False), y64)
+        eps = float(np.finfo(np.float64).eps)
+        proven = (np.isfinite(y).all(axis=(1, 2)) & np.all(y >= 0, axis=(1, 2))
+                  & np.all(ay > 2 * (self._row_nnz + 1) * eps * bound, axis=(1, 2)))
+        for e in np.flatnonzero(candidates):
+            self._m_matrices[(e, dtype)] = (bool(proven[e]), y[e, :, 0])
+
+    def _z_matrices(self):
+        """:func:`_conditioning.z_matrix` of every element at once: real, no
+        positive off-diagonal entry, a positive diagonal."""
+        mat, data = self.mat, self.data
+        n = mat.shape[0]
+        if not n or data.dtype.kind != "f":
+            return np.zeros(self.batch, bool)
+        on = mat.rows == mat.indices
+        if np.count_nonzero(on) != n:
+            return np.zeros(self.batch, bool)
+        return np.all((data <= 0) | on, axis=1) & np.all(data[:, on] > 0, axis=1)
 
     # -- conditioning (per element, as solvers/direct.py) -----------------------
 
@@ -430,25 +539,28 @@ class BatchedDirect:
         return bool(norm * self._inverse_norm(e, dtype, "equilibrated") * eps
                     >= SINGULAR_BOUND)
 
-    def _forward_error(self, x, b, absres, ax, inv_norm):
-        """LAPACK's FERR in the 1-norm, largest over columns."""
-        eps = float(np.finfo(x.dtype).eps)
-        w = absres + (self._row_nnz + 1) * eps * (ax + np.abs(b))
-        wn = w.sum(axis=0, dtype=np.float64)
-        xn = np.abs(x).sum(axis=0, dtype=np.float64)
+    def _forward_errors(self, x3, b3, absres, ax, inv):
+        """LAPACK's FERR in the 1-norm of every element, largest over its
+        columns (``inv[e]`` its ‖op(A_e)⁻¹‖₁ estimate, ``None``: not solved)."""
+        inv_norm = np.array([np.nan if v is None else v for v in inv], np.float64)
+        eps = float(np.finfo(x3.dtype).eps)
+        w = absres + (self._row_nnz + 1) * eps * (ax + np.abs(b3))
+        wn = w.sum(axis=1, dtype=np.float64)
+        xn = np.abs(x3).sum(axis=1, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ferr = np.where(xn > 0, inv_norm * wn / np.where(xn > 0, xn, 1.0),
+            ferr = np.where(xn > 0, inv_norm[:, None] * wn / np.where(xn > 0, xn, 1.0),
                             np.where(wn > 0, np.inf, 0.0))
         ferr = np.where(np.isnan(ferr), np.inf, ferr)
-        return float(ferr.max(initial=0.0))
+        return ferr.max(axis=1, initial=0.0)
 
     def update(self, data, finite):
         """A new engine for new values on the same pattern (same ordering)."""
-        analysis = self._analysis if self.library == "cholmod" else None
+        analysis = self._analysis if self.library in ("cholmod", "cholesky") else None
         new = BatchedDirect(self.mat, data, finite, workers=self.workers,
                             func=self.func, ordering=self.ordering,
                             analysis=analysis)
-        if new.library == "cholmod" and not (new._exact_hermitian[finite].all()):
+        if (new.library in ("cholmod", "cholesky")
+                and not new._exact_hermitian[finite].all()):
             # new values no longer Hermitian: start afresh with SuperLU
             new = BatchedDirect(self.mat, data, finite, workers=self.workers,
                                 func=self.func)

@@ -1,0 +1,209 @@
+"""The batched Cholesky kernels and the direct batch engine built on them:
+one ordering and symbolic analysis per pattern, every element's numeric
+factorization and solves in one pass over the indices."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsediff as sd
+from sparsediff._validation import as_matrix
+from sparsediff.batched import _direct
+from sparsediff.batched._cholesky import BatchedCholesky, CholeskyAnalysis
+
+
+def grid_pattern(k, dims=2):
+    """Canonical CSR of the 2-D 5-point or 3-D 7-point stencil on k^dims nodes."""
+    T = sp.diags_array([np.ones(k - 1), np.ones(k), np.ones(k - 1)], offsets=[-1, 0, 1])
+    eye = sp.identity(k)
+    if dims == 2:
+        A = sp.kron(T, eye) + sp.kron(eye, T)
+    else:
+        A = (sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
+             + sp.kron(sp.kron(eye, eye), T))
+    A = sp.csr_array(A)
+    A.sort_indices()
+    return A
+
+
+def hermitian_batch(A, B, rng, dtype=np.float64, shift=0.5):
+    """B Hermitian positive definite value sets on A's (symmetric) pattern:
+    random off-diagonal couplings, diagonal = row sums of |off| + shift."""
+    n = A.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    cols = A.indices
+    mirror = sp.csr_array((np.arange(A.nnz) + 1.0, (cols, rows)), shape=A.shape)
+    mirror.sort_indices()
+    pos = mirror.data.astype(np.int64) - 1      # entry of (j, i) for entry (i, j)
+    data = np.zeros((B, A.nnz), dtype=dtype)
+    upper = rows < cols
+    vals = -rng.uniform(0.2, 2.0, (B, A.nnz))
+    if np.dtype(dtype).kind == "c":
+        vals = vals * np.exp(1j * rng.uniform(0, 2 * np.pi, (B, A.nnz)))
+    data[:, upper] = vals[:, upper]
+    lower = rows > cols
+    data[:, lower] = np.conj(data[:, pos[lower]])
+    off = np.zeros((B, n))
+    for e in range(B):
+        off[e] = np.bincount(rows, weights=np.abs(data[e]), minlength=n)
+    on = rows == cols
+    data[:, on] = off[:, rows[on]] + shift
+    return data
+
+
+def dense(A, values):
+    return sp.csr_array((values, A.indices, A.indptr), shape=A.shape).toarray()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32])
+def test_factor_matches_dense_cholesky(rng, dtype):
+    """L of every element equals LAPACK's Cholesky factor of P A Pᵀ."""
+    A = grid_pattern(6)
+    data = hermitian_batch(A, 5, rng, dtype)
+    analysis = CholeskyAnalysis(as_matrix(A, "t"))
+    chol = BatchedCholesky(analysis, data, np.ones(5, bool), dtype, workers=2)
+    assert chol.ok.all()
+    p = analysis.perm
+    n = A.shape[0]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for e in range(5):
+        C = dense(A, data[e])[np.ix_(p, p)]
+        L_ref = np.linalg.cholesky(C.astype(np.complex128 if np.iscomplexobj(C)
+                                            else np.float64))
+        s, col = next((s, e - b0) for s, (b0, b1) in enumerate(chol.slices)
+                      if b0 <= e < b1)
+        L = np.zeros((n, n), dtype=L_ref.dtype)
+        Lx = chol._L[s][:, col]
+        for j in range(n):
+            for q in range(analysis.Lp[j], analysis.Lp[j + 1]):
+                L[analysis.Li[q], j] = Lx[q]
+        np.testing.assert_allclose(L, L_ref, rtol=tol, atol=tol * np.abs(L_ref).max())
+    # the fill of the ordering is that of a minimum-degree ordering, far below
+    # the natural ordering's band
+    assert analysis.fill < n * 6
+
+
+def test_not_positive_definite_element_alone(rng):
+    """An indefinite element is flagged; the others are bitwise what they
+    are when factored without it."""
+    A = grid_pattern(5)
+    data = hermitian_batch(A, 4, rng)
+    bad = data.copy()
+    on = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr)) == A.indices
+    bad[2, on] = -1.0
+    analysis = CholeskyAnalysis(as_matrix(A, "t"))
+    chol = BatchedCholesky(analysis, bad, np.ones(4, bool), np.float64, workers=1)
+    assert chol.ok.tolist() == [True, True, False, True]
+    assert chol.element(2) is None
+    ref = BatchedCholesky(analysis, data[[0, 1, 3]], np.ones(3, bool), np.float64,
+                          workers=1)
+    b = rng.standard_normal((4, A.shape[0], 2))
+    x = chol.solve_batch(b, "N", workers=1)
+    x_ref = ref.solve_batch(b[[0, 1, 3]], "N", workers=1)
+    np.testing.assert_array_equal(x[[0, 1, 3]], x_ref)
+
+
+def test_solve_does_not_depend_on_slices(rng):
+    """Slice widths (workers, batch size) change nothing: bitwise."""
+    A = grid_pattern(7)
+    data = hermitian_batch(A, 9, rng, np.complex128)
+    analysis = CholeskyAnalysis(as_matrix(A, "t"))
+    b = rng.standard_normal((9, A.shape[0], 1)) + 1j * rng.standard_normal(
+        (9, A.shape[0], 1))
+    out = []
+    for workers in (1, 2, 9):
+        chol = BatchedCholesky(analysis, data, np.ones(9, bool), np.complex128, workers)
+        out.append([chol.solve_batch(b, t, workers) for t in "NT"])
+        one = chol.element(4).solve(b[4], "T")
+        np.testing.assert_array_equal(one, out[-1][1][4])
+    for other in out[1:]:
+        for a, c in zip(out[0], other):
+            np.testing.assert_array_equal(a, c)
+    for e in range(9):
+        M = dense(A, data[e])
+        np.testing.assert_allclose(M @ out[0][0][e], b[e], atol=1e-10)
+        np.testing.assert_allclose(M.T @ out[0][1][e], b[e], atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32])
+def test_engine_uses_batched_cholesky(rng, dtype):
+    """A Hermitian positive-diagonal batch on a 2-D pattern takes the batched
+    kernels (old code: CHOLMOD or SuperLU per element); each element equals its
+    own solve, gradients included."""
+    A = grid_pattern(6)
+    data = hermitian_batch(A, 3, rng, dtype)
+    solver = sd.BatchedSolver(A, data)
+    assert solver._engine.library == "cholesky"
+    b = rng.standard_normal((3, A.shape[0])).astype(dtype)
+    g = rng.standard_normal((3, A.shape[0])).astype(dtype)
+    rtol = 2e-4 if dtype == np.float32 else 1e-10
+    for trans in "NTH":
+        sol = solver.solve(b, trans=trans)
+        gd, gb = sol.vjp(g)
+        for e in range(3):
+            M = dense(A, data[e]).astype(np.complex128)
+            op = {"N": M, "T": M.T, "H": M.conj().T}[trans]
+            x = np.linalg.solve(op, b[e])
+            np.testing.assert_allclose(sol.x[e], x, rtol=rtol, atol=rtol * abs(x).max())
+            lam = np.linalg.solve(op.conj().T, g[e])
+            np.testing.assert_allclose(gb[e], lam, rtol=rtol, atol=rtol * abs(lam).max())
+            assert np.isfinite(sol.info[e].condition_estimate)
+
+
+def test_m_matrix_certificate_batched(rng):
+    """Diffusion batches: every element's ‖A⁻¹‖₁ is exact (the M-matrix
+    certificate, from one batched ones-vector solve), equal to the dense value."""
+    A = grid_pattern(5)
+    data = hermitian_batch(A, 4, rng)
+    solver = sd.BatchedSolver(A, data)
+    sol = solver.solve(rng.standard_normal((4, A.shape[0])))
+    for e in range(4):
+        M = dense(A, data[e])
+        kappa = np.abs(M).sum(0).max() * np.abs(np.linalg.inv(M)).sum(0).max()
+        assert sol.info[e].condition_estimate == pytest.approx(kappa, rel=1e-10)
+        assert solver._engine._m_matrices[(e, np.dtype(np.float64))][0]
+    # a non-M-matrix element (a positive coupling) is not certified
+    data2 = data.copy()
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    data2[1, (rows != A.indices)] *= -1          # still diagonally dominant
+    solver = sd.BatchedSolver(A, data2)
+    solver.solve(np.ones((4, A.shape[0])))
+    certified = [solver._engine._m_matrices[(e, np.dtype(np.float64))][0]
+                 for e in range(4)]
+    assert certified == [True, False, True, True]
+
+
+def test_deep_patterns_go_to_cholmod(rng, monkeypatch):
+    """3-D patterns (deep elimination) take CHOLMOD when it is installed, and
+    the batched kernels when it is not."""
+    from sparsediff.backend import NUMBA
+
+    A = grid_pattern(11, dims=3)
+    data = hermitian_batch(A, 2, rng)
+    analysis = CholeskyAnalysis(as_matrix(A, "t"))
+    assert analysis.flops > _direct.CHOLESKY_MAX_DEPTH * analysis.fill
+    if "cholmod" in getattr(NUMBA, "direct_libraries", lambda: ())():
+        assert sd.BatchedSolver(A, data)._engine.library == "cholmod"
+    monkeypatch.setattr(type(NUMBA), "direct_libraries", lambda self: (), raising=False)
+    solver = sd.BatchedSolver(A, data)
+    assert solver._engine.library == "cholesky"
+    b = rng.standard_normal((2, A.shape[0]))
+    x = solver.solve(b).x
+    for e in range(2):
+        np.testing.assert_allclose(dense(A, data[e]) @ x[e], b[e], atol=1e-10)
+    small = grid_pattern(8)
+    an2 = CholeskyAnalysis(as_matrix(small, "t"))
+    assert an2.flops <= _direct.CHOLESKY_MAX_DEPTH * an2.fill
+
+
+def test_update_keeps_the_analysis(rng):
+    A = grid_pattern(6)
+    data = hermitian_batch(A, 3, rng)
+    solver = sd.BatchedSolver(A, data)
+    analysis = solver._engine._analysis
+    solver.update(data * 2.0)
+    assert solver._engine.library == "cholesky"
+    assert solver._engine._analysis is analysis
+    b = rng.standard_normal((3, A.shape[0]))
+    np.testing.assert_allclose(solver.solve(b).x[1],
+                               np.linalg.solve(dense(A, 2.0 * data[1]), b[1]), rtol=1e-10)
