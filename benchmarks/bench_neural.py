@@ -6,34 +6,46 @@ steps of flexible CG, loss ``log(‖r_k‖/‖b‖)``), twice with the same time
 budget: backpropagating through all ``k`` steps (``unrolled``) and through
 segments of 4 steps with the state detached between them (``truncated``);
 both are scored on the same held-out 32² problems. The unrolled one is then
-used, unchanged, on held-out problems at 64², 128² and 256² (flexible CG,
-``neural_cg``), against sparsediff's CG, CG + Jacobi and CG + AMG
-(``sd.solve(A, b, method="cg", M=...)``, iterations from ``info``) and the
-learned Woodbury preconditioner (``M = D + U Uᵀ``, rank 4, trained for each
-size since its parameters are per unknown). The note's plain form (network
-direction + exact line search, no orthogonalization, ``line_search_solve``)
-is shown at 64² (capped at 1000 iterations). Everything runs in one process
-with one PyTorch thread, to ``rtol = 1e-8``; wall times include each method's
-set-up (AMG hierarchy, the network's edge weights), not training, which is
-listed separately.
+used, unchanged, on ``--held`` (default 3) held-out problems per size and
+family at 64², 128² and 256² (flexible CG, ``neural_cg``, compiled engine),
+against sparsediff's CG, CG + Jacobi and CG + AMG
+(``sd.solve(A, b, method="cg", M=...)``, iterations from ``info``) and, on
+the diffusion family, the learned Woodbury preconditioner (``M = D + U Uᵀ``,
+rank 4, trained for each size since its parameters are per unknown). The
+note's plain form (network direction + exact line search, no
+orthogonalization, ``line_search_solve``) is shown at 64² (capped at 1000
+iterations). Everything runs in one process with one PyTorch thread, to
+``rtol = 1e-8``; wall times include each method's set-up (AMG hierarchy, the
+network's edge weights), not training, which is listed separately. Each
+problem's row gives iterations / seconds; a second table sums each grid and
+family.
+
+``--save-net`` / ``--load-net`` keep the trained network (and its training
+cost) between invocations, so that the sizes can be evaluated separately
+(``--sizes``). ``--engines`` times ``neural_cg`` with the PyTorch path and
+the compiled path on the same problems.
 
 ``--features`` compares instead node-feature sets of ``DirectionNet``
 (``--sets``, default ``r,xrb``: ``("r", "diag")`` against
 ``("x", "r", "b", "diag")``, gains of the message passing from ``x`` and
 ``b``), trained from the same seeds for the same number of Adam steps on the
 same problems, then scored in iterations to ``rtol = 1e-8`` on held-out 64²
-and 128² problems against CG and CG + Jacobi, in one run. ``--gmres`` trains
-one network (``("r", "diag")``) and scores ``neural_gmres`` on nonsymmetric
-64² convection-diffusion problems against sparsediff's restarted GMRES, alone
-and with Jacobi or ILU.
+and 128² problems against CG and CG + Jacobi, in one run. ``--gmres`` scores
+``neural_gmres`` on nonsymmetric convection-diffusion problems (``--sizes``,
+default 64) against sparsediff's restarted GMRES, alone and with Jacobi, ILU
+or AMG, in iterations and seconds, with the network of ``--load-net`` or one
+trained for ``--steps`` Adam steps.
 
 Usage::
 
-    python benchmarks/bench_neural.py                     # 6-15 min (256²: slow)
+    python benchmarks/bench_neural.py                     # everything, ~15 min
     python benchmarks/bench_neural.py --quick             # 32²/48² grids, short training
-    python benchmarks/bench_neural.py --out benchmarks/results_neural.md
+    python benchmarks/bench_neural.py --train-only --save-net /tmp/net.pt   # ~3 min
+    python benchmarks/bench_neural.py --load-net /tmp/net.pt --sizes 64 128
+    python benchmarks/bench_neural.py --load-net /tmp/net.pt --sizes 256
+    python benchmarks/bench_neural.py --load-net /tmp/net.pt --engines --sizes 64 128 256
+    python benchmarks/bench_neural.py --gmres --load-net /tmp/net.pt --sizes 64 128
     python benchmarks/bench_neural.py --features --steps 20 --held 1   # ~10 min
-    python benchmarks/bench_neural.py --gmres --steps 20               # ~2 min
 """
 
 import argparse
@@ -126,42 +138,131 @@ def woodbury(A0, nx, steps):
     return P.as_operator(), seconds
 
 
-def evaluate(sizes, net, train_seconds, train_nx, wood_steps, plain_size):
-    # warm-up: first-call costs (kernel compilation, imports) are not timed
+METHODS = ("CG", "CG + Jacobi", "CG + AMG", "CG + Woodbury", "FCG + GNN")
+
+
+def held_out(kind, nx, n_held):
+    """``n_held`` held-out matrices of a family at ``nx²`` (seeds disjoint from
+    training) and their right-hand sides; problem 0 is the one of the
+    earlier single-problem tables."""
+    A0, values = family(kind, nx, n_held, 1000 + nx)
+    for i in range(n_held):
+        A = sp.csr_array((values[i], A0.indices, A0.indptr), shape=A0.shape)
+        b = np.random.default_rng(nx + 7919 * i).standard_normal(A.shape[0])
+        yield A0, A, b
+
+
+def warm_up(net):
+    """First-call costs (kernel compilation, imports) are not timed."""
     A0, values = family("diffusion", 16, 1, 0)
+    A = sp.csr_array((values[0], A0.indices, A0.indptr), shape=A0.shape)
     for M in (None, "jacobi", "amg"):
-        sd_cg(A0, np.ones(A0.shape[0]), M)
-    neural_cg(A0, np.ones(A0.shape[0]), net)
+        sd_cg(A, np.ones(A.shape[0]), M)
+    for engine in ("numba", "torch"):
+        neural_cg(A, np.ones(A.shape[0]), net, engine=engine)
+
+
+def evaluate(sizes, net, n_held, wood_steps, plain_size, engine="auto"):
+    """Iterations and seconds of every method on ``n_held`` held-out problems
+    per size and family; returns the rows, the Woodbury training seconds per
+    size and the plain-form lines."""
+    warm_up(net)
+    rows, wood_cost, plain = [], {}, []
+    for nx in sizes:
+        Mw = None
+        for kind in ("diffusion", "anisotropic"):
+            for i, (A0, A, b) in enumerate(held_out(kind, nx, n_held)):
+                res = {}
+                for name, M in (("CG", None), ("CG + Jacobi", "jacobi"),
+                                ("CG + AMG", "amg")):
+                    (its, ok), t = timed(sd_cg, A, b, M)
+                    res[name] = (its, ok, t)
+                if kind == "diffusion":
+                    if Mw is None:
+                        Mw, wood_cost[nx] = woodbury(A0, nx, wood_steps)
+                    (its, ok), t = timed(sd_cg, A, b, Mw)
+                    res["CG + Woodbury"] = (its, ok, t)
+                (x, info), t = timed(neural_cg, A, b, net, rtol=RTOL, engine=engine)
+                res["FCG + GNN"] = (info.iterations, info.converged, t)
+                if nx == plain_size and i == 0:
+                    (x, info), t = timed(line_search_solve, A, b, net, rtol=RTOL,
+                                         maxiter=1000, engine=engine)
+                    flag = "" if info.converged else " (not converged)"
+                    plain.append(f"| {nx}² | {kind} | {info.iterations}{flag} | {t:.2f} |")
+                rows.append((nx, kind, i, res))
+                print(f"evaluated {nx}² {kind} {i}: " + ", ".join(
+                    f"{k} {v[0]}/{v[2]:.2f}s" for k, v in res.items()), flush=True)
+    return rows, wood_cost, plain
+
+
+def cell(v):
+    if v is None:
+        return "–"
+    its, ok, t = v
+    return f"{its}{'' if ok else ' (not conv.)'} / {t:.3f}"
+
+
+def print_evaluation(rows, wood_cost, plain, train_seconds, train_steps, train_nx,
+                     wood_steps, engine):
+    print(f"## Held-out problems: iterations / wall seconds to rtol = {RTOL:g}\n")
+    print(f"Network: DirectionNet(8, 4), trained once for {train_seconds:.0f} s "
+          f"({train_steps} Adam steps) at {train_nx}², applied with engine="
+          f"'{engine}'. Woodbury (rank 4): trained per size, {wood_steps} steps: "
+          + ", ".join(f"{sec:.0f} s at {nx}²" for nx, sec in wood_cost.items())
+          + ". Wall times include each method's set-up (AMG hierarchy, the "
+          "network's edge weights), not training.\n")
+    print("| grid | family | # | " + " | ".join(METHODS)
+          + " | GNN its / Jacobi its | GNN s / AMG s |")
+    print("|" + "---|" * (5 + len(METHODS)))
+    for nx, kind, i, res in rows:
+        g, j, a = res["FCG + GNN"], res["CG + Jacobi"], res["CG + AMG"]
+        print(f"| {nx}² | {kind} | {i} | " + " | ".join(cell(res.get(m)) for m in METHODS)
+              + f" | {g[0] / j[0]:.2f} | {g[2] / a[2]:.0f} |")
+    print("\nSums over the problems of each grid and family (iterations / seconds):\n")
+    print("| grid | family | problems | " + " | ".join(METHODS)
+          + " | GNN its / Jacobi its | GNN its / AMG its | GNN s / Jacobi s "
+          "| GNN s / AMG s |")
+    print("|" + "---|" * (7 + len(METHODS)))
+    keys = list(dict.fromkeys((nx, kind) for nx, kind, _, _ in rows))
+    for nx, kind in keys:
+        group = [res for n_, k_, _, res in rows if (n_, k_) == (nx, kind)]
+        tot = {}
+        for m in METHODS:
+            vals = [res[m] for res in group if m in res]
+            if vals:
+                tot[m] = (sum(v[0] for v in vals), all(v[1] for v in vals),
+                          sum(v[2] for v in vals))
+        g, j, a = tot["FCG + GNN"], tot["CG + Jacobi"], tot["CG + AMG"]
+        print(f"| {nx}² | {kind} | {len(group)} | "
+              + " | ".join(cell(tot.get(m)) for m in METHODS)
+              + f" | {g[0] / j[0]:.2f} | {g[0] / a[0]:.1f} | {g[2] / j[2]:.1f} "
+              f"| {g[2] / a[2]:.1f} |")
+    if plain:
+        print("\nThe plain form (network direction + exact line search only, "
+              "`line_search_solve`, capped at 1000 iterations), problem 0:\n")
+        print("| grid | family | iterations | wall s |")
+        print("|---|---|---|---|")
+        for line in plain:
+            print(line)
+
+
+def engine_rows(net, sizes, kinds=("diffusion",)):
+    """Per-solve and per-iteration seconds of ``neural_cg`` with the PyTorch and
+    the compiled path, same network and problem, same process."""
+    warm_up(net)
     lines = []
     for nx in sizes:
-        for kind in ("diffusion", "anisotropic"):
-            if kind == "anisotropic" and nx == sizes[-1]:
-                continue                     # the largest size: diffusion only (time)
-            A0, values = family(kind, nx, 1, 1000 + nx)
-            A = sp.csr_array((values[0], A0.indices, A0.indptr), shape=A0.shape)
-            b = np.random.default_rng(nx).standard_normal(A.shape[0])
-            res = []
-            for name, M in (("CG", None), ("CG + Jacobi", "jacobi"), ("CG + AMG", "amg")):
-                (its, ok), t = timed(sd_cg, A, b, M)
-                res.append((name, its, ok, t, "-"))
-            if kind == "diffusion":
-                Mw, wsec = woodbury(A0, nx, wood_steps)
-                (its, ok), t = timed(sd_cg, A, b, Mw)
-                res.append(("CG + Woodbury (learned)", its, ok, t,
-                            f"{wsec:.0f} s at {nx}²"))
-            (x, info), t = timed(neural_cg, A, b, net, rtol=RTOL)
-            res.append(("FCG + GNN (learned)", info.iterations, info.converged, t,
-                        f"{train_seconds:.0f} s at {train_nx}² (once)"))
-            if nx == plain_size:
-                (x, info), t = timed(line_search_solve, A, b, net, rtol=RTOL, maxiter=1000)
-                res.append(("GNN + line search only", info.iterations, info.converged, t,
-                            "same net"))
-            jac = res[1][1]
-            for name, its, ok, t, cost in res:
-                flag = "" if ok else " (not conv.)"
-                lines.append(f"| {nx}² | {kind} | {name} | {its}{flag} | {its / jac:.2f} | "
-                             f"{t:.3f} | {cost} |")
-            print(f"evaluated {nx}² {kind}", flush=True)
+        for kind in kinds:
+            _, A, b = next(held_out(kind, nx, 1))
+            cells = []
+            for engine in ("torch", "numba"):
+                (x, info), t = timed(neural_cg, A, b, net, rtol=RTOL, engine=engine)
+                cells.append((info.iterations, t))
+            (it_t, t_t), (it_n, t_n) = cells
+            lines.append(f"| {nx}² | {kind} | {it_t} | {t_t:.3f} | {1e3 * t_t / it_t:.2f} "
+                         f"| {it_n} | {t_n:.3f} | {1e3 * t_n / it_n:.2f} "
+                         f"| {t_t / t_n:.1f} |")
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -187,49 +288,97 @@ def convection_diffusion(nx, peclet, seed):
     return A
 
 
-def gmres_rows(net, nx, peclets, restart=30, maxiter=5000):
-    """Iterations to RTOL of restarted GMRES (sparsediff's, none / Jacobi / ILU)
-    and of flexible GMRES with the network, on convection-diffusion problems."""
+GMRES_METHODS = ("GMRES", "GMRES + Jacobi", "GMRES + ILU", "GMRES + AMG",
+                 "FGMRES + Jacobi", "FGMRES + GNN")
+
+
+def gmres_rows(net, nx, peclets, restart=30, maxiter=5000, engine="auto"):
+    """Iterations / seconds to RTOL of restarted GMRES (sparsediff's, none /
+    Jacobi / ILU / AMG) and of flexible GMRES with Jacobi and with the
+    network, on convection-diffusion problems."""
     lines = []
     for peclet in peclets:
         A = convection_diffusion(nx, peclet, seed=2000 + nx)
         b = np.random.default_rng(7).standard_normal(A.shape[0])
         cells = []
-        for M in (None, "jacobi", "ilu"):
-            sol = sd.solve(A, b, method=("gmres", {"restart": restart}), M=M, rtol=RTOL,
-                           maxiter=maxiter, on_failure="warn")
-            cells.append(sol.info.iterations if sol.info.converged else -1)
+        for M in (None, "jacobi", "ilu", "amg"):
+            sol, t = timed(sd.solve, A, b, method=("gmres", {"restart": restart}), M=M,
+                           rtol=RTOL, maxiter=maxiter, on_failure="warn")
+            cells.append((sol.info.iterations, bool(sol.info.converged), t))
         for proposer in (None, net):
-            _, info = neural_gmres(A, b, proposer, rtol=RTOL, restart=restart,
-                                   maxiter=maxiter)
-            cells.append(info.iterations if info.converged else -1)
-        lines.append(f"| {nx}² | {peclet:g} | " + " | ".join(map(str, cells)) + " |")
+            (_, info), t = timed(neural_gmres, A, b, proposer, rtol=RTOL,
+                                 restart=restart, maxiter=maxiter, engine=engine)
+            cells.append((info.iterations, info.converged, t))
+        g, j, amg = cells[-1], cells[1], cells[3]
+        lines.append(f"| {nx}² | {peclet:g} | " + " | ".join(map(cell, cells))
+                     + f" | {g[0] / j[0]:.2f} | {g[2] / amg[2]:.0f} |")
         print(lines[-1], flush=True)
     return lines
 
 
+def get_net(args):
+    """The benchmark's network: loaded (``--load-net``) or trained here (both
+    backprop modes, the unrolled one kept; saved with ``--save-net``).
+    Returns ``(net, meta)``; ``meta`` has the training rows and cost."""
+    if args.load_net:
+        saved = torch.load(args.load_net, weights_only=False)
+        net = DirectionNet(8, 4)
+        net.load_state_dict(saved["state"])
+        return net, saved["meta"]
+    train_nx, k, budget, n_mat = ((16, 12, 8.0, 2) if args.quick else (32, 16, 75.0, 4))
+    rows, nets = train_nets(train_nx, k, budget, n_mat)
+    net, seconds, hist = nets["unrolled"]
+    meta = dict(rows=rows, seconds=seconds, steps=len(hist), train_nx=train_nx, k=k,
+                budget=budget, n_mat=n_mat)
+    if args.save_net:
+        torch.save({"state": net.state_dict(), "meta": meta}, args.save_net)
+    return net, meta
+
+
+def print_training(meta):
+    print(f"## Training (DirectionNet(8, 4), {meta['train_nx']}² grids, {meta['n_mat']} "
+          f"diffusion + {meta['n_mat']} anisotropic matrices, k = {meta['k']}, Adam lr "
+          f"1e-2, budget {meta['budget']:.0f} s each)\n")
+    print("| backprop | steps | seconds | held-out loss before | after | "
+          "loss decrease per second |")
+    print("|---|---|---|---|---|---|")
+    for mode, steps, sec, before, after, rate in meta["rows"]:
+        print(f"| {mode} | {steps} | {sec:.0f} | {before:+.2f} | {after:+.2f} | "
+              f"{rate:.4f} |")
+    print("\nThe loss is log(‖r_k‖/‖b‖) after k flexible-CG steps (lower is better).\n")
+
+
 def main_gmres(args):
     t0 = time.perf_counter()
-    train = [as_problem(*family("diffusion", 32, 4, 0)),
-             as_problem(*family("anisotropic", 32, 4, 1))]
-    net = DirectionNet(8, 4, generator=torch.Generator().manual_seed(0))
-    hist = train_direction_net(net, train, 16, num_steps=args.steps, lr=1e-2,
-                               generator=torch.Generator().manual_seed(1))
-    print(f"trained {len(hist)} steps, {hist[-1][0]:.0f} s", flush=True)
+    if args.load_net:
+        net, meta = get_net(args)
+        origin = (f"the main benchmark's network ({meta['steps']} Adam steps, "
+                  f"{meta['seconds']:.0f} s")
+    else:
+        train = [as_problem(*family("diffusion", 32, 4, 0)),
+                 as_problem(*family("anisotropic", 32, 4, 1))]
+        net = DirectionNet(8, 4, generator=torch.Generator().manual_seed(0))
+        hist = train_direction_net(net, train, 16, num_steps=args.steps, lr=1e-2,
+                                   generator=torch.Generator().manual_seed(1))
+        print(f"trained {len(hist)} steps, {hist[-1][0]:.0f} s", flush=True)
+        origin = (f"DirectionNet(8, 4) trained for {len(hist)} Adam steps "
+                  f"({hist[-1][0]:.0f} s")
+    sizes = args.sizes or (64,)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lines = gmres_rows(net, 64, (0.1, 1, 10))
+        warm_up(net)
+        lines = [line for nx in sizes for line in gmres_rows(net, nx, (0.1, 1, 10))]
     print(f"\n### {time.strftime('%Y-%m-%d')}: nonsymmetric, restarted GMRES(30) "
-          f"against flexible GMRES(30), iterations to rtol = {RTOL:g} (-1: not "
-          f"converged in 5000)\n")
-    print(f"DirectionNet(8, 4) trained for {len(hist)} Adam steps through flexible CG on "
-          f"the SPD 32² families (it has never seen a nonsymmetric matrix). Problems: "
-          f"a held-out random-coefficient diffusion matrix plus first-order upwind "
-          f"convection at a random angle, cell Péclet number about Pe.\n")
-    print("| grid | cell Pe | GMRES | GMRES + Jacobi | GMRES + ILU | FGMRES + Jacobi "
-          "| FGMRES + GNN |")
-    print("|---|---|---|---|---|---|---|")
+          f"against flexible GMRES(30), iterations / wall seconds to rtol = {RTOL:g} "
+          f"(not conv.: not converged in 5000)\n")
+    print(f"Network: {origin}) through flexible CG on the SPD 32² families (it has "
+          f"never seen a nonsymmetric matrix), compiled engine. Problems: a held-out "
+          f"random-coefficient diffusion matrix plus first-order upwind convection at a "
+          f"random angle, cell Péclet number about Pe.\n")
+    print("| grid | cell Pe | " + " | ".join(GMRES_METHODS)
+          + " | GNN its / Jacobi its | GNN s / AMG s |")
+    print("|" + "---|" * (4 + len(GMRES_METHODS)))
     for line in lines:
         print(line)
     print(f"\n(whole run {time.perf_counter() - t0:.0f} s)")
@@ -316,9 +465,10 @@ def main(argv=None):
     parser.add_argument("--features", action="store_true",
                         help="compare the node-feature sets of DirectionNet instead")
     parser.add_argument("--steps", type=int, default=30,
-                        help="Adam steps per network with --features")
-    parser.add_argument("--held", type=int, default=2,
-                        help="held-out problems per family and size with --features")
+                        help="Adam steps per network with --features / --gmres")
+    parser.add_argument("--held", type=int, default=None,
+                        help="held-out problems per family and size (default 3; "
+                             "2 with --features)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="training seeds per network with --features")
     parser.add_argument("--sets", default="r,xrb",
@@ -328,42 +478,56 @@ def main(argv=None):
                         help="learning rate of the gains with --features (default lr/100)")
     parser.add_argument("--gmres", action="store_true",
                         help="nonsymmetric problems: neural_gmres against GMRES instead")
+    parser.add_argument("--engines", action="store_true",
+                        help="time neural_cg with the PyTorch and the compiled path")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="grid sizes to evaluate (default 64 128 256)")
+    parser.add_argument("--save-net", default=None,
+                        help="save the trained network (and its training cost) here")
+    parser.add_argument("--load-net", default=None,
+                        help="evaluate a network saved with --save-net (no training)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (and --save-net) only, print the training table")
     args = parser.parse_args(argv)
     if args.features:
+        if args.held is None:
+            args.held = 2
         return main_features(args)
     if args.gmres:
         return main_gmres(args)
-    if args.quick:
-        train_nx, k, budget, n_mat, sizes, wood_steps = 16, 12, 8.0, 2, (32, 48), 10
-    else:
-        train_nx, k, budget, n_mat, sizes, wood_steps = 32, 16, 75.0, 4, (64, 128, 256), 30
-
-    buf = io.StringIO()
-    rows, nets = train_nets(train_nx, k, budget, n_mat)
-    net, seconds, hist = nets["unrolled"]
-    lines = evaluate(sizes, net, seconds, train_nx, wood_steps, sizes[0])
-    with redirect_stdout(buf):
-        print(f"# Neural acceleration: results ({time.strftime('%Y-%m-%d')})\n")
-        print(f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
-              f"Python {platform.python_version()}, torch {torch.__version__}, one "
-              f"PyTorch thread. The machine is shared and noisy (2 cores, several "
-              f"users): wall times are indicative, iteration counts are exact.\n")
-        print(f"## Training (DirectionNet(8, 4), {train_nx}² grids, {n_mat} diffusion + "
-              f"{n_mat} anisotropic matrices, k = {k}, Adam lr 1e-2, budget "
-              f"{budget:.0f} s each)\n")
-        print("| backprop | steps | seconds | held-out loss before | after | "
-              "loss decrease per second |")
-        print("|---|---|---|---|---|---|")
-        for mode, steps, sec, before, after, rate in rows:
-            print(f"| {mode} | {steps} | {sec:.0f} | {before:+.2f} | {after:+.2f} | "
-                  f"{rate:.4f} |")
-        print("\nThe loss is log(‖r_k‖/‖b‖) after k flexible-CG steps (lower is better).\n")
-        print(f"## Held-out problems, iterations and wall time to rtol = {RTOL:g}\n")
-        print("| grid | family | method | iterations | vs Jacobi | wall s "
-              "| training cost |")
-        print("|---|---|---|---|---|---|---|")
+    t0 = time.perf_counter()
+    sizes = args.sizes or ((32, 48) if args.quick else (64, 128, 256))
+    wood_steps = 10 if args.quick else 30
+    n_held = 3 if args.held is None else args.held
+    net, meta = get_net(args)
+    head = (f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}, one "
+            f"PyTorch thread. The machine is shared and noisy (2 cores, several "
+            f"users): wall times are indicative, iteration counts are exact.\n")
+    if args.engines:
+        lines = engine_rows(net, sizes)
+        print(f"\n### {time.strftime('%Y-%m-%d')}: neural_cg, PyTorch path against the "
+              f"compiled path (same network, problem 0 of each size)\n")
+        print(head)
+        print("| grid | family | its (torch) | s | ms / iteration | its (compiled) | s "
+              "| ms / iteration | speed-up |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for line in lines:
             print(line)
+        print(f"\n(whole run {time.perf_counter() - t0:.0f} s)")
+        return
+    buf = io.StringIO()
+    if not args.train_only:
+        rows, wood_cost, plain = evaluate(sizes, net, n_held, wood_steps,
+                                          64 if 64 in sizes else sizes[0])
+    with redirect_stdout(buf):
+        print(f"# Neural acceleration: results ({time.strftime('%Y-%m-%d')})\n")
+        print(head)
+        print_training(meta)
+        if not args.train_only:
+            print_evaluation(rows, wood_cost, plain, meta["seconds"], meta["steps"],
+                             meta["train_nx"], wood_steps, "auto")
+        print(f"\n(whole run {time.perf_counter() - t0:.0f} s)")
     text = buf.getvalue()
     print(text)
     if args.out:
