@@ -193,23 +193,27 @@ def numeric(cp, ci, src, Lp, Li, kp, ki, kpos, data_t, Lx, ok):
 @nb.njit(**_opts)
 def solve(Lp, Li, Lx, y, b0):
     """``y[:, :, j] ← (L_e L_eᴴ)⁻¹ y[:, :, j]`` with ``L_e = Lx[:, b0 + j]``,
-    for every column ``j`` of ``y`` (shape ``(n, m, w)``)."""
+    for every column ``j`` of ``y`` (shape ``(n, m, w)``). Each stored entry
+    of ``L`` is read once for all ``m`` right-hand sides."""
     n, m, w = y.shape
-    for c in range(m):
-        for i in range(n):                       # L z = y
-            di = Lp[i]
+    for i in range(n):                           # L z = y
+        di = Lp[i]
+        for c in range(m):
             for e in range(w):
                 y[i, c, e] /= Lx[di, b0 + e]
-            for p in range(di + 1, Lp[i + 1]):
-                r = Li[p]
+        for p in range(di + 1, Lp[i + 1]):
+            r = Li[p]
+            for c in range(m):
                 for e in range(w):
                     y[r, c, e] -= Lx[p, b0 + e] * y[i, c, e]
-        for i in range(n - 1, -1, -1):           # Lᴴ x = z
-            di = Lp[i]
-            for p in range(di + 1, Lp[i + 1]):
-                r = Li[p]
+    for i in range(n - 1, -1, -1):               # Lᴴ x = z
+        di = Lp[i]
+        for p in range(di + 1, Lp[i + 1]):
+            r = Li[p]
+            for c in range(m):
                 for e in range(w):
                     y[i, c, e] -= np.conj(Lx[p, b0 + e]) * y[r, c, e]
+        for c in range(m):
             for e in range(w):
                 y[i, c, e] /= Lx[di, b0 + e]
     return y
