@@ -26,7 +26,9 @@ __all__ = ["BatchedKrylov"]
 
 def _dot(a, b):
     """``Σ_i conj(a_i) b_i`` per system: (n, B, m) x2 -> (B, m)."""
-    return np.einsum("nbm,nbm->bm", np.conj(a), b)
+    if np.iscomplexobj(a):
+        a = np.conj(a)
+    return np.einsum("nbm,nbm->bm", a, b)
 
 
 def _norm(a):
@@ -213,8 +215,11 @@ class BatchedKrylov:
         active &= ~bad
         watch.stop(active, reason)
 
-    def _nonfinite(self, x, active, reason):
-        bad = active & ~np.isfinite(x).all(axis=0)
+    def _nonfinite(self, rn, active, reason):
+        """Stop systems whose recursive residual norm ``rn`` is NaN or Inf (a
+        non-finite step reaches ``x`` and ``r`` alike; one (B, m) test instead
+        of a pass over ``x``)."""
+        bad = active & ~np.isfinite(rn)
         reason[bad] = "nonfinite"
         active &= ~bad
 
@@ -234,9 +239,9 @@ class BatchedKrylov:
             x += alpha * p
             r -= alpha * q
             its += active
-            self._nonfinite(x, active, reason)
-            reset = self._confirm(x, r, b, _norm(r), target, active, reason, trans,
-                                  watch)
+            rn = _norm(r)
+            self._nonfinite(rn, active, reason)
+            reset = self._confirm(x, r, b, rn, target, active, reason, trans, watch)
             self._check_stagnation(x, r, b, active, reason, trans, watch)
             if not active.any():
                 break
@@ -278,9 +283,9 @@ class BatchedKrylov:
             r[:, active] = r_new[:, active]
             its += active
             rho = rho_new
-            self._nonfinite(x, active, reason)
-            reset = self._confirm(x, r, b, _norm(r), target, active, reason, trans,
-                                  watch)
+            rn = _norm(r)
+            self._nonfinite(rn, active, reason)
+            reset = self._confirm(x, r, b, rn, target, active, reason, trans, watch)
             if reset.any():   # restart the recursion of those systems
                 rhat[:, reset] = r[:, reset]
                 p[:, reset] = 0
