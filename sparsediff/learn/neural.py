@@ -53,6 +53,7 @@ __all__ = [
     "neural_cg",
     "neural_cg_loss",
     "neural_gmres",
+    "neural_gmres_loss",
     "train_direction_net",
 ]
 
@@ -666,21 +667,96 @@ def neural_cg_loss(net, A, b, k, *, loss="residual", x_star=None, mode="unrolled
     return total
 
 
+def _fgmres_unrolled(net, ctx, matvec, b, k):
+    """One cycle of ``k`` differentiable flexible-GMRES steps from ``x = 0``:
+    Arnoldi (modified Gram-Schmidt) on the proposed directions ``Z``, then
+    ``y = argmin ‖β e₁ − H y‖`` by a QR of the ``(k+1) × k`` Hessenberg
+    matrix; returns ``x = Z y``."""
+    beta = b.norm(dim=-1, keepdim=True)
+    x0 = torch.zeros_like(b)
+    V, Z, cols = [b / beta], [], []
+    for j in range(k):
+        z = net.apply(ctx, x0, V[j], b)
+        _check_direction(z, V[j], "neural_gmres_loss")
+        Z.append(z)
+        w = matvec(z)
+        h = []
+        for i in range(j + 1):
+            hij = (w * V[i]).sum(-1, keepdim=True)
+            w = w - hij * V[i]
+            h.append(hij)
+        hn = w.norm(dim=-1, keepdim=True)
+        h.append(hn)
+        V.append(w / hn)
+        cols.append(torch.cat(h + [torch.zeros_like(hn)] * (k - j - 1), -1))
+    H = torch.stack(cols, -1)                                  # (..., k+1, k)
+    g = torch.zeros(H.shape[:-1], dtype=b.dtype)
+    g[..., 0] = beta[..., 0]
+    Qm, R = torch.linalg.qr(H)
+    y = torch.linalg.solve_triangular(R, (Qm.transpose(-1, -2) @ g[..., None]),
+                                      upper=True)
+    return (torch.stack(Z, -1) @ y)[..., 0]
+
+
+def neural_gmres_loss(net, A, b, k, *, backward=False, weight=1.0):
+    """``log(‖b − A x_k‖/‖b‖)`` after one cycle of ``k`` flexible-GMRES steps
+    driven by ``net`` (``x₀ = 0``), differentiably, for any square ``A``.
+
+    The training loss of :func:`neural_gmres`: the directions ``z_j`` that
+    the network proposes from the Arnoldi vectors, and the residual
+    minimization over their span, are tensor operations (backpropagated
+    through all ``k`` steps; the small least-squares problem by a QR).
+
+    Parameters
+    ----------
+    net : DirectionNet
+    A : (values, CSRPattern)
+        Matrices sharing a pattern, ``values`` of shape ``(nnz,)`` or ``(B, nnz)``.
+    b : torch.Tensor, shape (n,) or (B, n)
+        Nonzero.
+    k : int
+        FGMRES steps (>= 1).
+    backward, weight
+        As in :func:`neural_cg_loss`.
+
+    Returns
+    -------
+    torch.Tensor or float
+        The loss averaged over the batch.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`neural_gmres_loss`: `k` must be an integer >= 1; got {k!r}.")
+    values, pattern = A
+    ctx = net.context(values, pattern)
+    x = _fgmres_unrolled(net, ctx, lambda v: csr_matvec(values, pattern, v), b, k)
+    out = _measure("residual", values, pattern, b, x, None).mean()
+    if backward:
+        (weight * out).backward()
+        return out.item()
+    return out
+
+
 def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrolled",
                         truncate=5, loss="residual", truncation=1, generator=None,
-                        time_budget=None, callback=None, gate_lr=None):
+                        time_budget=None, callback=None, gate_lr=None, solver="fcg"):
     """Fit a :class:`DirectionNet` by Adam on the loss after ``k`` FCG steps.
 
     Parameters
     ----------
     net : DirectionNet
     problems : list of (values, CSRPattern)
-        Families of SPD matrices, ``values`` of shape ``(B, nnz)``; every step
+        Families of SPD matrices (any square matrices with
+        ``solver="fgmres"``), ``values`` of shape ``(B, nnz)``; every step
         draws one fresh standard-normal right-hand side per matrix and
         averages the loss over the families.
     k, loss, mode, truncate, truncation
         As in :func:`neural_cg_loss`. ``loss="energy"`` solves each matrix
         once for the right-hand side ``A·1`` (the exact solution is known).
+    solver : {"fcg", "fgmres"}
+        Train through flexible CG (:func:`neural_cg_loss`) or through one
+        cycle of ``k`` flexible-GMRES steps (:func:`neural_gmres_loss`, the
+        residual loss, unrolled; ``loss``, ``mode``, ``truncate`` and
+        ``truncation`` must keep their defaults).
     num_steps, lr
         Adam steps and learning rate.
     gate_lr : float, optional
@@ -702,6 +778,13 @@ def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrol
     list of (float, float)
         ``(seconds since the start, loss)`` at every step.
     """
+    if solver not in ("fcg", "fgmres"):
+        raise ValueError(f"`train_direction_net`: `solver` must be 'fcg' or 'fgmres'; "
+                         f"got {solver!r}.")
+    if solver == "fgmres" and (loss, mode, truncation) != ("residual", "unrolled", 1):
+        raise ValueError("`train_direction_net`: with solver='fgmres', `loss`, `mode` "
+                         "and `truncation` must be 'residual', 'unrolled' and 1; got "
+                         f"{loss!r}, {mode!r} and {truncation!r}.")
     gate = [p for name, p in net.named_parameters() if name.startswith("gate_")]
     rest = [p for name, p in net.named_parameters() if not name.startswith("gate_")]
     groups = [{"params": rest, "lr": lr}]
@@ -722,6 +805,10 @@ def train_direction_net(net, problems, k, *, num_steps=100, lr=1e-2, mode="unrol
                 b = csr_matvec(vals, pattern, x_star)
             else:
                 b = torch.randn(vals.shape[0], n, dtype=vals.dtype, generator=generator)
+            if solver == "fgmres":
+                value += neural_gmres_loss(net, (vals, pattern), b, k, backward=True,
+                                           weight=1.0 / len(problems)) / len(problems)
+                continue
             value += neural_cg_loss(
                 net, (vals, pattern), b, k, loss=loss, x_star=x_star, mode=mode,
                 truncate=truncate, truncation=truncation, backward=True,
