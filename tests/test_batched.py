@@ -265,7 +265,7 @@ def test_bad_input(rng):
     with pytest.raises(ValueError, match=r"`g` must have the shape of `x`"):
         sol.vjp(b[:2])
     with pytest.raises(ValueError, match="`method` must be one of"):
-        sd.BatchedSolver(A, data, method="minres")
+        sd.BatchedSolver(A, data, method="qmr")
 
 
 def test_inputs_never_modified(rng):

@@ -216,9 +216,9 @@ def test_bicgstab_amg_nonsymmetric_is_its_own_solve(rng, trans):
         assert adj.converged and adj.iterations <= 2 * fwd.iterations + 2
 
 
-@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+@pytest.mark.parametrize("method", ["cg", "bicgstab", "minres"])
 def test_amg_gradients_finite_differences_and_dot_product(rng, method):
-    if method == "cg":
+    if method in ("cg", "minres"):
         A, data = spd_batch(rng, m=5, B=2)
     else:
         A, data = convdiff_batch(rng, m=5, B=2)
@@ -234,7 +234,7 @@ def test_amg_gradients_finite_differences_and_dot_product(rng, method):
     grad_data, grad_b = sol.vjp(g)
     h = 1e-6
     dA = rng.standard_normal(data.shape)
-    if method == "cg":   # CG needs Hermitian values: a symmetric direction
+    if method != "bicgstab":   # Hermitian values only: a symmetric direction
         S = rng.standard_normal((2, n, n))
         S = S + S.transpose(0, 2, 1)
         dA = S[:, rows_of(A), A.indices]
@@ -456,4 +456,84 @@ def test_gmres_bad_input(rng):
     with pytest.raises(ValueError, match=r"has options \('restart',\); got unknown"):
         sd.BatchedSolver(A, data, method=("gmres", {"restrat": 5}))
     with pytest.raises(ValueError, match="`method` must be one of"):
+        sd.BatchedSolver(A, data, method="qmr")
+
+
+# ---------------------------------------------------------------------------
+# MINRES
+# ---------------------------------------------------------------------------
+
+
+def indefinite_batch(rng, m=8, B=3, dtype=np.float64):
+    """Hermitian indefinite elements: the SPD batch shifted by −(1..2)·I."""
+    A, data = spd_batch(rng, m=m, B=B, dtype=dtype)
+    on = rows_of(A) == A.indices
+    for e in range(B):
+        data[e, on] -= rng.uniform(1.0, 2.0)
+    return A, data
+
+
+@pytest.mark.parametrize(("kind", "M"), [
+    ("spd", None), ("spd", "jacobi"), ("spd", "amg"), ("complex", None),
+    ("complex", "jacobi"), ("complex", "amg"),
+    ("indefinite", None)])   # (MINRES needs a positive definite M)
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+def test_minres_each_element_is_its_own_solve(rng, kind, M, trans):
+    if kind == "indefinite":
+        A, data = indefinite_batch(rng)
+    else:
+        A, data = spd_batch(rng, m=8, dtype=np.complex128 if kind == "complex"
+                            else np.float64)
+    b = rng.standard_normal((3, A.shape[0], 2)).astype(data.dtype)
+    sol = sd.BatchedSolver(A, data, method="minres", M=M, rtol=1e-10).solve(
+        b, trans=trans)
+    g = rng.standard_normal(b.shape).astype(data.dtype)
+    grad_data, grad_b = sol.vjp(g)
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method="minres", M=M,
+                        rtol=1e-10).solve(b[e], trans=trans)
+        gA, gb = one.vjp(g[e])
+        gA = entries(A, gA)
+        assert sol.info[e].converged
+        assert sol.info[e].method == "minres" + (f"+{M}" if M else "")
+        np.testing.assert_array_equal(sol.info[e].column_iterations,
+                                      one.info.column_iterations)
+        for got, want in ((sol.x[e], one.x), (grad_data[e], gA), (grad_b[e], gb)):
+            np.testing.assert_allclose(got, want, rtol=0,
+                                       atol=1e-8 * np.abs(want).max())
+
+
+def test_minres_failures_stay_in_their_element(rng):
+    # stagnation, as the single MINRES
+    A, data, b = stagnating_batch(rng, m=12)
+    with quiet():
+        sol = sd.BatchedSolver(A, data, method="minres", rtol=1e-20,
+                               on_failure="warn").solve(b)
+        one = sd.Solver(A, method="minres", rtol=1e-20, on_failure="warn").solve(b[0])
+    assert one.info.reason == sol.info[0].reason == "stagnation"
+    assert sol.info[0].iterations == one.info.iterations
+    np.testing.assert_allclose(sol.x[0], one.x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sol.x[1], b[1] / 4, rtol=1e-15)
+    # an element whose Jacobi preconditioner is indefinite (negative
+    # diagonal entries): "indefinite" there, the others converge untouched
+    A, data = spd_batch(rng, m=8)
+    b = rng.standard_normal((3, A.shape[0]))
+    ref = sd.BatchedSolver(A, data[[0, 2]], method="minres", M="jacobi").solve(b[[0, 2]])
+    bad = data.copy()
+    rows = rows_of(A)
+    bad[1, (rows == A.indices) & (rows < 5)] *= -1
+    with pytest.raises(sd.ConvergenceError, match="batch element 1.*indefinite"):
+        sd.BatchedSolver(A, bad, method="minres", M="jacobi").solve(b)
+    sol = sd.BatchedSolver(A, bad, method="minres", M="jacobi",
+                           on_failure="nan").solve(b)
+    assert sol.info[1].reason == "indefinite" and np.isnan(sol.x[1]).all()
+    np.testing.assert_array_equal(sol.x[[0, 2]], ref.x)
+    grad_data, grad_b = sol.vjp(np.ones_like(b))
+    assert np.isnan(grad_b[1]).all() and np.isfinite(grad_b[[0, 2]]).all()
+
+
+def test_minres_refuses_non_hermitian(rng):
+    A, data = convdiff_batch(rng, m=4)
+    with pytest.raises(ValueError, match="method='minres' needs Hermitian matrices; "
+                                         "batch element 0"):
         sd.BatchedSolver(A, data, method="minres")

@@ -33,7 +33,7 @@ from ._direct import BatchedDirect
 
 __all__ = ["BatchedSolution", "BatchedSolver", "batched_solve"]
 
-METHODS = ("auto", "direct", "cg", "bicgstab", "gmres")
+METHODS = ("auto", "direct", "cg", "bicgstab", "gmres", "minres")
 
 # op(A)ᴴ as (trans of A, conjugate in and out): adjoint/linear.py
 _ADJOINT = {"N": ("H", False), "T": ("N", True), "H": ("N", False)}
@@ -155,12 +155,13 @@ class BatchedSolver:
     data : array_like, shape (B, nnz)
         The stored values of every element, row ``e`` in the pattern's entry
         order. Never modified.
-    method : {"auto", "direct", "cg", "bicgstab", "gmres"} or tuple
+    method : {"auto", "direct", "cg", "bicgstab", "gmres", "minres"} or tuple
         ``"direct"`` (the default under ``"auto"``): CHOLMOD on one symbolic
         analysis for Hermitian positive-diagonal elements when installed,
         else SuperLU on one ordering (docs/batched.md); ``"cg"``
-        (Hermitian positive definite elements), ``"bicgstab"`` or
-        ``"gmres"`` (restarted, right-preconditioned; its basis size as
+        (Hermitian positive definite elements), ``"minres"`` (Hermitian
+        elements, Hermitian ``M``), ``"bicgstab"`` or ``"gmres"``
+        (restarted, right-preconditioned; its basis size as
         ``method=("gmres", {"restart": 50})``, default 20), run in lockstep
         over the batch with per-element convergence.
     M : None, "jacobi" or "amg"

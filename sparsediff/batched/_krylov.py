@@ -65,8 +65,8 @@ class _Watch:
 
 
 class BatchedKrylov:
-    """Lockstep CG / BiCGSTAB / GMRES over B matrices on one pattern (see the
-    module)."""
+    """Lockstep CG / BiCGSTAB / GMRES / MINRES over B matrices on one pattern
+    (see the module)."""
 
     iterative = True
 
@@ -83,21 +83,22 @@ class BatchedKrylov:
         self.func = func
         self.method = method + (f"+{M}" if M is not None else "")
         n = mat.shape[0]
-        if method == "cg":
+        hermitian = method in ("cg", "minres")
+        if hermitian:
             for e in np.flatnonzero(finite):
                 sym = measure_symmetry(mat.indptr, mat.indices, data[e], mat.shape)
                 if not sym.hermitian:
                     raise ValueError(
-                        f"`{func}`: method='cg' needs Hermitian matrices; batch "
-                        f"element {e} is not ({sym.describe()}); use "
-                        f"method='bicgstab' or 'direct'.")
+                        f"`{func}`: method={method!r} needs Hermitian matrices; "
+                        f"batch element {e} is not ({sym.describe()}); use "
+                        f"method='bicgstab', 'gmres' or 'direct'.")
         self._dinv = None
         self.amg = None
         if M == "jacobi" and n:
             on = mat.rows == mat.indices
             d = np.zeros((self.batch, n), dtype=data.dtype)
             d[:, mat.indices[on]] = data[:, on]
-            if method == "cg":
+            if hermitian:
                 d = d.real.astype(data.dtype)
             zero = (d == 0) & finite[:, None]
             if zero.any():
@@ -111,7 +112,7 @@ class BatchedKrylov:
             from ._amg import BatchedAMG
 
             self.amg = BatchedAMG(mat, data, finite, func=func,
-                                  hermitian=method == "cg")
+                                  hermitian=hermitian)
         self.singular = np.zeros(self.batch, bool)
 
     def update(self, data, finite):
@@ -155,8 +156,8 @@ class BatchedKrylov:
         reason[done] = "converged"
         active &= ~done
         reason[~np.broadcast_to(elements[:, None], (B, m))] = "skipped"
-        run = {"cg": self._cg, "bicgstab": self._bicgstab,
-               "gmres": self._gmres}[self.kind]
+        run = {"cg": self._cg, "bicgstab": self._bicgstab, "gmres": self._gmres,
+               "minres": self._minres}[self.kind]
         watch = _Watch((B, m), n)
         if n and active.any():
             with np.errstate(all="ignore"):
@@ -423,3 +424,107 @@ class BatchedKrylov:
             stuck = act & (noprogress >= 3)
             why[stuck] = "stagnation"
             act &= ~stuck
+
+    def _minres(self, x, r, b, target, active, reason, its, maxiter, trans, watch):
+        """Preconditioned MINRES on every system: the recurrences of
+        ``solvers/minres.py`` (the unpreconditioned residual carried along,
+        relative thresholds, "indefinite" for an indefinite ``M``, "singular"
+        for a least-squares solution of an inconsistent system, "breakdown"
+        for an invariant subspace without convergence), with per-system
+        scalars ``(B, m)``. A system that stops has its direction vectors
+        zeroed and its denominators set to 1, so that the others' iterations
+        leave its ``x`` and ``r`` exactly as they are."""
+        eps = np.finfo(x.dtype).eps
+        rdt = x.real.dtype
+        dot_eps = np.sqrt(max(x.shape[0], 1)) * eps
+        pre = self._dinv is not None or self.amg is not None
+
+        def psolve(v):
+            return self._precond(v, trans, active) if pre else v
+
+        y = psolve(r)
+        beta1 = _dot(r, y).real if pre else _norm(r) ** 2
+        bad = active & ~np.isfinite(beta1)
+        reason[bad] = "nonfinite"
+        active &= ~bad
+        bad = active & ~(beta1 > 0)
+        reason[bad] = "indefinite"
+        active &= ~bad
+        if not active.any():
+            return
+        shape = active.shape
+        beta1 = np.sqrt(np.where(active, beta1, 1.0))
+        r1, r2 = r.copy(), r.copy()
+        beta, oldb = beta1.copy(), np.zeros(shape)
+        dbar, epsln = np.zeros(shape), np.zeros(shape)
+        phibar = beta1.copy()
+        cs, sn = -np.ones(shape), np.zeros(shape)
+        tnorm2 = np.zeros(shape)
+        w, w2, aw, aw2 = (np.zeros_like(r) for _ in range(4))
+        vectors = [y, r1, r2]
+        was = active.copy()
+
+        def freeze(dead):
+            """Zero the recurrence of the systems ``dead`` (see above)."""
+            for arr in vectors + [w, w2, aw, aw2]:
+                arr[:, dead] = 0
+            phibar[dead] = 0.0
+
+        freeze(~active)
+        for it in range(maxiter):
+            sb = np.where(active, beta, 1.0)   # stopped systems divide by 1
+            v = y * (1.0 / sb).astype(rdt)
+            av = self._matvec(v, trans)
+            y = (av - (beta / np.where(oldb == 0, 1, oldb)).astype(rdt) * r1
+                 if it else av.copy())
+            alfa = _dot(v, y).real
+            y -= (alfa / sb).astype(rdt) * r2
+            r1, r2 = r2, y
+            y = psolve(y)
+            if not pre:
+                y = y.copy()
+            oldb = beta
+            beta2 = _dot(r2, y).real
+            beta = np.sqrt(np.maximum(beta2, 0.0))
+            # the next rotation of the QR of T_k (thresholds relative to ‖T_k‖)
+            tnorm2 = tnorm2 + alfa ** 2 + beta ** 2 + (oldb ** 2 if it else 0.0)
+            tnorm = np.sqrt(tnorm2)
+            oldeps = epsln
+            delta = cs * dbar + sn * alfa
+            gbar = sn * dbar - cs * alfa
+            epsln = sn * beta
+            dbar = -cs * beta
+            root = np.hypot(gbar, dbar)
+            gamma = np.maximum(np.hypot(gbar, beta), eps * tnorm)
+            gamma = np.where(gamma > 0, gamma, np.inf)
+            cs = gbar / gamma
+            sn = beta / gamma
+            phi = np.where(active, cs * phibar, 0.0)
+            phibar = sn * phibar
+            test2 = np.divide(root, tnorm, out=np.zeros_like(root), where=tnorm > 0)
+            inv = (1.0 / gamma).astype(rdt)
+            w, w2 = (v - oldeps.astype(rdt) * w2 - delta.astype(rdt) * w) * inv, w
+            aw, aw2 = (av - oldeps.astype(rdt) * aw2 - delta.astype(rdt) * aw) * inv, aw
+            x += phi.astype(rdt) * w
+            r -= phi.astype(rdt) * aw
+            its += active
+            indefinite = (active & (beta2 < -dot_eps * np.sqrt(_norm(r2) ** 2
+                                                               * _norm(y) ** 2))
+                          if pre else np.zeros(shape, bool))
+            rn = _norm(r)
+            self._nonfinite(np.where(np.isfinite(beta), rn, np.nan), active, reason)
+            self._confirm(x, r, b, rn, target, active, reason, trans, watch)
+            for mask, why in ((indefinite, "indefinite"),
+                              (test2 <= 10 * eps, "singular"),
+                              (beta <= eps * tnorm, "breakdown")):
+                mask = active & mask
+                reason[mask] = why
+                active &= ~mask
+            self._check_stagnation(x, r, b, active, reason, trans, watch)
+            if not active.any():
+                break
+            vectors = [y, r1, r2]
+            dead = was & ~active
+            if dead.any():
+                freeze(dead)
+                was = active.copy()
