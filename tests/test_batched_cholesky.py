@@ -207,3 +207,103 @@ def test_update_keeps_the_analysis(rng):
     b = rng.standard_normal((3, A.shape[0]))
     np.testing.assert_allclose(solver.solve(b).x[1],
                                np.linalg.solve(dense(A, 2.0 * data[1]), b[1]), rtol=1e-10)
+
+
+# -- non-Hermitian batches: the LU library of sparsediff.solve, one analysis --
+
+def convection_batch(A, B, rng, dtype=np.float64):
+    """Non-symmetric, diagonally dominant values on A's pattern."""
+    n = A.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    data = -rng.uniform(0.1, 2.0, (B, A.nnz)).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        data = data * np.exp(1j * rng.uniform(0, 2 * np.pi, (B, A.nnz)))
+    on = rows == A.indices
+    for e in range(B):
+        off = np.bincount(rows, weights=np.abs(data[e]) * ~on, minlength=n)
+        data[e, on] = off[rows[on]] + 0.3
+    return data
+
+
+def _installed():
+    from sparsediff.backend import NUMBA
+
+    return getattr(NUMBA, "direct_libraries", lambda: ())()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_non_hermitian_batch_on_umfpack(rng, dtype):
+    """From 1,000 unknowns a 2-D non-Hermitian batch takes UMFPACK with one
+    symbolic analysis (old code: SuperLU); each element equals its own solve
+    in N, T and H, gradients included; ``update`` keeps the analysis."""
+    if "umfpack" not in _installed():
+        pytest.skip("UMFPACK not installed")
+    A = grid_pattern(32)
+    data = convection_batch(A, 3, rng, dtype)
+    solver = sd.BatchedSolver(A, data)
+    engine = solver._engine
+    assert engine.library == "umfpack"
+    assert [f.library for f in engine.factors(engine.dtype)] == ["umfpack"] * 3
+    shape = (3, A.shape[0])
+    b = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        b = b + 1j * rng.standard_normal(shape)
+        g = g + 1j * rng.standard_normal(shape)
+    for trans in "NTH":
+        sol = solver.solve(b, trans=trans)
+        gd, gb = sol.vjp(g)
+        for e in range(3):
+            one = sd.Solver(sp.csr_array((data[e], A.indices, A.indptr), shape=A.shape),
+                            method="direct").solve(b[e], trans=trans)
+            gA, gbe = one.vjp(g[e])
+            np.testing.assert_allclose(sol.x[e], one.x, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(gb[e], gbe, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(gd[e], gA.data, rtol=1e-9, atol=1e-11)
+            assert sol.info[e].condition_estimate == pytest.approx(
+                one.info.condition_estimate, rel=1e-6)
+    analysis = engine._analysis
+    solver.update(data * 2.0)
+    assert solver._engine.library == "umfpack" and solver._engine._analysis is analysis
+    x = solver.solve(b).x
+    np.testing.assert_allclose(x[2], np.linalg.solve(dense(A, 2.0 * data[2]), b[2]),
+                               rtol=1e-10)
+
+
+def test_singular_element_on_umfpack(rng):
+    """An exactly singular element (a zero row) is reported alone."""
+    if "umfpack" not in _installed():
+        pytest.skip("UMFPACK not installed")
+    A = grid_pattern(32)
+    data = convection_batch(A, 3, rng)
+    data[1, A.indptr[5]:A.indptr[6]] = 0.0
+    b = rng.standard_normal((3, A.shape[0]))
+    sol = sd.BatchedSolver(A, data, on_failure="nan").solve(b)
+    assert sol.info[1].reason == "singular" and np.isnan(sol.x[1]).all()
+    for e in (0, 2):
+        assert sol.info[e].converged
+        np.testing.assert_allclose(sol.x[e], np.linalg.solve(dense(A, data[e]), b[e]),
+                                   rtol=1e-10)
+    with pytest.raises(sd.SingularMatrixError, match="batch element 1"):
+        sd.BatchedSolver(A, data).solve(b)
+
+
+def test_three_dimensional_batch_on_pardiso(rng):
+    """A real non-symmetric 3-D batch takes MKL Pardiso when installed (the
+    rule of sparsediff.solve), and every element is its own solve."""
+    libs = _installed()
+    if "pardiso" not in libs:
+        pytest.skip("MKL Pardiso not installed")
+    A = grid_pattern(11, dims=3)
+    data = convection_batch(A, 3, rng)
+    solver = sd.BatchedSolver(A, data)
+    assert solver._engine.library == "pardiso"
+    b = rng.standard_normal((3, A.shape[0]))
+    for trans in "NT":
+        sol = solver.solve(b, trans=trans)
+        gd, gb = sol.vjp(b)
+        for e in range(3):
+            M = dense(A, data[e])
+            op = M if trans == "N" else M.T
+            np.testing.assert_allclose(sol.x[e], np.linalg.solve(op, b[e]), rtol=1e-9)
+            np.testing.assert_allclose(gb[e], np.linalg.solve(op.T, b[e]), rtol=1e-9)

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._dtypes import real_dtype
+from ..backend._direct import PerturbedPivotsError
 from ..solvers._common import make_info
 from ..solvers._conditioning import (
     SINGULAR_BOUND,
@@ -36,10 +37,13 @@ from ..solvers._conditioning import (
     semipositive,
     z_matrix,
 )
+from ..solvers.direct import LIBRARY_MIN_N, _auto_lu
 from ._cholesky import BatchedCholesky, CholeskyAnalysis
 from ._common import batch_map, batch_matvec
 
 __all__ = ["BatchedDirect"]
+
+_REFUSED = object()     # an element a library declines: SuperLU factors it
 
 #: The batched Cholesky kernels take a Hermitian positive-diagonal batch when
 #: one factorization costs at most this many multiply-adds per stored entry of
@@ -155,7 +159,7 @@ class BatchedDirect:
     iterative = False
 
     def __init__(self, mat, data, finite, *, workers, func, ordering=None,
-                 analysis=None):
+                 analysis=None, library=None):
         self.mat = mat
         self.data = data
         self.data_t = np.ascontiguousarray(data.T)
@@ -181,35 +185,34 @@ class BatchedDirect:
         self.singular = np.zeros(self.batch, bool)
         self._analysis = analysis
         self._cholesky = {}     # dtype -> BatchedCholesky
-        self.library = self._choose_library(analysis)
+        self.library = library if analysis is not None else self._choose_library()
         if n == 0:
             self.ordering = _Ordering(mat, "NATURAL")
-        elif self.library in ("cholmod", "cholesky"):
-            # SuperLU only for elements refused (not positive definite), each
-            # with its own ordering
+        elif self.library != "superlu":
+            # SuperLU only for elements refused (not positive definite, or
+            # perturbed pivots), each with its own ordering
             self.ordering = ordering or _Ordering(mat, "COLAMD")
         else:
             self.ordering = ordering or self._order()
         self.factors(self.dtype)
 
-    def _choose_library(self, analysis):
-        """``"cholmod"`` (one symbolic analysis for the batch, ``LLᴴ`` per
-        element) when the backend has it and every element is bitwise
-        Hermitian with a positive diagonal in double precision; else
-        ``"superlu"``. An element CHOLMOD finds not positive definite is
-        factored by SuperLU instead."""
+    def _choose_library(self):
+        """The factorization of the batch (docs/batched.md, "Direct path"):
+
+        * every element bitwise Hermitian with a positive diagonal:
+          ``"cholesky"`` (the batched kernels) for shallow elimination or
+          without CHOLMOD, ``"cholmod"`` otherwise (one symbolic analysis,
+          ``LLᴴ`` per element); an element not positive definite is factored
+          by SuperLU instead;
+        * otherwise, from ``LIBRARY_MIN_N`` unknowns, the ``LU`` library
+          ``sparsediff.solve`` would choose (UMFPACK, or MKL Pardiso for real
+          matrices whose graph is not two-dimensional) with one symbolic
+          analysis, when installed;
+        * else ``"superlu"`` (one ordering, pre-permuted factorizations).
+        """
         mat, data = self.mat, self.data
         backend = mat.backend
-        if analysis is not None:
-            return "cholesky" if isinstance(analysis, CholeskyAnalysis) else "cholmod"
         if getattr(backend, "device", False) or not mat.nnz or not self.finite.any():
-            return "superlu"
-        fin = self.finite
-        if not self._exact_hermitian[fin].all():
-            return "superlu"
-        on = mat.rows == mat.indices
-        if np.count_nonzero(on) != mat.shape[0] or not np.all(
-                data[fin][:, on].real > 0):
             return "superlu"
         libs = ()
         if (data.dtype in (np.float64, np.complex128)
@@ -218,6 +221,13 @@ class BatchedDirect:
                 libs = backend.direct_libraries()
             except Exception:  # noqa: BLE001 - a broken optional library: ours
                 libs = ()
+        fin = self.finite
+        on = mat.rows == mat.indices
+        if not (self._exact_hermitian[fin].all() and np.count_nonzero(on) == mat.shape[0]
+                and np.all(data[fin][:, on].real > 0)):
+            if not libs or mat.shape[0] < LIBRARY_MIN_N:
+                return "superlu"     # the rule of sparsediff.solve (docs/direct.md)
+            return _auto_lu(mat, libs, data.dtype)
         cholesky = CholeskyAnalysis(mat)
         if "cholmod" in libs and cholesky.flops > CHOLESKY_MAX_DEPTH * cholesky.fill:
             return "cholmod"
@@ -240,16 +250,20 @@ class BatchedDirect:
                 return None
             raise
 
-    def _cholmod(self, values):
-        """A CHOLMOD factor on the shared analysis, or ``None`` when the
-        element is not positive definite (SuperLU takes it)."""
+    def _library_factor(self, library, values):
+        """A factor by an optional library on the shared analysis; ``None``
+        for an element UMFPACK finds singular; ``_REFUSED`` for one that
+        SuperLU must take (not positive definite for CHOLMOD, perturbed
+        pivots in Pardiso)."""
         m = self.mat
         try:
             return m.backend.direct_factor(
-                "cholmod", m.shape[0], m.rows.astype(np.int64),
+                library, m.shape[0], m.rows.astype(np.int64),
                 m.indices.astype(np.int64), values, self._analysis, func=self.func)
+        except PerturbedPivotsError:
+            return _REFUSED
         except ArithmeticError:
-            return None
+            return _REFUSED if library == "cholmod" else None
 
     def _order(self):
         """The ordering of the first element that factors (see the module)."""
@@ -280,26 +294,39 @@ class BatchedDirect:
             spec = "NATURAL" if o.natural else o.spec
             n = self.mat.shape[0]
 
+            library = self.library if dtype == self.dtype else "superlu"
+            first = {}
+
             def one(e):
                 if not self.finite[e] or n == 0:
                     return None
                 if self.mat.nnz == 0:
                     return None
+                if e in first:
+                    return first[e]
                 values = self.data[e].astype(dtype, copy=False)
-                if self.library == "cholmod" and dtype == self.dtype:
-                    f = self._cholmod(values)
-                    if f is not None:
+                if library != "superlu":
+                    f = self._library_factor(library, values)
+                    if f is not _REFUSED:
                         return f
                 return self._lu(values, spec)
 
-            if self.library == "cholmod" and self._analysis is None and dtype == self.dtype:
-                # the symbolic analysis once, from the first element that factors
-                for e in np.flatnonzero(self.finite):
-                    f = self._cholmod(self.data[e])
-                    if f is not None:
-                        self._analysis = f.analysis
-                        break
-            lus = batch_map(one, range(self.batch), self.workers)
+            workers = self.workers
+            if library != "superlu":
+                # CHOLMOD and UMFPACK (through their binding) keep the GIL, and
+                # Pardiso runs its own threads: the elements one after another
+                workers = 1
+                if self._analysis is None:
+                    # the symbolic analysis once, from the first element that
+                    # factors
+                    for e in np.flatnonzero(self.finite):
+                        f = first[e] = self._library_factor(library, self.data[e])
+                        if f is _REFUSED:
+                            first[e] = self._lu(self.data[e], spec)
+                        elif f is not None:
+                            self._analysis = f.analysis
+                            break
+            lus = batch_map(one, range(self.batch), workers)
             if n:
                 self.singular |= np.array([lu is None for lu in lus], bool) & self.finite
             self._factors[dtype] = lus
@@ -329,6 +356,8 @@ class BatchedDirect:
         if getattr(lu, "library", None) == "cholmod":
             # A = Aᴴ (checked): H is N; the factor handles T (conj for complex)
             return lu.solve(np.ascontiguousarray(b), "T" if trans == "T" else "N")
+        if getattr(lu, "library", None) in ("umfpack", "pardiso"):
+            return lu.solve(np.ascontiguousarray(b), trans)      # LU of A itself
         o = self.ordering
         if not o.natural:
             t = {"N": "T", "T": "N", "H": "_conj"}[trans]
@@ -581,10 +610,10 @@ class BatchedDirect:
 
     def update(self, data, finite):
         """A new engine for new values on the same pattern (same ordering)."""
-        analysis = self._analysis if self.library in ("cholmod", "cholesky") else None
+        analysis = self._analysis if self.library != "superlu" else None
         new = BatchedDirect(self.mat, data, finite, workers=self.workers,
                             func=self.func, ordering=self.ordering,
-                            analysis=analysis)
+                            analysis=analysis, library=self.library)
         if (new.library in ("cholmod", "cholesky")
                 and not new._exact_hermitian[finite].all()):
             # new values no longer Hermitian: start afresh with SuperLU
