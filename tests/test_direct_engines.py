@@ -402,6 +402,26 @@ def test_umfpack_unrefined_solve_matches_dense(rng, dtype, trans):
         np.testing.assert_array_equal(b, keep)
 
 
+def test_umfpack_estimate_without_the_c_library_uses_the_refined_solve(monkeypatch, rng):
+    """Where UMFPACK's C library cannot be found (another platform or build),
+    the estimator's solves fall back to kvxopt's refined solve: same
+    estimates, no failure."""
+    _require("umfpack")
+    D, mask = _dense(rng, 20, np.complex128, hermitian=False)
+    A = sp.csr_array(D * mask)
+    b = _randn(rng, 20, np.complex128)
+    want = sd.Solver(A, method=_method("umfpack")).solve(b).info.condition_estimate
+    monkeypatch.setattr(libs, "_UMFPACK_C", False)
+    calls = []
+    refined = libs._Factor.solve
+    monkeypatch.setattr(libs._Factor, "solve",
+                        lambda f, v, trans="N": calls.append(trans) or refined(f, v, trans))
+    got = sd.Solver(A, method=_method("umfpack")).solve(b).info.condition_estimate
+    assert len(calls) >= 5            # the caller's solve and the estimator's
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+    assert np.linalg.cond(D * mask, 1) / 3 <= got <= np.linalg.cond(D * mask, 1) * 1.000001
+
+
 def _pattern(A):
     """What ``_transpose_order`` reads of a validated matrix (canonical CSR)."""
     from types import SimpleNamespace

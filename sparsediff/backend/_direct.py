@@ -268,6 +268,8 @@ def _umfpack_c():
 def _load_umfpack_c():
     import ctypes
 
+    if ctypes.sizeof(ctypes.c_int) >= ctypes.sizeof(ctypes.c_size_t):
+        return False          # kvxopt then builds on the int (``*i_``) routines
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if "libumfpack" in line}
