@@ -537,3 +537,29 @@ def test_minres_refuses_non_hermitian(rng):
     with pytest.raises(ValueError, match="method='minres' needs Hermitian matrices; "
                                          "batch element 0"):
         sd.BatchedSolver(A, data, method="minres")
+
+
+@pytest.mark.parametrize(("method", "M"), [
+    ("cg", "amg"), ("bicgstab", "amg"), ("minres", None), ("minres", "amg"),
+    ("gmres", None), ("gmres", "jacobi"), ("gmres", "amg")])
+def test_new_methods_edge_cases(rng, method, M):
+    A, data = spd_batch(rng, m=6)
+    b = rng.standard_normal((3, A.shape[0]))
+    # float32 values and right-hand sides
+    s32 = sd.BatchedSolver(A, data.astype(np.float32), method=method, M=M,
+                           rtol=1e-5).solve(b.astype(np.float32))
+    assert s32.x.dtype == np.float32 and s32.converged.all()
+    ref = sd.BatchedSolver(A, data, method=method, M=M).solve(b)
+    r = b - np.einsum("eij,ej->ei", np.stack([with_values(A, d).toarray()
+                                               for d in data]), s32.x)
+    assert (np.linalg.norm(r, axis=1) <= 1e-4 * np.linalg.norm(b, axis=1)).all()
+    # a converged x0: no iteration, x0 returned
+    again = sd.BatchedSolver(A, data, method=method, M=M).solve(b, x0=ref.x)
+    assert all(i.iterations == 0 for i in again.info)
+    np.testing.assert_array_equal(again.x, ref.x)
+    # B = 0 and n = 0
+    assert sd.BatchedSolver(A, data[:0], method=method, M=M).solve(
+        b[:0]).x.shape == (0, A.shape[0])
+    empty = sd.BatchedSolver(sp.csr_array((0, 0)), np.zeros((2, 0)), method=method,
+                             M=M).solve(np.zeros((2, 0)))
+    assert empty.x.shape == (2, 0) and empty.converged.all()
