@@ -51,6 +51,31 @@ def _etree(n, cp, ci):
 
 
 @nb.njit(**_opts)
+def _reach(k, cp, ci, parent, flag, stack, path):
+    """The columns row ``k`` of ``L`` reaches: ``stack[top:]`` in topological
+    order (the walks up the elimination tree from column ``k``'s entries
+    above the diagonal, marked in ``flag``); returns ``top``."""
+    n = stack.shape[0]
+    flag[k] = k
+    top = n
+    for p in range(cp[k], cp[k + 1]):
+        i = ci[p]
+        if i > k:
+            continue
+        length = 0
+        while flag[i] != k:
+            path[length] = i
+            length += 1
+            flag[i] = k
+            i = parent[i]
+        while length > 0:
+            length -= 1
+            top -= 1
+            stack[top] = path[length]
+    return top
+
+
+@nb.njit(**_opts)
 def _program(n, cp, ci, parent, fill):
     """Column pointers and row indices of ``L`` and the step program.
 
@@ -64,22 +89,7 @@ def _program(n, cp, ci, parent, fill):
     counts = np.ones(n, np.int64)            # the diagonal
     kp = np.zeros(n + 1, np.int64)
     for k in range(n):
-        flag[k] = k
-        top = n
-        for p in range(cp[k], cp[k + 1]):
-            i = ci[p]
-            if i > k:
-                continue
-            length = 0
-            while flag[i] != k:
-                path[length] = i
-                length += 1
-                flag[i] = k
-                i = parent[i]
-            while length > 0:
-                length -= 1
-                top -= 1
-                stack[top] = path[length]
+        top = _reach(k, cp, ci, parent, flag, stack, path)
         kp[k + 1] = kp[k] + (n - top)
         for t in range(top, n):
             counts[stack[t]] += 1
@@ -96,22 +106,7 @@ def _program(n, cp, ci, parent, fill):
     q = 0
     for k in range(n):
         Li[Lp[k]] = k
-        flag[k] = k
-        top = n
-        for p in range(cp[k], cp[k + 1]):
-            i = ci[p]
-            if i > k:
-                continue
-            length = 0
-            while flag[i] != k:
-                path[length] = i
-                length += 1
-                flag[i] = k
-                i = parent[i]
-            while length > 0:
-                length -= 1
-                top -= 1
-                stack[top] = path[length]
+        top = _reach(k, cp, ci, parent, flag, stack, path)
         for t in range(top, n):
             i = stack[t]
             ki[q] = i
