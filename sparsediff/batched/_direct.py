@@ -435,7 +435,7 @@ class BatchedDirect:
         inv = batch_map(one, range(B), workers)
         if n == 0:
             x3[...] = 0
-        xz = np.nan_to_num(x3)
+        xz = x3 if np.isfinite(x3).all() else np.nan_to_num(x3)
         res = b3 - batch_matvec(self.mat, self.data_t, xz, trans)
         absres = np.abs(res)
         ax = batch_matvec(self.mat, self.abs_t, np.abs(xz), trans)
@@ -487,6 +487,8 @@ class BatchedDirect:
             return todo
         for e in np.flatnonzero(elements):
             todo[e] = (e, dtype) not in self._m_matrices
+        if not todo.any():
+            return todo
         cand = todo & self._z_matrices()
         for e in np.flatnonzero(todo & ~cand):
             self._m_matrices[(e, dtype)] = (False, None)
