@@ -236,6 +236,15 @@ class Backend:
 
         return _selinv.selected_inverse_lu(lu, rows, cols)
 
+    def batched_cholesky(self, *, func):
+        """The batched sparse Cholesky kernels (``kernels/numba/_cholesky.py``:
+        ``symbolic``, ``fill_count``, ``numeric``, ``solve``) for B Hermitian
+        positive definite matrices on one pattern, batch-last (host arrays)."""
+        self.require("method", "direct", func)
+        from ..kernels.numba import _cholesky
+
+        return _cholesky
+
 
 class NumbaBackend(Backend):
     """The CPU backend: NumPy arrays, SciPy sparse matrices, Numba kernels."""

@@ -28,12 +28,6 @@ __all__ = ["CholeskyAnalysis", "BatchedCholesky"]
 SLICE = 32
 
 
-def _kernels():
-    from ..kernels.numba import _cholesky
-
-    return _cholesky
-
-
 def _minimum_degree(mat):
     """A fill-reducing symmetric permutation (new → old) of the pattern."""
     n = mat.shape[0]
@@ -59,9 +53,10 @@ class CholeskyAnalysis:
     canonical values, and the kernel's program ``(Lp, Li, kp, ki, kpos)``.
     """
 
-    def __init__(self, mat):
+    def __init__(self, mat, func="sparsediff.BatchedSolver"):
         n = mat.shape[0]
         self.n = n
+        self.kernels = mat.backend.batched_cholesky(func=func)
         self.perm = _minimum_degree(mat) if n > 1 else np.arange(n)
         inv = np.argsort(self.perm)
         rows = inv[mat.rows]
@@ -72,8 +67,8 @@ class CholeskyAnalysis:
         self.ci = rows[src].astype(np.int64)
         self.cp = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(cols[src], minlength=n), out=self.cp[1:])
-        k = _kernels()
-        self.Lp, self.Li, self.kp, self.ki, self.kpos = k.symbolic(n, self.cp, self.ci)
+        self.Lp, self.Li, self.kp, self.ki, self.kpos = self.kernels.symbolic(
+            n, self.cp, self.ci)
 
     @property
     def fill(self):
@@ -117,7 +112,7 @@ class BatchedCholesky:
         self.slices = [(b0, min(B, b0 + width)) for b0 in range(0, B, width)]
         self.ok = np.zeros(B, bool)
         self.ok[elements] = True
-        a, k = analysis, _kernels()
+        a, k = analysis, analysis.kernels
         self._L = [None] * len(self.slices)
 
         def factor(s):
@@ -143,7 +138,8 @@ class BatchedCholesky:
 
     def _run(self, s, b0, y):
         if self.analysis.n:
-            _kernels().solve(self.analysis.Lp, self.analysis.Li, self._L[s], y, b0)
+            a = self.analysis
+            a.kernels.solve(a.Lp, a.Li, self._L[s], y, b0)
         return y
 
     def solve_one(self, s, col, b, trans):

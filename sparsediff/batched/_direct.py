@@ -228,7 +228,7 @@ class BatchedDirect:
             if not libs or mat.shape[0] < LIBRARY_MIN_N:
                 return "superlu"     # the rule of sparsediff.solve (docs/direct.md)
             return _auto_lu(mat, libs, data.dtype)
-        cholesky = CholeskyAnalysis(mat)
+        cholesky = CholeskyAnalysis(mat, self.func)
         if "cholmod" in libs and cholesky.flops > CHOLESKY_MAX_DEPTH * cholesky.fill:
             return "cholmod"
         self._analysis = cholesky
