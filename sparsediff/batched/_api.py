@@ -127,10 +127,19 @@ def as_batch_rhs(b, batch, n, func, name="b"):
     return b3, dtype, is_2d
 
 
-def _like_input(arr, dtype):
+def _like_input(arr, dtype, fresh=False):
+    """``arr`` in the caller's dtype; a copy unless ``fresh`` (a private
+    array nothing else holds, returned as is when the dtype already fits)."""
     if np.iscomplexobj(arr) and np.dtype(dtype).kind != "c":
         arr = arr.real
+    if fresh:
+        return np.ascontiguousarray(arr, dtype=dtype)
     return np.array(arr, dtype=dtype, copy=True)
+
+
+def _finite(a):
+    """``a`` with NaN and infinities as 0 (no copy when already finite)."""
+    return a if np.isfinite(a).all() else np.nan_to_num(a)
 
 
 def _element_info(info, is_2d):
@@ -164,8 +173,10 @@ class BatchedSolver:
         (restarted, right-preconditioned; its basis size as
         ``method=("gmres", {"restart": 50})``, default 20), run in lockstep
         over the batch with per-element convergence.
-    M : None, "jacobi" or "amg"
-        Preconditioner of the iterative methods, one per element. ``"amg"``
+    M : None, "jacobi", "ilu" or "amg"
+        Preconditioner of the iterative methods, one per element.
+        ``"ilu"`` (BiCGSTAB, GMRES) is ``sd.Solver``'s ILU of each element; an
+        element whose ILU fails is handled by ``on_failure``. ``"amg"``
         is smoothed aggregation with the first element's aggregates shared by
         the others, and an element's own aggregation where the shared one
         measures poorly (docs/batched.md).
@@ -217,9 +228,9 @@ class BatchedSolver:
             raise ValueError(f"`{func}`: `method` must be one of {METHODS} (or "
                              f"('gmres', {{'restart': k}})); got {method!r}.")
         self._options = options
-        if M not in (None, "jacobi", "amg"):
-            raise ValueError(f"`{func}`: `M` must be None, 'jacobi' or 'amg' for a "
-                             f"batch; got {M!r}.")
+        if M not in (None, "jacobi", "ilu", "amg"):
+            raise ValueError(f"`{func}`: `M` must be None, 'jacobi', 'ilu' or 'amg' "
+                             f"for a batch; got {M!r}.")
         if method == "direct" and M is not None:
             raise ValueError(f"`{func}`: `M` is for iterative methods; got "
                              f"method='direct' with M={M!r}.")
@@ -253,7 +264,8 @@ class BatchedSolver:
         from ._krylov import BatchedKrylov
 
         return BatchedKrylov(self._mat, values, finite, method=self._method,
-                             M=self._M, func=func, options=self._options)
+                             M=self._M, func=func, options=self._options,
+                             workers=self._workers, on_failure=self._on_failure)
 
     @property
     def shape(self):
@@ -539,13 +551,14 @@ class BatchedSolution:
             warn_ill_conditioned(infos[0], dtype, func, stacklevel=2,
                                  kappa=max(float(np.max(k)) for k in kappa))
         x3 = self._x3.astype(dtype, copy=False)
-        grad = pattern_products(self._mat, np.nan_to_num(x3), np.nan_to_num(lam3),
+        grad = pattern_products(self._mat, _finite(x3), _finite(lam3),
                                 self._trans)
-        grad = caller_order(self._mat, grad)
+        grad = caller_order(self._mat, grad, copy=False)
         grad[~live] = np.nan
         lam3[~live] = np.nan
-        grad_data = _like_input(grad, self._a_dtype)
-        grad_b = _like_input(lam3[:, :, 0] if self._is_2d else lam3, self._b_dtype)
+        grad_data = _like_input(grad, self._a_dtype, fresh=True)
+        grad_b = _like_input(lam3[:, :, 0] if self._is_2d else lam3, self._b_dtype,
+                             fresh=True)
         return grad_data, grad_b
 
     def _with_estimate(self, e, info):
@@ -591,7 +604,7 @@ class BatchedSolution:
                                  f"the solution has {B}.")
             dtype = np.result_type(dtype, d_dtype)
             ok &= fin
-            x3 = np.nan_to_num(self._x3.astype(dtype, copy=False))
+            x3 = _finite(self._x3.astype(dtype, copy=False))
             rhs = -batch_matvec(self._mat, np.ascontiguousarray(values.T), x3,
                                 self._trans)
         if db is not None:

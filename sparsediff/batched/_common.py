@@ -60,11 +60,12 @@ def canonical_order(mat, values):
     return np.add.reduceat(values[:, order], starts, axis=1)
 
 
-def caller_order(mat, values):
-    """Canonical ``(B, nnz)`` values in the caller's entry order (a copy;
-    duplicates share their merged entry's value)."""
+def caller_order(mat, values, copy=True):
+    """Canonical ``(B, nnz)`` values in the caller's entry order (a new array,
+    or ``values`` itself when the orders agree and not ``copy``; duplicates
+    share their merged entry's value)."""
     if mat._perm is None:
-        return np.array(values, copy=True)
+        return np.array(values, copy=True) if copy else values
     return values[:, mat._perm]
 
 
