@@ -523,8 +523,8 @@ def test_krylov_refusals(rng):
     data2[1, (rows == A2.indices) & (rows == 3)] = 0.0
     with pytest.raises(ValueError, match="nonzero diagonal; batch element 1 .* row 3"):
         sd.BatchedSolver(A2, data2, method="bicgstab", M="jacobi")
-    with pytest.raises(ValueError, match="`M` must be None, 'jacobi' or 'amg'"):
-        sd.BatchedSolver(A2, data2, method="cg", M="ilu")
+    with pytest.raises(ValueError, match="`M` must be None, 'jacobi', 'ilu' or 'amg'"):
+        sd.BatchedSolver(A2, data2, method="cg", M="ssor")
 
 
 def test_krylov_reference_backend(rng, monkeypatch):

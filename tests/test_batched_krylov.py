@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import sparsediff as sd
 from sparsediff.batched import _amg
 from sparsediff.precond.amg import AMG
+from sparsediff.precond.ilu import ILU
 from sparsediff.solvers import _state
 
 
@@ -339,8 +340,8 @@ def test_amg_inputs_never_modified(rng):
 
 def test_amg_bad_input(rng):
     A, data = spd_batch(rng, m=4, B=2)
-    with pytest.raises(ValueError, match="`M` must be None, 'jacobi' or 'amg'"):
-        sd.BatchedSolver(A, data, method="cg", M="ilu")
+    with pytest.raises(ValueError, match="`M` must be None, 'jacobi', 'ilu' or 'amg'"):
+        sd.BatchedSolver(A, data, method="cg", M="ssor")
     with pytest.raises(ValueError, match="`M` is for iterative methods"):
         sd.BatchedSolver(A, data, method="direct", M="amg")
     zero = data.copy()
@@ -349,6 +350,63 @@ def test_amg_bad_input(rng):
                        match=r"batch element 1: the 'amg' preconditioner needs a "
                              r"nonzero diagonal, but A\[3, 3\] = 0"):
         sd.BatchedSolver(A, zero, method="bicgstab", M="amg")
+
+
+def counting_aggregations(monkeypatch):
+    """Count the AMG set-ups that aggregate (no predefined aggregates)."""
+    calls = []
+    setup = AMG._setup
+
+    def counted(self, A, aggregates):
+        if not aggregates:
+            calls.append(A.shape)
+        return setup(self, A, aggregates)
+
+    monkeypatch.setattr(AMG, "_setup", counted)
+    return calls
+
+
+@pytest.mark.parametrize(("method", "dtype"), [("cg", np.float64),
+                                               ("bicgstab", np.float64),
+                                               ("cg", np.complex128)])
+def test_amg_update_reuses_the_aggregation(rng, monkeypatch, method, dtype):
+    # fails before: update aggregated the new first element afresh
+    A, data = spd_batch(rng, m=10, B=4, dtype=dtype)
+    b = rng.standard_normal((3, A.shape[0], 2)).astype(dtype)
+    calls = counting_aggregations(monkeypatch)
+    solver = sd.BatchedSolver(A, data[:3], method=method, M="amg", rtol=1e-10)
+    assert len(calls) == 1
+    new = data[1:] * np.array([[2.0], [0.5], [1.0]])   # new values, same pattern
+    solver.update(new)
+    assert len(calls) == 1            # no aggregation on update
+    amg = solver._engine.amg
+    assert amg.reused and amg.shared.all()
+    sol = solver.solve(b)
+    g = rng.standard_normal(b.shape).astype(dtype)
+    grad = sol.vjp(g)
+    fresh = sd.BatchedSolver(A, new, method=method, M="amg", rtol=1e-10)
+    assert len(calls) == 2
+    ref = fresh.solve(b)
+    # the aggregation depends on the pattern alone: the same hierarchies
+    np.testing.assert_array_equal(sol.x, ref.x)
+    for got, want in zip(grad, ref.vjp(g)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(amg.rho, fresh._engine.amg.rho)
+
+
+def test_amg_update_aggregates_afresh_when_the_reuse_measures_poorly(
+        rng, monkeypatch):
+    A, data = spd_batch(rng, m=8, B=2)
+    b = rng.standard_normal((2, A.shape[0]))
+    calls = counting_aggregations(monkeypatch)
+    solver = sd.BatchedSolver(A, data, method="cg", M="amg", rtol=1e-10)
+    monkeypatch.setattr(_amg, "_poor", lambda rho, rho0: True)
+    solver.update(data[::-1])
+    # the first element aggregates afresh, and (every measurement poor)
+    # element 1 gets its own aggregation, as in a fresh build
+    assert len(calls) == 3 and not solver._engine.amg.reused
+    ref = sd.BatchedSolver(A, data[::-1], method="cg", M="amg", rtol=1e-10)
+    np.testing.assert_array_equal(solver.solve(b).x, ref.solve(b).x)
 
 
 def test_amg_update_and_empty(rng):
@@ -541,7 +599,8 @@ def test_minres_refuses_non_hermitian(rng):
 
 @pytest.mark.parametrize(("method", "M"), [
     ("cg", "amg"), ("bicgstab", "amg"), ("minres", None), ("minres", "amg"),
-    ("gmres", None), ("gmres", "jacobi"), ("gmres", "amg")])
+    ("gmres", None), ("gmres", "jacobi"), ("gmres", "amg"), ("bicgstab", "ilu"),
+    ("gmres", "ilu")])
 def test_new_methods_edge_cases(rng, method, M):
     A, data = spd_batch(rng, m=6)
     b = rng.standard_normal((3, A.shape[0]))
@@ -563,3 +622,151 @@ def test_new_methods_edge_cases(rng, method, M):
     empty = sd.BatchedSolver(sp.csr_array((0, 0)), np.zeros((2, 0)), method=method,
                              M=M).solve(np.zeros((2, 0)))
     assert empty.x.shape == (2, 0) and empty.converged.all()
+
+
+# ---------------------------------------------------------------------------
+# ILU per element
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def weak_ilu(monkeypatch):
+    """A coarser ILU (drop_tol 0.05, fill 2) for the batch and `sd.Solver`
+    alike, so that the solves take tens of iterations instead of two."""
+    monkeypatch.setitem(ILU.__init__.__kwdefaults__, "drop_tol", 0.05)
+    monkeypatch.setitem(ILU.__init__.__kwdefaults__, "fill_factor", 2.0)
+
+
+def ilu_batch(rng, kind):
+    if kind == "convdiff":
+        A, data = convdiff_batch(rng, m=8)
+        b = rng.standard_normal((3, A.shape[0], 2))
+    else:   # complex Hermitian bit for bit: sd.Solver's conjugated plan for Aᵀ
+        A, data = spd_batch(rng, m=8, dtype=np.complex128)
+        b = (rng.standard_normal((3, A.shape[0], 2))
+             + 1j * rng.standard_normal((3, A.shape[0], 2)))
+    return A, data, b
+
+
+@pytest.mark.parametrize("method", ["bicgstab", "gmres"])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+@pytest.mark.parametrize("kind", ["convdiff", "hermitian"])
+def test_ilu_each_element_is_its_own_solve(rng, weak_ilu, method, trans, kind):
+    # fails before: M='ilu' was refused for a batch
+    A, data, b = ilu_batch(rng, kind)
+    sol = sd.BatchedSolver(A, data, method=method, M="ilu", rtol=1e-10).solve(
+        b, trans=trans)
+    g = rng.standard_normal(b.shape) + (1j * rng.standard_normal(b.shape)
+                                        if kind == "hermitian" else 0)
+    grad_data, grad_b = sol.vjp(g)
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method=method, M="ilu",
+                        rtol=1e-10).solve(b[e], trans=trans)
+        gA, gb = one.vjp(g[e])
+        gA = entries(A, gA)
+        info = sol.info[e]
+        assert info.converged and info.method == f"{method}+ilu"
+        assert info.iterations > 5   # the ILU is not exact: a real iteration
+        # the same arithmetic as the single solver: the same iteration counts
+        np.testing.assert_array_equal(info.column_iterations,
+                                      one.info.column_iterations)
+        np.testing.assert_array_equal(sol.adjoint_info[e].column_iterations,
+                                      one.adjoint_info.column_iterations)
+        for got, want in ((sol.x[e], one.x), (grad_data[e], gA), (grad_b[e], gb)):
+            np.testing.assert_allclose(got, want, rtol=0,
+                                       atol=1e-12 * np.abs(want).max())
+
+
+def test_ilu_operator_and_its_adjoints(rng, weak_ilu):
+    # <M u, v> = <u, Mᴴ v> and Mᵀ v = conj(Mᴴ conj v), element by element,
+    # through the batch's own application
+    A, data = convdiff_batch(rng, m=6)
+    solver = sd.BatchedSolver(A, data, method="bicgstab", M="ilu")
+    ilu = solver._engine.ilu
+    n = A.shape[0]
+    u = rng.standard_normal((n, 3, 2)) + 1j * rng.standard_normal((n, 3, 2))
+    v = rng.standard_normal((n, 3, 2)) + 1j * rng.standard_normal((n, 3, 2))
+    live = np.ones(3, bool)
+    Mu, MHv, MTv = (ilu.apply(w, t, live) for w, t in ((u, "N"), (v, "H"), (v, "T")))
+    for e in range(3):
+        lhs = np.vdot(Mu[:, e], v[:, e])
+        rhs = np.vdot(u[:, e], MHv[:, e])
+        assert lhs == pytest.approx(rhs, rel=1e-12)
+        np.testing.assert_allclose(MTv[:, e], np.conj(ilu.precs[e].rmatvec(
+            np.conj(v[:, e]))), rtol=1e-13)
+        assert not np.allclose(MHv[:, e], ilu.apply(v, "N", live)[:, e])
+    # elements that are not live are left as they are
+    part = ilu.apply(u, "N", np.array([True, False, True]))
+    np.testing.assert_array_equal(part[:, 1], u[:, 1])
+    np.testing.assert_array_equal(part[:, [0, 2]], Mu[:, [0, 2]])
+
+
+@pytest.mark.parametrize("method", ["bicgstab", "gmres"])
+def test_ilu_gradients_finite_differences_and_dot_product(rng, weak_ilu, method):
+    A, data = convdiff_batch(rng, m=5, B=2)
+    n = A.shape[0]
+    b = rng.standard_normal((2, n))
+    g = rng.standard_normal((2, n))
+    kw = dict(method=method, M="ilu", rtol=1e-13)
+
+    def loss(d, bb):
+        return float(np.sum(g * sd.batched_solve(A, d, bb, **kw).x))
+
+    sol = sd.batched_solve(A, data, b, **kw)
+    grad_data, grad_b = sol.vjp(g)
+    h = 1e-6
+    dA = rng.standard_normal(data.shape)
+    db = rng.standard_normal(b.shape)
+    fd = (loss(data + h * dA, b + h * db) - loss(data - h * dA, b - h * db)) / (2 * h)
+    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
+    assert fd == pytest.approx(exact, rel=1e-6, abs=1e-9)
+    dx = sol.jvp(dA=dA, db=db)
+    assert np.sum(dx * g) == pytest.approx(exact, rel=1e-8)
+    for e in range(2):   # dense oracle
+        Ad = with_values(A, data[e]).toarray()
+        x = np.linalg.solve(Ad, b[e])
+        lam = np.linalg.solve(Ad.T, g[e])
+        np.testing.assert_allclose(grad_b[e], lam, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(grad_data[e], -lam[rows_of(A)] * x[A.indices],
+                                   rtol=1e-8, atol=1e-11)
+
+
+def test_ilu_failing_element_stays_in_its_element(rng):
+    A, data = convdiff_batch(rng, m=6)
+    b = rng.standard_normal((3, A.shape[0]))
+    bad = data.copy()
+    bad[1, rows_of(A) == 4] = 0.0   # a zero row: SuperLU meets a zero pivot
+    kw = dict(method="bicgstab", M="ilu", rtol=1e-10)
+    with pytest.raises(sd.SingularMatrixError,
+                       match=r"batch element 1: the 'ilu' preconditioner met a "
+                             r"zero pivot"):
+        sd.BatchedSolver(A, bad, **kw)
+    ref = sd.BatchedSolver(A, data, **kw).solve(b)
+    sol = sd.BatchedSolver(A, bad, on_failure="nan", **kw).solve(b)
+    assert np.isnan(sol.x[1]).all() and sol.info[1].reason == "singular"
+    assert "zero pivot" in sol.info[1].extra["ilu"]
+    np.testing.assert_array_equal(sol.converged, [True, False, True])
+    np.testing.assert_array_equal(sol.x[[0, 2]], ref.x[[0, 2]])
+    g = rng.standard_normal(b.shape)
+    grad_data, grad_b = sol.vjp(g)
+    ref_data, ref_b = ref.vjp(g)
+    assert np.isnan(grad_data[1]).all() and np.isnan(grad_b[1]).all()
+    np.testing.assert_array_equal(grad_data[[0, 2]], ref_data[[0, 2]])
+    with pytest.warns(sd.ConvergenceWarning, match="batch element 1.*singular"):
+        w = sd.BatchedSolver(A, bad, on_failure="warn", **kw).solve(b)
+    np.testing.assert_array_equal(w.x[[0, 2]], ref.x[[0, 2]])
+    # update: the failure is judged again on the new values
+    solver = sd.BatchedSolver(A, bad, on_failure="nan", **kw)
+    assert solver.update(data).solve(b).converged.all()
+    with pytest.raises(sd.SingularMatrixError, match="batch element 1"):
+        sd.BatchedSolver(A, data, **kw).update(bad)
+
+
+@pytest.mark.parametrize("method", ["cg", "minres"])
+def test_ilu_refused_where_the_single_solver_refuses_it(rng, method):
+    A, data = spd_batch(rng, m=4, B=2)
+    with pytest.raises(ValueError, match=rf"method='{method}' needs a Hermitian "
+                                         r"preconditioner \(M = Mᴴ\); M='ilu'"):
+        sd.BatchedSolver(A, data, method=method, M="ilu")
+    with pytest.raises(ValueError, match="needs a Hermitian preconditioner"):
+        sd.Solver(with_values(A, data[0]), method=method, M="ilu")

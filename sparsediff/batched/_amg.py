@@ -83,23 +83,32 @@ class BatchedAMG:
         Measured contraction factor of the hierarchy in use.
     """
 
-    def __init__(self, mat, data, finite, *, func, hermitian):
+    def __init__(self, mat, data, finite, *, func, hermitian, previous=None):
         B = data.shape[0]
         self.func = func
         self.precs = [None] * B
         self.shared = np.zeros(B, bool)
         self.rho = np.full(B, np.nan)
         self.rho_shared = np.full(B, np.nan)
+        self.aggregates = None
+        self.rho0 = np.nan
+        self.reused = False
         live = np.flatnonzero(finite)
         if mat.shape[0] == 0 or not live.size:
             return
         first = int(live[0])
         mat0 = mat.with_data(data[first])
-        p0 = self._build(mat0, first, None, hermitian)
+        p0 = None
+        if previous is not None and previous.aggregates is not None:
+            p0, rho0 = self._reuse(mat0, first, previous, hermitian)
+            self.reused = p0 is not None
+        if p0 is None:
+            p0 = self._build(mat0, first, None, hermitian)
+            rho0 = contraction(p0, mat0)
         self.precs[first] = p0
-        self.rho[first] = self.rho_shared[first] = rho0 = contraction(p0, mat0)
+        self.rho[first] = self.rho_shared[first] = self.rho0 = rho0
         self.shared[first] = True
-        aggs = p0._aggregates
+        self.aggregates = aggs = p0._aggregates
         for e in live[1:]:
             e = int(e)
             me = mat.with_data(data[e])
@@ -120,6 +129,20 @@ class BatchedAMG:
             self.precs[e] = pe
             self.rho[e] = rho
             self.shared[e] = shared
+
+    def _reuse(self, mat0, first, previous, hermitian):
+        """The new first element's hierarchy on the previous batch's
+        aggregation (``update``): kept unless it fails or measures poorly
+        against the previous first element (the fallback rule); then
+        ``(None, None)`` and the caller aggregates afresh."""
+        try:
+            p0 = self._build(mat0, first, previous.aggregates, hermitian)
+            rho0 = contraction(p0, mat0)
+        except SingularMatrixError:
+            return None, None
+        if _poor(rho0, previous.rho0):
+            return None, None
+        return p0, rho0
 
     def _build(self, mat, e, aggregates, hermitian):
         func = self.func

@@ -10,18 +10,91 @@ residual ``‖b − op(A_e) x‖`` recomputed; it stops only when that passes
 residual. Stopped systems are frozen (step lengths 0), so a converged
 element is never changed by the others' iterations.
 
-Preconditioner: Jacobi per element, ``D_e⁻¹`` (``conj(D_e)⁻¹`` for solves
-with Aᴴ, ``D_e⁻¹`` for Aᵀ), the same for the adjoint solves.
+Preconditioners, one per element: Jacobi ``D_e⁻¹`` (``conj(D_e)⁻¹`` for
+solves with Aᴴ, ``D_e⁻¹`` for Aᵀ); AMG (``_amg.py``); ILU
+(:class:`BatchedILU`: the single solver's ``sparsediff.precond.ILU`` of each
+element, applied as ``sd.Solver`` applies it). The adjoint solves reuse them.
 """
 
 import numpy as np
 
+from .._errors import SingularMatrixError
 from .._symmetry import measure_symmetry
+from ..precond import make_preconditioner
 from ..solvers import _state
 from ..solvers._common import make_info
-from ._common import batch_matvec
+from ._common import batch_map, batch_matvec
 
-__all__ = ["BatchedKrylov"]
+__all__ = ["BatchedILU", "BatchedKrylov"]
+
+
+class BatchedILU:
+    """``sparsediff.precond.ILU`` per finite element (SuperLU's threshold ILU).
+
+    Each element's factorization is the one ``sd.Solver(M="ilu")`` makes of
+    it (same options), spread over ``workers`` threads (SuperLU releases the
+    GIL). An element whose factorization fails (a zero pivot, non-finite
+    factors) raises under ``on_failure="raise"``, naming it; otherwise it is
+    recorded in ``failed`` (its message in ``errors``) and its solves report
+    ``reason="singular"`` while the other elements solve as usual.
+
+    Application follows the single solver's plan (``KrylovEngine._plan``):
+    ``M`` for ``trans="N"``; for an element that is Hermitian bit for bit,
+    ``op(A_e) = A_e`` (or ``conj(A_e)``) and the forward ``M`` serves
+    (``conj(M conj(r))`` for ``Aᵀ`` of a complex element); otherwise
+    ``Mᴴ`` for ``Aᴴ`` and ``Mᵀ`` for ``Aᵀ`` (``SuperLU.solve(trans=...)`` on
+    the same factors, so the adjoint solves are exact).
+    """
+
+    def __init__(self, mat, data, finite, *, func, workers=1, on_failure="raise"):
+        B = data.shape[0]
+        self.precs = [None] * B
+        self.failed = np.zeros(B, bool)
+        self.errors = [None] * B
+        self.exact = np.zeros(B, bool)
+        self.complex = data.dtype.kind == "c"
+        self.workers = workers
+        live = [int(e) for e in np.flatnonzero(finite)]
+        if mat.shape[0] == 0 or not live:
+            return
+
+        def build(e):
+            me = mat.with_data(data[e])
+            try:
+                return make_preconditioner("ilu", me, func), None
+            except SingularMatrixError as exc:
+                return None, str(exc).replace(f"`{func}`: ",
+                                              f"`{func}`: batch element {e}: ", 1)
+
+        for e, (prec, err) in zip(live, batch_map(build, live, workers)):
+            if err is not None:
+                if on_failure == "raise":
+                    raise SingularMatrixError(err)
+                self.failed[e] = True
+                self.errors[e] = err
+                continue
+            self.precs[e] = prec
+            self.exact[e] = measure_symmetry(mat.indptr, mat.indices, data[e],
+                                             mat.shape).exact
+
+    def _one(self, prec, e, r, trans):
+        if trans == "N" or (self.exact[e] and (trans == "H" or not self.complex)):
+            return prec.matvec(r)
+        if self.exact[e]:   # Aᵀ = conj(A): the single solver's conjugated solve
+            return np.conj(prec.matvec(np.conj(r)))
+        return prec.rmatvec(r) if trans == "H" else prec.tmatvec(r)
+
+    def apply(self, r, trans, live):
+        """``op(M_e) r[:, e]`` for every element ``e`` with ``live[e]``
+        (``r``: (n, B, m)); the other elements are copied unchanged."""
+        out = r.copy()
+        todo = [int(e) for e in np.flatnonzero(live) if self.precs[e] is not None]
+
+        def one(e):
+            out[:, e, :] = self._one(self.precs[e], e, r[:, e, :], trans)
+
+        batch_map(one, todo, self.workers)
+        return out
 
 
 def _dot(a, b):
@@ -70,8 +143,11 @@ class BatchedKrylov:
 
     iterative = True
 
-    def __init__(self, mat, data, finite, *, method, M, func, options=None):
+    def __init__(self, mat, data, finite, *, method, M, func, options=None,
+                 workers=1, on_failure="raise", previous=None):
         self.mat = mat
+        self.workers = workers
+        self.on_failure = on_failure
         self.options = dict(options or {})
         self.data = data
         self.data_t = np.ascontiguousarray(data.T)
@@ -84,6 +160,12 @@ class BatchedKrylov:
         self.method = method + (f"+{M}" if M is not None else "")
         n = mat.shape[0]
         hermitian = method in ("cg", "minres")
+        if hermitian and M == "ilu":
+            # sd.Solver refuses it too: ILU is never Hermitian
+            raise ValueError(
+                f"`{func}`: method={method!r} needs a Hermitian preconditioner "
+                f"(M = Mᴴ); M='ilu' is not. Use method='gmres' or "
+                f"method='bicgstab', or a Hermitian M such as 'jacobi'.")
         if hermitian:
             for e in np.flatnonzero(finite):
                 sym = measure_symmetry(mat.indptr, mat.indices, data[e], mat.shape)
@@ -94,6 +176,7 @@ class BatchedKrylov:
                         f"method='bicgstab', 'gmres' or 'direct'.")
         self._dinv = None
         self.amg = None
+        self.ilu = None
         if M == "jacobi" and n:
             on = mat.rows == mat.indices
             d = np.zeros((self.batch, n), dtype=data.dtype)
@@ -112,16 +195,24 @@ class BatchedKrylov:
             from ._amg import BatchedAMG
 
             self.amg = BatchedAMG(mat, data, finite, func=func,
-                                  hermitian=hermitian)
+                                  hermitian=hermitian,
+                                  previous=None if previous is None else previous.amg)
+        elif M == "ilu":
+            self.ilu = BatchedILU(mat, data, finite, func=func, workers=workers,
+                                  on_failure=on_failure)
         self.singular = np.zeros(self.batch, bool)
 
     def update(self, data, finite):
         return BatchedKrylov(self.mat, data, finite, method=self.kind, M=self.M,
-                             func=self.func, options=self.options)
+                             func=self.func, options=self.options,
+                             workers=self.workers, on_failure=self.on_failure,
+                             previous=self)
 
     def _precond(self, r, trans, active):
         if self.amg is not None:
             return self.amg.apply(r, trans, active.any(axis=1))
+        if self.ilu is not None:
+            return self.ilu.apply(r, trans, active.any(axis=1))
         if self._dinv is None:
             return r.copy()
         dinv = np.conj(self._dinv) if trans == "H" else self._dinv
@@ -136,6 +227,10 @@ class BatchedKrylov:
         B, n, m = b3.shape
         if elements is None:
             elements = np.ones(B, bool)
+        # an element whose ILU failed is not iterated: it reports "singular"
+        unbuilt = (elements & self.ilu.failed if self.ilu is not None
+                   else np.zeros(B, bool))
+        elements = elements & ~unbuilt
         dtype = np.result_type(self.dtype, b3.dtype)
         b = np.ascontiguousarray(b3.transpose(1, 0, 2), dtype=dtype)  # (n, B, m)
         bnorm = _norm(b)
@@ -167,6 +262,13 @@ class BatchedKrylov:
         x3 = x.transpose(1, 0, 2).copy()
         infos = []
         for e in range(B):
+            if unbuilt[e]:
+                x3[e] = np.nan
+                infos.append(make_info(
+                    np.zeros(m, bool), its[e], np.full(m, np.nan), bnorm[e],
+                    self.method, ["singular"], False, trans,
+                    extra={"ilu": self.ilu.errors[e]}))
+                continue
             if not elements[e]:
                 infos.append(None)
                 x3[e] = np.nan
