@@ -88,24 +88,45 @@ def timed(fn, repeat):
     return statistics.median(out)
 
 
+def timed_split(fwd, grad, repeat):
+    """Medians of the forward and of the gradient alone, timed in the same
+    repetitions (``grad(sol)`` with a fresh cotangent each time)."""
+    grad(fwd())  # warm-up
+    tf, tg = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        sol = fwd()
+        t1 = time.perf_counter()
+        grad(sol)
+        tf.append(t1 - t0)
+        tg.append(time.perf_counter() - t1)
+    return statistics.median(tf), statistics.median(tg)
+
+
 def bench_batched(A, data, b, rng):
     def fwd():
         return sd.BatchedSolver(A, data).solve(b)
 
-    def both():
-        fwd().vjp(rng.standard_normal(b.shape))
+    def grad(sol):
+        sol.vjp(rng.standard_normal(b.shape))
 
-    return fwd, both
+    def both():
+        grad(fwd())
+
+    return fwd, both, grad
 
 
 def bench_batched_cg(A, data, b, rng):
     def fwd():
         return sd.BatchedSolver(A, data, method="cg", M="jacobi", rtol=1e-10).solve(b)
 
-    def both():
-        fwd().vjp(rng.standard_normal(b.shape))
+    def grad(sol):
+        sol.vjp(rng.standard_normal(b.shape))
 
-    return fwd, both
+    def both():
+        grad(fwd())
+
+    return fwd, both, grad
 
 
 def bench_loop(A, data, b, rng):
@@ -114,12 +135,15 @@ def bench_loop(A, data, b, rng):
     def fwd():
         return [sd.Solver(M, method="direct").solve(b[e]) for e, M in enumerate(mats)]
 
-    def both():
+    def grad(sols):
         g = rng.standard_normal(b.shape)
-        for e, sol in enumerate(fwd()):
+        for e, sol in enumerate(sols):
             sol.vjp(g[e])
 
-    return fwd, both
+    def both():
+        grad(fwd())
+
+    return fwd, both, grad
 
 
 def bench_torch_sla(A, data, b, rng):
@@ -286,13 +310,16 @@ def main(argv=None):
             A, data, b = problem(k, B)
             base = None
             for name, make, limit in METHODS:
+                tg = None
                 if limit is not None and k * k * B > limit:
                     row = (None, None, "skipped at this size (too slow)")
                 else:
                     try:
-                        fwd, both = make(A, data, b, rng)
+                        fwd, both, *grad = make(A, data, b, rng)
                         tf = timed(fwd, args.repeat)
                         tb = timed(both, args.repeat)
+                        # the gradient alone where it can be timed alone
+                        tg = timed_split(fwd, grad[0], args.repeat) if grad else None
                         row = (tf, tb, None)
                     except ImportError as exc:
                         row = (None, None, f"not installed ({exc.name})")
@@ -303,7 +330,12 @@ def main(argv=None):
                 if name == "sd.BatchedSolver":
                     base = tb
                 ratio = "–" if tb is None or base is None else f"{tb / base:.2f}×"
-                gf = "–" if tb is None else f"{(tb - tf) / tf:.2f}"
+                if tb is None:
+                    gf = "–"
+                elif tg is not None:
+                    gf = f"{tg[1] / tg[0]:.2f}"
+                else:
+                    gf = f"{(tb - tf) / tf:.2f}*"
                 cell = note if note else fmt(tb)
                 line = (f"| {k}² | {B} | {name} | {fmt(tf)} | {cell} | {gf} | "
                         f"{ratio} |")
@@ -313,7 +345,10 @@ def main(argv=None):
             f"{platform.python_version()}, {os.cpu_count()} CPU cores "
             f"({platform.machine()}), sparsediff {sd.__version__}; median of "
             f"{args.repeat} after one warm-up; ×: fwd+grad time over "
-            f"sd.BatchedSolver's in the same run.\n")
+            f"sd.BatchedSolver's in the same run; grad/fwd: the gradient alone "
+            f"over the forward, timed in the same repetitions (with *: from "
+            f"two separate timings, fwd+grad − fwd, for peers whose gradient "
+            f"cannot run alone).\n")
     table = head + "\n" + "\n".join(lines) + "\n"
     if args.save:
         with open(args.save, "w") as fh:
