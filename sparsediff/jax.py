@@ -101,8 +101,10 @@ def _host_solve(kind, n, options, trans, core, data, a, b, rhs):
     (``vmap_method="expand_dims"``): every argument carries the batch axes
     in front, of size 1 where it is not batched. A batch of right-hand sides
     on one matrix is one multi-column solve; a batch of values on one pattern
-    is one :class:`sparsediff.BatchedSolver` (one ordering, B
-    factorizations); batched index arrays (several patterns) loop.
+    is one :class:`sparsediff.BatchedSolver` (one ordering, one factorization
+    per distinct matrix: nested batch axes are flattened, and axes along
+    which only the right-hand side is batched become more columns); batched
+    index arrays (several patterns) loop.
     """
     nb = data.ndim - 1
     if nb == 0:
@@ -111,23 +113,33 @@ def _host_solve(kind, n, options, trans, core, data, a, b, rhs):
     shape = np.broadcast_shapes(data.shape[:nb], a.shape[:nb], b.shape[:nb],
                                 rhs.shape[:nb])
     size = int(np.prod(shape))
-    rhs_f = np.broadcast_to(rhs, shape + core).reshape((size,) + core)
     one_pattern = a.reshape(-1, a.shape[-1]).shape[0] == 1 and (
         b.reshape(-1, b.shape[-1]).shape[0] == 1)
     data_f = data.reshape(-1, data.shape[-1])
     if one_pattern and data_f.shape[0] == 1:
         # one matrix, many right-hand sides: one multi-column solve
+        rhs_f = np.broadcast_to(rhs, shape + core).reshape((size,) + core)
         solver = _host_solver(kind, n, options, data_f[0], a.reshape(-1),
                               b.reshape(-1))
         cols = np.moveaxis(rhs_f, 0, -1).reshape(n, -1)
         x = solver.solve(cols, trans=trans).x.reshape(core + (size,))
         x = np.moveaxis(x, -1, 0)
     elif one_pattern and _batchable(options):
-        data_f = np.broadcast_to(data, shape + data.shape[-1:]).reshape(size, -1)
-        solver = _host_batched_solver(kind, n, options, data_f, a.reshape(-1),
-                                      b.reshape(-1))
-        x = solver.solve(rhs_f, trans=trans).x
+        # one element per distinct matrix (the axes along which ``data`` is
+        # batched, in nested vmaps too); the axes where only ``rhs`` is
+        # batched become more columns of those elements' solves
+        data_axes = [i for i in range(nb) if data.shape[i] != 1]
+        col_axes = [i for i in range(nb) if data.shape[i] == 1]
+        size_d = int(np.prod([shape[i] for i in data_axes]))
+        perm = data_axes + list(range(nb, nb + len(core))) + col_axes
+        rhs_p = np.broadcast_to(rhs, shape + core).transpose(perm)
+        moved = rhs_p.shape
+        solver = _host_batched_solver(kind, n, options, data.reshape(size_d, -1),
+                                      a.reshape(-1), b.reshape(-1))
+        x = solver.solve(rhs_p.reshape(size_d, n, -1), trans=trans).x
+        x = x.reshape(moved).transpose(np.argsort(perm))
     else:
+        rhs_f = np.broadcast_to(rhs, shape + core).reshape((size,) + core)
         data_f = np.broadcast_to(data, shape + data.shape[-1:]).reshape(size, -1)
         a_f = np.broadcast_to(a, shape + a.shape[-1:]).reshape(size, -1)
         b_f = np.broadcast_to(b, shape + b.shape[-1:]).reshape(size, -1)

@@ -234,21 +234,34 @@ class _System:
     values, which are the forward's.
     """
 
+    #: the axis of ``b`` along which a column's norm is taken (:func:`_adjoint`)
+    norm_axis = 0
+
     def __init__(self, options, solver=None):
         self.options = options
         self.solver = solver
 
+    @staticmethod
+    def build(values, indices, dense_shape, options):
+        return _host_solver(values, indices, dense_shape, options)
+
+    @staticmethod
+    def pattern_gradient(indices, x, lam, trans):
+        return _pattern_gradient(indices, x, lam, trans)
+
     def solve(self, values, b, trans, indices, dense_shape, token):
         """``op(A)⁻¹ b`` as a tensor (no gradient: :func:`_attach` gives it)."""
         if self.solver is not None and tf.executing_eagerly() and hasattr(b, "numpy"):
-            return tf.convert_to_tensor(self.solver.solve(b.numpy(), trans=trans).x)
-        solver, options = self.solver, self.options
+            return tf.convert_to_tensor(
+                self.solver.solve(b.numpy(), trans=trans).x.astype(
+                    b.dtype.as_numpy_dtype, copy=False))
+        solver, options, build = self.solver, self.options, self.build
 
         def host(b, token, values, indices, dense_shape):
             found = solver if solver is not None else _CACHE.get(int(token))
             if found is None:  # evicted: refactorize (same numbers)
-                found = _host_solver(values, indices, dense_shape, options)
-            return found.solve(b, trans=trans).x
+                found = build(values, indices, dense_shape, options)
+            return found.solve(b, trans=trans).x.astype(b.dtype, copy=False)
 
         x = tf.numpy_function(host, [b, token, values, indices, dense_shape],
                               b.dtype, stateful=True)
@@ -316,7 +329,8 @@ def _adjoint(values, g, system, trans, aux):
     """
     real = g.dtype.real_dtype
     wide = tf.complex128 if g.dtype.is_complex else tf.float64
-    norm = tf.math.real(tf.norm(tf.cast(g, wide), axis=0))
+    norm = tf.math.real(tf.norm(tf.cast(g, wide), axis=system.norm_axis,
+                                keepdims=system.norm_axis != 0))
     scale = tf.stop_gradient(tf.cast(norm, real))
     unit = tf.where(scale > 0, scale, tf.ones_like(scale))
     if g.dtype.is_complex:
@@ -338,7 +352,7 @@ def _attach(values, b, x, system, trans, aux):
             g = tf.convert_to_tensor(g)  # a gather's cotangent is IndexedSlices
             lam = _adjoint(values, g, system, _FLIP[trans], aux)
             x_attached = _attach(values, b, x, system, trans, aux)
-            grad_values = _pattern_gradient(aux[0], x_attached, lam, trans)
+            grad_values = system.pattern_gradient(aux[0], x_attached, lam, trans)
             return (grad_values, lam, None) + (None,) * len(aux)
 
         return tf.identity(x), grad
@@ -387,56 +401,59 @@ def _host_batched(values, indices, dense_shape, options):
     return BatchedSolver(pattern, np.asarray(values), **options)
 
 
-def _no_second_order(t, *sources):
-    """``t`` whose derivative in ``sources`` raises (never a silent zero:
-    the host gradient alone would look unconnected to the values)."""
+def _batched_pattern_gradient(indices, x, lam, trans):
+    """Differentiable ``∂L/∂values`` of every element: (B, nnz)."""
+    rows, cols = indices[:, 0], indices[:, 1]
+    if trans == "N":
+        prod = tf.gather(lam, rows, axis=1) * tf.math.conj(tf.gather(x, cols, axis=1))
+    else:  # "H"
+        prod = tf.gather(x, rows, axis=1) * tf.math.conj(tf.gather(lam, cols, axis=1))
+    if prod.shape.rank == 3:
+        prod = tf.reduce_sum(prod, axis=2)
+    return -prod
 
-    @tf.custom_gradient
-    def ident(t, *sources):
-        def grad(_):
-            raise NotImplementedError(
-                f"`{_FUNC}`: second derivatives of a batched solve (values of "
-                f"shape (B, nnz)) are not supported; differentiate each element "
-                f"with 1-D values, or use sparsediff.torch / sparsediff.jax.")
-        return tf.identity(t), grad
 
-    return ident(t, *sources)
+class _BatchedSystem(_System):
+    """A :class:`_System` whose solver is a core :class:`sparsediff.BatchedSolver`
+    (values (B, nnz), ``b`` (B, n) or (B, n, m)): the same differentiable
+    solve, adjoint and pattern gradient, element by element."""
+
+    # each element's columns are scaled separately in the adjoint solve
+    norm_axis = 1
+
+    @staticmethod
+    def build(values, indices, dense_shape, options):
+        return _host_batched(values, indices, dense_shape, options)
+
+    @staticmethod
+    def pattern_gradient(indices, x, lam, trans):
+        return _batched_pattern_gradient(indices, x, lam, trans)
 
 
 def _solve_batched(values, b, indices, dense_shape, options):
-    """One batched host solve for values (B, nnz) on one pattern, with its
-    first-order gradient (``BatchedSolution.vjp``; docs/batched.md)."""
+    """One batched host solve for values (B, nnz) on one pattern
+    (docs/batched.md). Its gradient is built like the single system's: the
+    adjoint solve is the batched solve again with the flipped ``trans`` on the
+    same :class:`sparsediff.BatchedSolver` and the pattern gradient a
+    gather-multiply, so nested tapes give derivatives of every order and
+    forward mode works eagerly."""
+    if tf.executing_eagerly():
+        solver = _host_batched(values.numpy(), indices.numpy(), dense_shape.numpy(),
+                               options)
+        x = tf.convert_to_tensor(solver.solve(b.numpy()).x.astype(
+            b.dtype.as_numpy_dtype, copy=False))
+        aux = (indices, dense_shape, tf.constant(0, tf.int64))
+        return _op(values, b, _BatchedSystem(options, solver=solver), "N", aux, x=x)
 
     def forward(values, b, indices, dense_shape):
-        sol = _host_batched(values, indices, dense_shape, options).solve(b)
-        return sol.x.astype(b.dtype), np.int64(_keep(sol))
+        solver = _host_batched(values, indices, dense_shape, options)
+        return solver.solve(b).x.astype(b.dtype, copy=False), np.int64(_keep(solver))
 
-    def backward(g, token, values, b, indices, dense_shape):
-        sol = _CACHE.get(int(token))
-        if sol is None:  # evicted: refactorize (same numbers)
-            sol = _host_batched(values, indices, dense_shape, options).solve(b)
-        grad_data, grad_b = sol.vjp(g)
-        return grad_data.astype(values.dtype), grad_b.astype(b.dtype)
-
-    @tf.custom_gradient
-    def _solve(values, b):
-        x, token = tf.numpy_function(forward, [values, b, indices, dense_shape],
-                                     [b.dtype, tf.int64], stateful=True)
-        x.set_shape(b.shape)
-
-        def grad(g):
-            g = tf.convert_to_tensor(g)
-            gv, gb = tf.numpy_function(
-                backward, [g, token, values, b, indices, dense_shape],
-                [values.dtype, b.dtype], stateful=True)
-            gv.set_shape(values.shape)
-            gb.set_shape(b.shape)
-            return (_no_second_order(gv, values, b, g),
-                    _no_second_order(gb, values, b, g))
-
-        return x, grad
-
-    return _solve(values, b)
+    x, token = tf.numpy_function(forward, [values, b, indices, dense_shape],
+                                 [b.dtype, tf.int64], stateful=True)
+    x.set_shape(b.shape)
+    return _op(values, b, _BatchedSystem(options), "N", (indices, dense_shape, token),
+               x=x)
 
 
 def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
@@ -453,7 +470,11 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
           the tensor or variable the values were made from: TensorFlow does
           not accept a ``SparseTensor`` as a gradient source);
         * ``(values, indices, dense_shape)``: the same parts with ``values``
-          an ordinary 1-D tensor, for assembly pipelines.
+          an ordinary 1-D tensor, for assembly pipelines. ``values`` of shape
+          (B, nnz) with ``b`` of shape (B, n) or (B, n, m) is a batch of B
+          matrices on the pattern, solved by one
+          :class:`sparsediff.BatchedSolver` (docs/batched.md), with the same
+          derivatives (every order) element by element.
 
         Entries may be in any order, and duplicates are summed in the matrix;
         the gradient is aligned entry for entry with ``values`` (each

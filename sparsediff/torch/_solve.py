@@ -357,9 +357,37 @@ class _BatchedSolve(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, values, b, system, trans, fresh, call):
-        raise NotImplementedError(
-            f"`{_FUNC}`: nested torch.func.vmap over batched values is not "
-            f"supported; flatten the batch dimensions into one.")
+        # A further vmap level (nested vmap, or vmap over values that are
+        # already (B, nnz)). Values batched at this level: the C x B systems
+        # are flattened into one batched solve of C·B elements (b broadcast
+        # when it is not batched here); the derivative solves find the same
+        # flattened solver. Values not batched here: the C right-hand sides of
+        # each element become C more columns of one solve on the B elements.
+        vdim, bdim = in_dims[0], in_dims[1]
+        size = info.batch_size
+        if vdim is None:
+            if bdim is None:  # nothing batched at this level
+                return _BatchedSolve.apply(values, b, system, trans, fresh,
+                                           _Call()), None
+            bb = b.movedim(bdim, -1)                         # (B, n, [m,] C)
+            x = _BatchedSolve.apply(values, bb.reshape(*bb.shape[:2], -1), system,
+                                    trans, fresh, _Call())
+            return x.reshape(bb.shape), bb.ndim - 1
+        values = values.movedim(vdim, 0)                     # (C, B, nnz)
+        b = (b.expand(size, *b.shape) if bdim is None
+             else b.movedim(bdim, 0))                        # (C, B, n[, m])
+        inner = values.shape[1]
+        if not fresh and system.batched is not None and (
+                system.batched.batch_size != size * inner):
+            raise RuntimeError(
+                f"`{_FUNC}`: a derivative solve is batched over {size} x {inner} "
+                f"values but the forward solve was batched over "
+                f"{system.batched.batch_size}; this composition of torch.func "
+                f"transforms is not supported.")
+        x = _BatchedSolve.apply(values.reshape(size * inner, -1),
+                                b.reshape(size * inner, *b.shape[2:]), system, trans,
+                                fresh, _Call())
+        return x.reshape(size, inner, *x.shape[1:]), 0
 
 
 class _Values(torch.autograd.Function):
