@@ -596,7 +596,8 @@ def solve(A, b, *, method="auto", M=None, rtol=1e-8, atol=0.0, maxiter=None,
     ``jacfwd``, ``hessian``) apply. ``vmap`` over ``b`` is one multi-column
     solve; ``vmap`` over the values is one :class:`sparsediff.BatchedSolver`
     (one ordering, one factorization per element; docs/batched.md) for the
-    methods it takes, else a loop of systems. Values of shape ``(B, nnz)``
+    methods it takes, else a loop of systems; nested ``vmap`` levels are
+    flattened into that one batched solve. Values of shape ``(B, nnz)``
     with ``b`` of shape ``(B, n)`` or ``(B, n, m)`` (tuple form or
     :func:`solve_values`) are the same batched solve. A sparse CSR ``A`` cannot be read
     inside ``grad``/``jvp``-based transforms (``TypeError``; pass the tuple
