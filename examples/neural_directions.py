@@ -17,8 +17,9 @@ are printed.
 
 What to expect: the learned network needs 2-4× fewer iterations than
 CG + Jacobi, but each of its iterations costs about 8 message-passing rounds
-of 8 channels in PyTorch, so it is slower than CG + Jacobi in time — and AMG
-is better than both in iterations and in time. The plain form (network
+of 8 channels (compiled kernels when solving, PyTorch when training), so it
+is slower than CG + Jacobi in time — and AMG is better than both in
+iterations and in time. The plain form (network
 direction + exact line search, no orthogonalization) is shown too: it stalls.
 
 Run: ``python examples/neural_directions.py [--quick] [--output out.png]``
