@@ -34,6 +34,13 @@ backpropagates the loss — the log residual or the log A-norm error after ``k``
 steps — either through all of them (``mode="unrolled"``) or through segments of
 ``truncate`` steps with the state detached between segments
 (``mode="truncated"``, truncated backpropagation: less memory, a biased gradient).
+With ``solver="fgmres"`` it backpropagates instead through one cycle of ``k``
+flexible-GMRES steps (:func:`neural_gmres_loss`), for nonsymmetric matrices.
+
+Solving needs no gradient: the solvers apply a :class:`DirectionNet` by
+compiled kernels over the CSR arrays (``engine="numba"``, the default through
+``"auto"``; ``sparsediff/kernels/numba/_gnn.py``), which give the PyTorch
+path's directions to rounding at 3-6× less time per iteration (docs/neural.md).
 """
 
 import time
@@ -515,7 +522,8 @@ def line_search_solve(A, b, net=None, *, x0=None, rtol=1e-8, atol=0.0, maxiter=N
     The exact line search minimizes the A-norm of the error along ``z``
     (``A`` SPD); nothing else is done — no orthogonalization and no guard —
     so nothing guarantees convergence: this is the baseline that
-    :func:`neural_cg` improves on. Arguments as in :func:`neural_cg`.
+    :func:`neural_cg` improves on. Arguments as in :func:`neural_cg`
+    (``engine`` included).
 
     Returns
     -------
