@@ -245,6 +245,14 @@ class Backend:
 
         return _cholesky
 
+    def message_passing_kernels(self):
+        """The compiled message passing of ``sparsediff.learn``'s direction
+        network (``kernels/numba/_gnn.py``; host arrays: ``sparsediff.learn``
+        runs on the CPU)."""
+        from ..kernels.numba import _gnn
+
+        return _gnn
+
 
 class NumbaBackend(Backend):
     """The CPU backend: NumPy arrays, SciPy sparse matrices, Numba kernels."""

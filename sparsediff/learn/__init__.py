@@ -35,6 +35,7 @@ from .neural import (
     neural_cg,
     neural_cg_loss,
     neural_gmres,
+    neural_gmres_loss,
     train_direction_net,
 )
 from .preconditioner import (
@@ -62,6 +63,7 @@ __all__ = [
     "neural_cg",
     "neural_cg_loss",
     "neural_gmres",
+    "neural_gmres_loss",
     "pcg_numpy",
     "pcg_unrolled",
     "preconditioner_gradient",

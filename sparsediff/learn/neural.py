@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..backend import NUMBA
 from ..solvers._info import SolveInfo
 from ._gnn import DirectionNet, _node_scale
 from ._spmv import CSRPattern, csr_matvec
@@ -154,9 +155,7 @@ def _dot(a, b):
     """Serial inner product of two float64 vectors (compiled): NumPy's threaded
     BLAS ``ddot`` costs more than it saves here, and took milliseconds per call
     on a loaded two-core machine."""
-    from ..kernels.numba import _gnn as kernel
-
-    return kernel.dot(a, b)
+    return NUMBA.message_passing_kernels().dot(a, b)
 
 
 def _norm(a):
@@ -190,8 +189,7 @@ class _Proposer:
                 self._compile(A)
 
     def _compile(self, A):
-        from ..kernels.numba import _gnn as kernel
-
+        kernel = NUMBA.message_passing_kernels()
         net, ctx, n, H = self.net, self.ctx, A.shape[0], self.net.hidden
 
         def arr(t):
