@@ -10,7 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 import sparsediff as sd
+from sparsediff.backend import NUMBA, REFERENCE
 from sparsediff.batched import _amg
+from sparsediff.kernels import _reference
 from sparsediff.precond.amg import AMG
 from sparsediff.precond.ilu import ILU
 from sparsediff.solvers import _state
@@ -770,3 +772,119 @@ def test_ilu_refused_where_the_single_solver_refuses_it(rng, method):
         sd.BatchedSolver(A, data, method=method, M="ilu")
     with pytest.raises(ValueError, match="needs a Hermitian preconditioner"):
         sd.Solver(with_values(A, data[0]), method=method, M="ilu")
+
+
+# ---------------------------------------------------------------------------
+# fused update kernels of the CG and BiCGSTAB loops
+# ---------------------------------------------------------------------------
+
+UPDATE_KERNELS = ("batched_bicgstab_p", "batched_bicgstab_r", "batched_bicgstab_x",
+                  "batched_cg_step", "batched_col_dot", "batched_sqnorm",
+                  "batched_sub_scaled", "batched_xpby")
+
+
+def _rand(rng, shape, dtype):
+    a = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        a = a + 1j * rng.standard_normal(shape)
+    return a.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_batched_update_kernels_match_their_twins(rng, dtype):
+    # real: bit for bit (same operations, same order); complex: to rounding
+    # (NumPy's complex product is not the textbook formula bit for bit)
+    from sparsediff.kernels.numba import _batched_krylov as compiled
+
+    n, B, m = 11, 4, 3
+    rdt = np.zeros(1, dtype).real.dtype
+    vec = [_rand(rng, (n, B, m), dtype) for _ in range(6)]
+    sca = [_rand(rng, (B, m), dtype) for _ in range(2)]
+    active = rng.random((B, m)) < 0.6
+    if np.dtype(dtype).kind == "c":
+        same = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13)  # noqa: E731
+    else:
+        same = np.testing.assert_array_equal
+
+    def both(name, make_args):
+        got = make_args()
+        want = make_args()
+        getattr(compiled, name)(*got)
+        getattr(_reference, name)(*want)
+        for g, w in zip(got, want):
+            same(g, w)
+        return got
+
+    def fresh(*arrays):
+        return lambda: [np.array(a, copy=True) for a in arrays]
+
+    x, r, p, q, z, v = vec
+    a, w = sca
+    both("batched_sqnorm", fresh(r, np.empty((B, m), rdt)))
+    got = both("batched_col_dot", fresh(p, q, np.empty((B, m), dtype)))
+    np.testing.assert_allclose(got[2], np.einsum("nbm,nbm->bm", np.conj(p), q),
+                               rtol=1e-5 if dtype == np.float32 else 1e-13)
+    got = both("batched_cg_step", fresh(x, r, p, q, a, np.empty((B, m), rdt)))
+    np.testing.assert_allclose(got[5], np.linalg.norm(got[1], axis=0) ** 2,
+                               rtol=1e-5 if dtype == np.float32 else 1e-13)
+    both("batched_xpby", fresh(z, a, p))
+    both("batched_bicgstab_p", fresh(p, r, v, a, w))
+    both("batched_sub_scaled", fresh(z, r, a, v))
+    both("batched_bicgstab_x", fresh(x, a, p, w, q))
+    got = both("batched_bicgstab_r", fresh(r, z, w, v, active, np.empty((B, m), rdt)))
+    np.testing.assert_array_equal(got[0][:, ~active], r[:, ~active])
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+@pytest.mark.parametrize("M", [None, "jacobi", "amg"])
+def test_fused_loops_are_the_numpy_expressions(rng, monkeypatch, method, M):
+    # fails before: the loops made several NumPy passes and had no kernels.
+    # The twins are the loop's former NumPy expressions: with them in place
+    # of the compiled kernels, real solves and gradients are the same bits.
+    A, data = spd_batch(rng, m=10, B=3)
+    b = rng.standard_normal((3, A.shape[0], 2))
+    g = rng.standard_normal(b.shape)
+    fused = sd.BatchedSolver(A, data, method=method, M=M, rtol=1e-12).solve(b)
+    fused_grad = fused.vjp(g)
+    called = set()
+    for name in UPDATE_KERNELS:
+        def twin(*args, _n=name):
+            called.add(_n)
+            return getattr(_reference, _n)(*args)
+
+        monkeypatch.setattr(NUMBA.kernels, name, twin)
+    plain = sd.BatchedSolver(A, data, method=method, M=M, rtol=1e-12).solve(b)
+    plain_grad = plain.vjp(g)
+    expect = ({"batched_cg_step", "batched_col_dot", "batched_xpby"}
+              if method == "cg" else
+              {"batched_bicgstab_p", "batched_bicgstab_r", "batched_bicgstab_x",
+               "batched_col_dot", "batched_sub_scaled"})
+    assert called == expect
+    assert fused.converged.all()
+    np.testing.assert_array_equal(fused.x, plain.x)
+    for got, want in zip(fused_grad, plain_grad):
+        np.testing.assert_array_equal(got, want)
+    for e in range(3):
+        np.testing.assert_array_equal(fused.info[e].column_iterations,
+                                      plain.info[e].column_iterations)
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab"])
+def test_fused_loops_complex_and_reference_backend(rng, monkeypatch, method):
+    # complex: the compiled kernels agree with the twins to rounding; the
+    # reference backend (the NumPy twins throughout) gives the same solves
+    from sparsediff.batched import _api
+
+    A, data = spd_batch(rng, m=8, B=3, dtype=np.complex128)
+    b = _rand(rng, (3, A.shape[0]), np.complex128)
+    sol = sd.BatchedSolver(A, data, method=method, M="jacobi", rtol=1e-10).solve(b)
+    monkeypatch.setattr(_api, "get_backend", lambda *a, func: REFERENCE)
+    ref = sd.BatchedSolver(A, data, method=method, M="jacobi", rtol=1e-10).solve(b)
+    assert ref._mat.backend is REFERENCE
+    assert sol.converged.all() and ref.converged.all()
+    for e in range(3):
+        one = sd.Solver(with_values(A, data[e]), method=method, M="jacobi",
+                        rtol=1e-10).solve(b[e])
+        for x in (sol.x[e], ref.x[e]):
+            np.testing.assert_allclose(x, one.x, rtol=0,
+                                       atol=1e-8 * np.abs(one.x).max())

@@ -58,6 +58,9 @@ __all__ = ["KERNELS", "Backend", "NumbaBackend", "NumpyBackend", "ReferenceBacke
 
 #: The kernel set every backend implements (same names, same arguments).
 KERNELS = (
+    "batched_bicgstab_p", "batched_bicgstab_r", "batched_bicgstab_x",
+    "batched_cg_step", "batched_col_dot", "batched_sqnorm", "batched_sub_scaled",
+    "batched_xpby",
     "batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer",
     "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_diagonal",
     "csr_matvec", "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "segment_sum",
@@ -265,11 +268,12 @@ class NumbaBackend(Backend):
         # then an instance attribute (no per-call cost in the Krylov loops)
         from ..kernels import numba as csr
         from ..kernels.numba import _batched as batched
+        from ..kernels.numba import _batched_krylov as batched_krylov
         from ..kernels.numba import _host as host
         from ..kernels.numba import _krylov as fused
         from ..kernels.numba import _sor as sor
 
-        return _KernelSet(self.name, csr, fused, sor, host, batched)
+        return _KernelSet(self.name, csr, fused, sor, host, batched, batched_krylov)
 
 
 class ReferenceBackend(NumbaBackend):

@@ -3,7 +3,12 @@ column, with per-system convergence judged on the true residual.
 
 All ``B·m`` systems advance together: each iteration is one batched SpMV
 (``batched_csr_matvec``: one pass over the shared indices serves every
-element) and a few vectorized updates over ``(n, B, m)`` arrays. A system
+element) and a few updates over ``(n, B, m)`` arrays. CG and BiCGSTAB run
+their updates and reductions as fused kernels of ``mat.backend.kernels``
+(``batched_cg_step``, ``batched_col_dot``, ``batched_xpby``,
+``batched_bicgstab_*``, ``batched_sub_scaled``: one pass each; real results
+bit for bit those of the NumPy expressions they replace, complex ones to
+rounding); GMRES and MINRES stay NumPy expressions. A system
 whose recursive residual meets ``max(rtol·‖b‖, atol)`` has its *true*
 residual ``‖b − op(A_e) x‖`` recomputed; it stops only when that passes
 (docs/design.md 3.3), otherwise its recursion restarts from the true
@@ -327,34 +332,38 @@ class BatchedKrylov:
         active &= ~bad
 
     def _cg(self, x, r, b, target, active, reason, its, maxiter, trans, watch):
+        k = self.mat.backend.kernels   # fused updates (one pass each)
+        shape = active.shape
         z = self._precond(r, trans, active)
         p = z.copy()
-        rz = _dot(r, z)
+        rz = k.batched_col_dot(r, z, np.empty(shape, x.dtype))
+        pq = np.empty(shape, x.dtype)
+        rn2 = np.empty(shape, x.real.dtype)
         for _ in range(maxiter):
             q = self._matvec(p, trans)
-            pq = _dot(p, q)
+            k.batched_col_dot(p, q, pq)
             bad = active & ~(pq.real > 0)
             reason[bad] = "indefinite"
             active &= ~bad
             if not active.any():
                 break
             alpha = np.where(active, rz / np.where(active, pq, 1), 0)
-            x += alpha * p
-            r -= alpha * q
+            k.batched_cg_step(x, r, p, q, alpha, rn2)   # x += αp, r -= αq, ‖r‖²
             its += active
-            rn = _norm(r)
+            rn = np.sqrt(rn2)
             self._nonfinite(rn, active, reason)
             reset = self._confirm(x, r, b, rn, target, active, reason, trans, watch)
             self._check_stagnation(x, r, b, active, reason, trans, watch)
             if not active.any():
                 break
             z = self._precond(r, trans, active)
-            rz_new = _dot(r, z)
+            rz_new = k.batched_col_dot(r, z, np.empty(shape, x.dtype))
             beta = np.where(active & ~reset, rz_new / np.where(rz == 0, 1, rz), 0)
-            p = z + beta * p
+            k.batched_xpby(z, beta, p)   # p = z + βp
             rz = rz_new
 
     def _bicgstab(self, x, r, b, target, active, reason, its, maxiter, trans, watch):
+        k = self.mat.backend.kernels   # fused updates (one pass each)
         rhat = r.copy()
         shape = active.shape
         rho = np.ones(shape, x.dtype)
@@ -362,8 +371,11 @@ class BatchedKrylov:
         omega = np.ones(shape, x.dtype)
         v = np.zeros_like(x)
         p = np.zeros_like(x)
+        s = np.empty_like(x)
+        rv, tt, ts = (np.empty(shape, x.dtype) for _ in range(3))
+        rn2 = np.empty(shape, x.real.dtype)
         for _ in range(maxiter):
-            rho_new = _dot(rhat, r)
+            rho_new = k.batched_col_dot(rhat, r, np.empty(shape, x.dtype))
             bad = active & (rho_new == 0)
             reason[bad] = "breakdown"
             active &= ~bad
@@ -371,22 +383,23 @@ class BatchedKrylov:
                 break
             beta = np.where(active, (rho_new / np.where(rho == 0, 1, rho))
                             * (alpha / np.where(omega == 0, 1, omega)), 0)
-            p = r + beta * (p - omega * v)
+            k.batched_bicgstab_p(p, r, v, beta, omega)   # p = r + β(p − ωv)
             phat = self._precond(p, trans, active)
             v = self._matvec(phat, trans)
-            rv = _dot(rhat, v)
+            k.batched_col_dot(rhat, v, rv)
             alpha = np.where(active & (rv != 0), rho_new / np.where(rv == 0, 1, rv), 0)
-            s = r - alpha * v
+            k.batched_sub_scaled(s, r, alpha, v)   # s = r − αv
             shat = self._precond(s, trans, active)
             t = self._matvec(shat, trans)
-            tt = _dot(t, t).real
-            omega = np.where(active & (tt > 0), _dot(t, s) / np.where(tt > 0, tt, 1), 0)
-            x += alpha * phat + omega * shat
-            r_new = s - omega * t
-            r[:, active] = r_new[:, active]
+            ttr = k.batched_col_dot(t, t, tt).real
+            k.batched_col_dot(t, s, ts)
+            omega = np.where(active & (ttr > 0), ts / np.where(ttr > 0, ttr, 1), 0)
+            k.batched_bicgstab_x(x, alpha, phat, omega, shat)   # x += αp̂ + ωŝ
+            # r = s − ωt for the active systems, and ‖r‖²
+            k.batched_bicgstab_r(r, s, omega, t, active, rn2)
             its += active
             rho = rho_new
-            rn = _norm(r)
+            rn = np.sqrt(rn2)
             self._nonfinite(rn, active, reason)
             reset = self._confirm(x, r, b, rn, target, active, reason, trans, watch)
             if reset.any():   # restart the recursion of those systems

@@ -12,9 +12,17 @@ import numpy as np
 _QUIET = np.errstate(over="ignore", invalid="ignore")
 
 __all__ = [
+    "batched_bicgstab_p",
+    "batched_bicgstab_r",
+    "batched_bicgstab_x",
+    "batched_cg_step",
+    "batched_col_dot",
     "batched_csr_matvec",
     "batched_csr_rmatvec",
     "batched_sparse_outer",
+    "batched_sqnorm",
+    "batched_sub_scaled",
+    "batched_xpby",
     "bicgstab_p",
     "bicgstab_x",
     "cg_step",
@@ -249,3 +257,70 @@ def batched_sparse_outer(indptr, indices, u, v, alpha, out):
     rows = _rows(indptr)
     out[...] = alpha * np.einsum("kec,kec->ke", u[rows], v[indices])
     return out
+
+
+# ---------------------------------------------------------------------------
+# Fused updates of the batched Krylov loops (twins of
+# kernels/numba/_batched_krylov.py): vectors (n, B, m), scalars (B, m).
+# ---------------------------------------------------------------------------
+
+
+@_QUIET
+def batched_sqnorm(r, out):
+    """``out[e, c] = ‖r[:, e, c]‖²`` (``out``: the real dtype of ``r``)."""
+    sq = np.einsum("nbm,nbm->bm", r.real, r.real)
+    if np.iscomplexobj(r):
+        sq = sq + np.einsum("nbm,nbm->bm", r.imag, r.imag)
+    out[...] = sq
+    return out
+
+
+@_QUIET
+def batched_col_dot(a, b, out):
+    """``out[e, c] = Σ_i conj(a[i, e, c]) · b[i, e, c]``."""
+    out[...] = np.einsum("nbm,nbm->bm", np.conj(a), b)
+    return out
+
+
+@_QUIET
+def batched_cg_step(x, r, p, q, alpha, out):
+    """``x += α p``, ``r -= α q`` and ``out[e, c] = ‖r[:, e, c]‖²``."""
+    x += alpha * p
+    r -= alpha * q
+    return batched_sqnorm(r, out)
+
+
+@_QUIET
+def batched_xpby(z, beta, p):
+    """``p = z + β p``."""
+    p[...] = z + beta * p
+    return p
+
+
+@_QUIET
+def batched_bicgstab_p(p, r, v, beta, omega):
+    """``p = r + β (p − ω v)``."""
+    p[...] = r + beta * (p - omega * v)
+    return p
+
+
+@_QUIET
+def batched_sub_scaled(out, r, alpha, v):
+    """``out = r − α v``."""
+    out[...] = r - alpha * v
+    return out
+
+
+@_QUIET
+def batched_bicgstab_x(x, alpha, phat, omega, shat):
+    """``x += α p̂ + ω ŝ``."""
+    x += alpha * phat + omega * shat
+    return x
+
+
+@_QUIET
+def batched_bicgstab_r(r, s, omega, t, active, out):
+    """``r = s − ω t`` for the ``active`` systems, ``out[e, c] =
+    ‖r[:, e, c]‖²`` for all."""
+    r[:, active] = (s - omega * t)[:, active]
+    return batched_sqnorm(r, out)
