@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from ._api import _solver_for
 from ._lru import LRUCache
-from .batched import BatchedSolver
+from .batched import BatchedSolver, accepts
 
 __all__ = ["solve"]
 
@@ -66,12 +66,9 @@ def _host_solver(kind, n, options, data, a, b):
     return _CACHE.get_or_build(key, build)
 
 
-_BATCHED_METHODS = ("auto", "direct", "cg", "bicgstab")
-
-
 def _batchable(options):
-    return (options["method"] in _BATCHED_METHODS and options["M"] in (None, "jacobi")
-            and not (options["M"] is not None and options["method"] == "direct"))
+    """Whether the batched core solver takes these options (docs/batched.md)."""
+    return accepts(options["method"], options["M"])
 
 
 def _host_batched_solver(kind, n, options, data, a, b):

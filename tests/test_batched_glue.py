@@ -490,3 +490,72 @@ def test_tensorflow_batched_forward_over_reverse(rng, tfp):
     for a, c in zip(ours, ref):
         assert a is not None
         np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-9, atol=1e-11)
+
+
+# ---------------------------------------------------------------------------
+# Which options go to one batched solver
+# ---------------------------------------------------------------------------
+
+
+def test_accepts_names_what_the_batch_takes():
+    from sparsediff.batched import accepts
+
+    for method in ("auto", "direct", "cg", "bicgstab", "gmres", "minres",
+                   ("gmres", {"restart": 5})):
+        assert accepts(method)
+    for method, M in (("cg", "amg"), ("minres", "jacobi"), ("gmres", "ilu"),
+                      ("bicgstab", "ilu"), ("auto", "amg")):
+        assert accepts(method, M)
+    for method, M in (("direct", "jacobi"), ("cg", "ilu"), ("minres", "ilu"),
+                      ("qmr", None), ("cg", "sor"), (("cg", {}), None),
+                      (("gmres",), None)):
+        assert not accepts(method, M)
+
+
+KRYLOV_OPTIONS = [("gmres", "amg"), ("gmres", "ilu"), ("bicgstab", "ilu"),
+                  (("gmres", {"restart": 3}), "jacobi")]
+
+
+@pytest.mark.parametrize("method, M", KRYLOV_OPTIONS)
+def test_torch_vmap_with_new_batched_options_is_one_solver(rng, tp, monkeypatch,
+                                                           method, M):
+    """GMRES, ILU and AMG under vmap over the values are one batched solver
+    (before: one system per element), equal to single solves."""
+    torch = tp["torch"]
+    from torch.func import vmap
+
+    sdt = pytest.importorskip("sparsediff.torch")
+    ip, ix = torch.tensor(tp["indptr"]), torch.tensor(tp["cols"])
+    v = _values(rng, tp["base"], (CO,))
+    b = rng.standard_normal((CO, N))
+    count = _count_batched(monkeypatch)
+
+    def solve(vv, bb):
+        return sdt.solve_values(vv, bb, indptr=ip, indices=ix, method=method, M=M,
+                                rtol=1e-12)
+
+    x = vmap(solve)(torch.tensor(v), torch.tensor(b))
+    assert count == {"build": 1, "sizes": [CO], "solve": 1}
+    for e in range(CO):
+        ref = sd.solve(_matrix(tp["indptr"], tp["cols"], v[e]), b[e], method=method,
+                       M=M, rtol=1e-12).x
+        np.testing.assert_allclose(x[e].numpy(), ref, rtol=1e-9, atol=1e-11)
+
+
+def test_jax_vmap_with_new_batched_options_is_one_host_call(rng, jx, monkeypatch):
+    jax = jx["jax"]
+    sdj = pytest.importorskip("sparsediff.jax")
+    ptr, ind = jax.numpy.asarray(jx["indptr"]), jax.numpy.asarray(jx["cols"])
+    v = _values(rng, jx["base"], (CO,))
+    b = rng.standard_normal((CO, N))
+    count = _count_batched(monkeypatch)
+
+    def solve(d, c):
+        return sdj.solve((d, ind, ptr), c, method="gmres", M="ilu", rtol=1e-12)
+
+    x = jax.vmap(solve)(v, b)
+    assert count["build"] == 1 and count["sizes"] == [CO]
+    for e in range(CO):
+        ref = sd.solve(_matrix(jx["indptr"], jx["cols"], v[e]), b[e], method="gmres",
+                       M="ilu", rtol=1e-12).x
+        np.testing.assert_allclose(np.asarray(x[e]), ref, rtol=1e-9, atol=1e-11)

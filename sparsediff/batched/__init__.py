@@ -5,6 +5,15 @@ is done once, each element gets its own factorization (or preconditioner),
 and the gradients come back as ``(B, nnz)`` in the pattern's entry order.
 """
 
-from ._api import BatchedSolution, BatchedSolver, batched_solve
+from ._api import (
+    ILU_METHODS,
+    METHODS,
+    PRECONDITIONERS,
+    BatchedSolution,
+    BatchedSolver,
+    accepts,
+    batched_solve,
+)
 
-__all__ = ["BatchedSolution", "BatchedSolver", "batched_solve"]
+__all__ = ["ILU_METHODS", "METHODS", "PRECONDITIONERS", "BatchedSolution",
+           "BatchedSolver", "accepts", "batched_solve"]

@@ -34,6 +34,22 @@ from ._direct import BatchedDirect
 __all__ = ["BatchedSolution", "BatchedSolver", "batched_solve"]
 
 METHODS = ("auto", "direct", "cg", "bicgstab", "gmres", "minres")
+PRECONDITIONERS = (None, "jacobi", "ilu", "amg")
+#: the methods that take ``M="ilu"`` (not symmetric: no CG or MINRES)
+ILU_METHODS = ("auto", "bicgstab", "gmres")
+
+
+def accepts(method, M=None):
+    """Whether :class:`BatchedSolver` takes ``method`` and ``M`` (the glue
+    sends values of shape ``(B, nnz)`` to one batched solver only then, and
+    solves one system per element otherwise)."""
+    if isinstance(method, tuple):
+        if len(method) != 2 or method[0] != "gmres":
+            return False
+        method = "gmres"
+    return (isinstance(method, str) and method in METHODS and M in PRECONDITIONERS
+            and not (method == "direct" and M is not None)
+            and (M != "ilu" or method in ILU_METHODS))
 
 # op(A)ᴴ as (trans of A, conjugate in and out): adjoint/linear.py
 _ADJOINT = {"N": ("H", False), "T": ("N", True), "H": ("N", False)}

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import torch
 
 from .._api import _solver_for
-from ..batched import BatchedSolver
+from ..batched import ILU_METHODS, METHODS, PRECONDITIONERS, BatchedSolver, accepts
 
 __all__ = ["solve", "solve_values"]
 
@@ -292,15 +292,10 @@ class _Solve(torch.autograd.Function):
 # batches of values on one pattern (values of shape (B, nnz))
 # ---------------------------------------------------------------------------
 
-#: Options the batched core solver takes (docs/batched.md); other options
-#: under a batch of values fall back to one system per element.
-_BATCHED_METHODS = ("auto", "direct", "cg", "bicgstab")
-
-
 def _batchable(options):
-    return (options["method"] in _BATCHED_METHODS
-            and options["M"] in (None, "jacobi")
-            and not (options["M"] is not None and options["method"] == "direct"))
+    """Whether the batched core solver takes these options (docs/batched.md);
+    other options under a batch of values fall back to one system per element."""
+    return accepts(options["method"], options["M"])
 
 
 def _batched_pattern_gradient(pattern, x, lam, trans):
@@ -518,9 +513,10 @@ def _run_batched(values, pattern, b, options, func):
              values.dtype, func)
     if not _batchable(options):
         raise ValueError(
-            f"`{func}`: values of shape (B, nnz) take method in "
-            f"{_BATCHED_METHODS} and M in (None, 'jacobi'); got method="
-            f"{options['method']!r}, M={options['M']!r}.")
+            f"`{func}`: values of shape (B, nnz) take method in {METHODS} "
+            f"and M in {PRECONDITIONERS} (M='ilu' with {ILU_METHODS}, no M "
+            f"with 'direct'); got method={options['method']!r}, "
+            f"M={options['M']!r}.")
     system = _System(pattern, options)
     return _BatchedSolve.apply(values, b, system, "N", True, _Call())
 
