@@ -8,6 +8,10 @@ level, pyamg's ``AggOp``) is computed once, on the first finite element, and
 handed to the others, whose tentative and smoothed prolongators,
 restrictions and Galerkin coarse operators are rebuilt from their own values
 (``AMG(..., aggregates=...)``, the path of ``AMG.update``).
+``update`` (a new ``BatchedAMG`` with ``previous=``) hands the previous
+batch's aggregation to the new first element as well, so no element
+aggregates; only if that hierarchy fails or measures poorly against the
+previous first element's ``ρ`` (the rule below) does it aggregate afresh.
 
 Measured fallback. Shared aggregates fit an element whose strong couplings
 are those of the first one; they fit badly when, say, the anisotropy turns
