@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as sla
 
 from ._common import batch_map
 
@@ -28,7 +27,7 @@ __all__ = ["CholeskyAnalysis", "BatchedCholesky"]
 SLICE = 32
 
 
-def _minimum_degree(mat):
+def _minimum_degree(mat, func):
     """A fill-reducing symmetric permutation (new → old) of the pattern."""
     n = mat.shape[0]
     rows = np.repeat(np.arange(n), np.diff(mat.indptr))
@@ -38,9 +37,9 @@ def _minimum_degree(mat):
     degree = np.bincount(rows, minlength=n)
     surrogate = sp.csc_array((vals, mat.indices, mat.indptr), shape=mat.shape)
     surrogate = surrogate + sp.diags_array(degree + 1.0)
-    ilu = sla.spilu(surrogate.tocsc(), drop_tol=1.0, fill_factor=1.0,
-                    permc_spec="MMD_AT_PLUS_A",
-                    options=dict(SymmetricMode=True))
+    ilu = mat.backend.ilu(surrogate.tocsc(), func=func, drop_tol=1.0, fill_factor=1.0,
+                          permc_spec="MMD_AT_PLUS_A",
+                          options=dict(SymmetricMode=True))
     return np.argsort(ilu.perm_c)
 
 
@@ -57,7 +56,7 @@ class CholeskyAnalysis:
         n = mat.shape[0]
         self.n = n
         self.kernels = mat.backend.batched_cholesky(func=func)
-        self.perm = _minimum_degree(mat) if n > 1 else np.arange(n)
+        self.perm = _minimum_degree(mat, func) if n > 1 else np.arange(n)
         inv = np.argsort(self.perm)
         rows = inv[mat.rows]
         cols = inv[mat.indices]
