@@ -62,6 +62,7 @@ KERNELS = (
     "batched_cg_step", "batched_col_dot", "batched_sqnorm", "batched_sub_scaled",
     "batched_xpby",
     "batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer",
+    "batched_swap01",
     "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_diagonal",
     "csr_matvec", "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "segment_sum",
     "sor_grads", "sor_rt", "sor_sweep", "sor_transpose_solve", "sparse_outer",

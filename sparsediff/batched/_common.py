@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["batch_map", "batch_matvec", "batch_norms", "caller_order",
-           "canonical_order", "pattern_products"]
+__all__ = ["batch_last_matvec", "batch_map", "batch_matvec", "batch_norms",
+           "caller_order",
+           "canonical_order", "pattern_products", "swap01"]
 
 _POOLS = {}
 _POOLS_LOCK = threading.Lock()
@@ -78,12 +79,24 @@ def batch_norms(a):
                       if np.iscomplexobj(a) else 0.0))
 
 
-def batch_matvec(mat, data_t, x3, trans="N"):
-    """``op(A_e) @ x3[e]`` for every element: ``data_t`` (nnz, B), ``x3``
-    (B, n, m); returns (B, n, m)."""
+def swap01(mat, a, dtype=None):
+    """``a`` of shape (p, q, m) as a new C-contiguous (q, p, m) array in
+    ``dtype``: batch-first ↔ batch-last, by the backend's tiled kernel
+    (NumPy's transposing copies are several times slower on large batches)."""
+    dtype = np.dtype(a.dtype if dtype is None else dtype)
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    out = np.empty((a.shape[1], a.shape[0], a.shape[2]), dtype=dtype)
+    mat.backend.kernels.batched_swap01(a, out)
+    return out
+
+
+def batch_last_matvec(mat, data_t, xt, trans="N"):
+    """``op(A_e) @ xt[:, e]`` for every element, batch-last: ``data_t``
+    (nnz, B), ``xt`` (n, B, m); returns a new (n, B, m) array."""
     kernels = mat.backend.kernels
-    dtype = np.result_type(data_t.dtype, x3.dtype)
-    xt = np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype)
+    dtype = np.result_type(data_t.dtype, xt.dtype)
+    xt = np.ascontiguousarray(xt, dtype=dtype)
     data_t = np.ascontiguousarray(data_t, dtype=dtype)
     out = np.empty_like(xt)
     if trans == "N":
@@ -91,7 +104,14 @@ def batch_matvec(mat, data_t, x3, trans="N"):
     else:
         kernels.batched_csr_rmatvec(mat.indptr, mat.indices, data_t, xt, out,
                                     trans == "H")
-    return out.transpose(1, 0, 2)
+    return out
+
+
+def batch_matvec(mat, data_t, x3, trans="N"):
+    """``op(A_e) @ x3[e]`` for every element: ``data_t`` (nnz, B), ``x3``
+    (B, n, m); returns a new (B, n, m) array."""
+    dtype = np.result_type(data_t.dtype, x3.dtype)
+    return swap01(mat, batch_last_matvec(mat, data_t, swap01(mat, x3, dtype), trans))
 
 
 def pattern_products(mat, x3, lam3, trans):
@@ -104,9 +124,9 @@ def pattern_products(mat, x3, lam3, trans):
     else:
         u, v = x3, np.conj(lam3)
     dtype = np.result_type(u.dtype, v.dtype)
-    ut = np.ascontiguousarray(u.transpose(1, 0, 2), dtype=dtype)
-    vt = np.ascontiguousarray(v.transpose(1, 0, 2), dtype=dtype)
+    ut = swap01(mat, u, dtype)
+    vt = swap01(mat, v, dtype)
     out = np.empty((mat.nnz, x3.shape[0]), dtype=dtype)
     mat.backend.kernels.batched_sparse_outer(mat.indptr, mat.indices, ut, vt,
                                              dtype.type(-1), out)
-    return out.T
+    return swap01(mat, out[:, :, None])[:, :, 0]

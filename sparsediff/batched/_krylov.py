@@ -28,7 +28,7 @@ from .._symmetry import measure_symmetry
 from ..precond import make_preconditioner
 from ..solvers import _state
 from ..solvers._common import make_info
-from ._common import batch_map, batch_matvec
+from ._common import batch_last_matvec, batch_map
 
 __all__ = ["BatchedILU", "BatchedKrylov"]
 
@@ -224,8 +224,7 @@ class BatchedKrylov:
         return r * dinv[:, :, None]
 
     def _matvec(self, x, trans):
-        return batch_matvec(self.mat, self.data_t, x.transpose(1, 0, 2),
-                            trans).transpose(1, 0, 2)
+        return batch_last_matvec(self.mat, self.data_t, x, trans)
 
     def solve_batch(self, b3, *, trans="N", elements=None, x0=None, rtol=1e-8,
                     atol=0.0, maxiter=None, callback=None):

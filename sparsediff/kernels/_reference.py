@@ -22,6 +22,7 @@ __all__ = [
     "batched_sparse_outer",
     "batched_sqnorm",
     "batched_sub_scaled",
+    "batched_swap01",
     "batched_xpby",
     "bicgstab_p",
     "bicgstab_x",
@@ -256,6 +257,12 @@ def batched_sparse_outer(indptr, indices, u, v, alpha, out):
     """``out[k, e] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]``."""
     rows = _rows(indptr)
     out[...] = alpha * np.einsum("kec,kec->ke", u[rows], v[indices])
+    return out
+
+
+def batched_swap01(src, out):
+    """``out[j, i, c] = src[i, j, c]``: batch-first ↔ batch-last."""
+    out[...] = src.transpose(1, 0, 2)
     return out
 
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
 
-__all__ = ["batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer"]
+__all__ = ["batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer",
+           "batched_swap01"]
 
 _opts = dict(cache=True, nogil=True, fastmath=False)
 
@@ -77,4 +78,30 @@ def batched_sparse_outer(indptr, indices, u, v, alpha, out):
                     acc[e] += u[i, e, c] * v[j, e, c]
             for e in range(nb_):
                 out[k, e] = alpha * acc[e]
+    return out
+
+
+@nb.njit(**_opts)
+def batched_swap01(src, out):
+    """``out[j, i, c] = src[i, j, c]``: the batch-first arrays of the API and
+    the batch-last arrays of the kernels, one into the other. Tiled over ``i``
+    so that both sides stay in cache (a ``(20224, 64)`` array: 1.9 ms, against
+    16–19 ms for NumPy's transposing copy); one column (``m = 1``, the common
+    case) as 2-D arrays, whose inner loop compiles tighter."""
+    a, b, m = src.shape
+    if m == 1:
+        s2 = src[:, :, 0]
+        o2 = out[:, :, 0]
+        for i0 in range(0, a, 64):
+            i1 = min(a, i0 + 64)
+            for j in range(b):
+                for i in range(i0, i1):
+                    o2[j, i] = s2[i, j]
+        return out
+    for i0 in range(0, a, 32):
+        i1 = min(a, i0 + 32)
+        for j in range(b):
+            for i in range(i0, i1):
+                for c in range(m):
+                    out[j, i, c] = src[i, j, c]
     return out
