@@ -39,7 +39,7 @@ from ..solvers._conditioning import (
 )
 from ..solvers.direct import LIBRARY_MIN_N, _auto_lu
 from ._cholesky import BatchedCholesky, CholeskyAnalysis
-from ._common import batch_map, batch_matvec
+from ._common import batch_last_matvec, batch_map, swap01
 
 __all__ = ["BatchedDirect"]
 
@@ -56,19 +56,19 @@ CHOLESKY_MAX_DEPTH = 72
 
 
 def _column_sums(mat, abs_t, by_rows):
-    """Per element: sums of ``|a|`` over each column (or row): (B, n), from
-    ``abs_t = |data|ᵀ`` (nnz, B) by one batched product with ones."""
-    ones = np.ones((abs_t.shape[1], mat.shape[0], 1))
-    return batch_matvec(mat, abs_t, ones, "N" if by_rows else "T")[:, :, 0]
+    """Per element: sums of ``|a|`` over each column (or row), batch-last
+    (n, B), from ``abs_t = |data|ᵀ`` (nnz, B) by one batched product with ones."""
+    ones = np.ones((mat.shape[0], abs_t.shape[1], 1))
+    return batch_last_matvec(mat, abs_t, ones, "N" if by_rows else "T")[:, :, 0]
 
 
 def _column_norms(a):
-    """2-norm of every column of every element, ``(B, n, m)`` -> ``(B, m)``
-    (float64, as ``column_norms``)."""
-    if a.shape[1] == 0:
-        return np.zeros((a.shape[0], a.shape[2]))
+    """2-norm of every column of every element, batch-last ``(n, B, m)`` ->
+    ``(B, m)`` (float64, as ``column_norms``)."""
+    if a.shape[0] == 0:
+        return np.zeros((a.shape[1], a.shape[2]))
     return np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False),
-                          axis=1)
+                          axis=0)
 
 
 def _choose_ordering(mat, absdata):
@@ -171,8 +171,8 @@ class BatchedDirect:
         n = mat.shape[0]
         self.abs_t = np.abs(self.data_t)
         if mat.nnz and self.batch:
-            self._norm1 = _column_sums(mat, self.abs_t, False).max(axis=1)
-            self._norminf = _column_sums(mat, self.abs_t, True).max(axis=1)
+            self._norm1 = _column_sums(mat, self.abs_t, False).max(axis=0)
+            self._norminf = _column_sums(mat, self.abs_t, True).max(axis=0)
         else:
             self._norm1 = self._norminf = np.zeros(self.batch)
         self._row_nnz = int(max(np.diff(mat.indptr).max(initial=0),
@@ -435,13 +435,15 @@ class BatchedDirect:
         inv = batch_map(one, range(B), workers)
         if n == 0:
             x3[...] = 0
+        # the residuals and error bounds batch-last, (n, B, m): two copies in,
+        # none out, and every reduction runs down contiguous rows
         xz = x3 if np.isfinite(x3).all() else np.nan_to_num(x3)
-        res = b3 - batch_matvec(self.mat, self.data_t, xz, trans)
-        absres = np.abs(res)
-        ax = batch_matvec(self.mat, self.abs_t, np.abs(xz), trans)
-        rhs_norms = _column_norms(b3)
-        res_norms = _column_norms(res)
-        errors = self._forward_errors(x3, b3, absres, ax, inv)
+        xt, bt = swap01(self.mat, xz), swap01(self.mat, b3)
+        rt = bt - batch_last_matvec(self.mat, self.data_t, xt, trans)
+        axt = batch_last_matvec(self.mat, self.abs_t, np.abs(xt), trans)
+        rhs_norms = _column_norms(bt)
+        res_norms = _column_norms(rt)
+        errors = self._forward_errors(xt, bt, np.abs(rt), axt, inv)
         infos = []
         for e in range(B):
             if not elements[e]:
@@ -500,12 +502,13 @@ class BatchedDirect:
         (``y ≥ 0`` and ``A y > 0`` above its rounding bound)."""
         dtype = np.dtype(dtype)
         y = y.astype(dtype, copy=False)
-        y64 = np.nan_to_num(y.astype(np.float64), nan=-1.0)
-        ay = batch_matvec(self.mat, self.data_t.astype(np.float64, copy=False), y64)
-        bound = batch_matvec(self.mat, self.abs_t.astype(np.float64, copy=False), y64)
+        yt = swap01(self.mat, np.nan_to_num(y.astype(np.float64), nan=-1.0))
+        ay = batch_last_matvec(self.mat, self.data_t.astype(np.float64, copy=False), yt)
+        bound = batch_last_matvec(self.mat, self.abs_t.astype(np.float64, copy=False),
+                                  yt)
         eps = float(np.finfo(np.float64).eps)
         proven = (np.isfinite(y).all(axis=(1, 2)) & np.all(y >= 0, axis=(1, 2))
-                  & np.all(ay > 2 * (self._row_nnz + 1) * eps * bound, axis=(1, 2)))
+                  & np.all(ay > 2 * (self._row_nnz + 1) * eps * bound, axis=(0, 2)))
         for e in np.flatnonzero(elements):
             self._m_matrices[(e, dtype)] = (bool(proven[e]), y[e, :, 0])
 
@@ -596,14 +599,15 @@ class BatchedDirect:
         return bool(norm * self._inverse_norm(e, dtype, "equilibrated") * eps
                     >= SINGULAR_BOUND)
 
-    def _forward_errors(self, x3, b3, absres, ax, inv):
+    def _forward_errors(self, xt, bt, absres, ax, inv):
         """LAPACK's FERR in the 1-norm of every element, largest over its
-        columns (``inv[e]`` its ‖op(A_e)⁻¹‖₁ estimate, ``None``: not solved)."""
+        columns, from batch-last ``(n, B, m)`` arrays (``inv[e]`` its
+        ‖op(A_e)⁻¹‖₁ estimate, ``None``: not solved)."""
         inv_norm = np.array([np.nan if v is None else v for v in inv], np.float64)
-        eps = float(np.finfo(x3.dtype).eps)
-        w = absres + (self._row_nnz + 1) * eps * (ax + np.abs(b3))
-        wn = w.sum(axis=1, dtype=np.float64)
-        xn = np.abs(x3).sum(axis=1, dtype=np.float64)
+        eps = float(np.finfo(xt.dtype).eps)
+        w = absres + (self._row_nnz + 1) * eps * (ax + np.abs(bt))
+        wn = w.sum(axis=0, dtype=np.float64)
+        xn = np.abs(xt).sum(axis=0, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ferr = np.where(xn > 0, inv_norm[:, None] * wn / np.where(xn > 0, xn, 1.0),
                             np.where(wn > 0, np.inf, 0.0))
