@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
 
-__all__ = ["fill_count", "numeric", "solve", "symbolic"]
+__all__ = ["fill_count", "numeric", "solve", "solve_batch_first", "symbolic"]
 
 _opts = dict(cache=True, nogil=True, fastmath=False)
 
@@ -212,3 +212,24 @@ def solve(Lp, Li, Lx, y, b0):
             for e in range(w):
                 y[i, c, e] /= Lx[di, b0 + e]
     return y
+
+
+@nb.njit(**_opts)
+def solve_batch_first(Lp, Li, Lx, perm, b3, x3, b0, y):
+    """``x3[b0 + j] = Pᵀ (L_j L_jᴴ)⁻¹ P b3[b0 + j]`` for the ``w`` elements of a
+    slice (``L_j = Lx[:, j]``, ``P`` the ordering ``perm``, new → old): the
+    gather, the two triangular solves and the scatter in one call, with
+    ``y`` (shape ``(n, m, w)``) as the workspace."""
+    n, m, w = y.shape
+    for i in range(n):
+        pi = perm[i]
+        for c in range(m):
+            for e in range(w):
+                y[i, c, e] = b3[b0 + e, pi, c]
+    solve(Lp, Li, Lx, y, 0)
+    for i in range(n):
+        pi = perm[i]
+        for c in range(m):
+            for e in range(w):
+                x3[b0 + e, pi, c] = y[i, c, e]
+    return x3
