@@ -588,9 +588,10 @@ class BatchedSolution:
         f_rel = np.max(np.atleast_1d(fwd.residual_norm)
                        / np.maximum(np.atleast_1d(fwd.rhs_norm), 1e-300), initial=0.0)
         adj = np.max(np.atleast_1d(info.residual_norm), initial=0.0)
-        info = dataclasses.replace(info, error_estimate=bound,
-                                   backward_error=float(f_rel + adj))
-        return _element_info(info, self._is_2d)
+        changes = dict(error_estimate=bound, backward_error=float(f_rel + adj))
+        if self._is_2d:
+            return squeeze_info(info, **changes)          # one copy, not two
+        return dataclasses.replace(info, **changes)
 
     def jvp(self, dA=None, db=None):
         """Forward mode: ``ẋ_e = op(A_e)⁻¹ (ḃ_e − op(Ȧ_e) x_e)`` for every element.

@@ -129,11 +129,11 @@ def _residual_report(info):
     return status, msg
 
 
-def squeeze_info(info):
+def squeeze_info(info, **changes):
     """Engines report per-column arrays; a 1-D right-hand side (or cotangent)
-    gets scalars."""
+    gets scalars. ``changes``: other fields to replace in the same copy."""
     if np.ndim(info.residual_norm) == 0:
-        return info
+        return dataclasses.replace(info, **changes) if changes else info
     cond = getattr(info, "condition_estimate", None)
     return dataclasses.replace(
         info,
@@ -141,6 +141,7 @@ def squeeze_info(info):
         rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
         column_converged=None, column_iterations=None,
         condition_estimate=None if cond is None else float(np.max(cond)),
+        **changes,
     )
 
 
