@@ -356,11 +356,14 @@ def test_batched_kernels_match_reference(rng, dtype, conj):
         expect = (Ae.conj() if conj else Ae).T @ x[:, e]
         np.testing.assert_allclose(out1[:, e], expect, rtol=1e-12)
         np.testing.assert_allclose(out2[:, e], expect, rtol=1e-12)
-    g1 = np.empty((A.nnz, 4), dtype)
-    g2 = np.empty((A.nnz, 4), dtype)
+    g1 = np.empty((4, A.nnz), dtype)
+    g2 = np.empty((4, A.nnz), dtype)
     ker.batched_sparse_outer(A.indptr, A.indices, x, y, dtype(-1), g1)
     ref.batched_sparse_outer(A.indptr, A.indices, x, y, dtype(-1), g2)
     np.testing.assert_allclose(g1, g2, rtol=1e-13)
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    np.testing.assert_allclose(
+        g1, -np.einsum("kec,kec->ek", x[rows], y[A.indices]), rtol=1e-13)
 
 
 def test_reference_backend(rng, monkeypatch):

@@ -3,7 +3,9 @@
 Arrays of the public API are batch-first, ``(B, n, m)``; the kernels of
 ``mat.backend`` (``batched_csr_matvec``, ``batched_csr_rmatvec``,
 ``batched_sparse_outer``) take values ``(nnz, B)`` and vectors ``(n, B, m)``,
-so that one pass over the shared index arrays serves every element.
+so that one pass over the shared index arrays serves every element (the
+pattern product writes its ``(B, nnz)`` result batch-first, as returned);
+``swap01`` copies between the two layouts.
 """
 
 import os
@@ -126,7 +128,7 @@ def pattern_products(mat, x3, lam3, trans):
     dtype = np.result_type(u.dtype, v.dtype)
     ut = swap01(mat, u, dtype)
     vt = swap01(mat, v, dtype)
-    out = np.empty((mat.nnz, x3.shape[0]), dtype=dtype)
+    out = np.empty((x3.shape[0], mat.nnz), dtype=dtype)
     mat.backend.kernels.batched_sparse_outer(mat.indptr, mat.indices, ut, vt,
                                              dtype.type(-1), out)
-    return swap01(mat, out[:, :, None])[:, :, 0]
+    return out

@@ -254,9 +254,9 @@ def batched_csr_rmatvec(indptr, indices, data, x, out, conj):
 
 @_QUIET
 def batched_sparse_outer(indptr, indices, u, v, alpha, out):
-    """``out[k, e] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]``."""
+    """``out[e, k] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]`` (batch-first)."""
     rows = _rows(indptr)
-    out[...] = alpha * np.einsum("kec,kec->ke", u[rows], v[indices])
+    out[...] = (alpha * np.einsum("kec,kec->ke", u[rows], v[indices])).T
     return out
 
 

@@ -63,21 +63,33 @@ def batched_csr_rmatvec(indptr, indices, data, x, out, conj):
 
 @nb.njit(**_opts)
 def batched_sparse_outer(indptr, indices, u, v, alpha, out):
-    """``out[k, e] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]``."""
+    """``out[e, k] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]``: the pattern
+    product written batch-first, ``(B, nnz)``, as the API returns it. Blocks
+    of 64 entries are accumulated batch-last in a small buffer and written as
+    contiguous row pieces (no ``(nnz, B)`` array and no transposing copy)."""
     n, nb_, m = u.shape
-    acc = np.empty(nb_, dtype=out.dtype)
-    for i in range(n):
-        k0 = np.uint64(indptr[i])
-        k1 = np.uint64(indptr[i + 1])
+    nnz = indices.shape[0]
+    block = 64
+    acc = np.empty((block, nb_), dtype=out.dtype)
+    rows = np.empty(block, dtype=np.int64)
+    i = 0
+    for k0 in range(0, nnz, block):
+        k1 = min(nnz, k0 + block)
         for k in range(k0, k1):
+            while indptr[i + 1] <= k:
+                i += 1
+            rows[k - k0] = i
+        for k in range(k0, k1):
+            r = rows[k - k0]
             j = np.uint64(indices[k])
             for e in range(nb_):
-                acc[e] = 0
+                acc[k - k0, e] = 0
             for c in range(m):
                 for e in range(nb_):
-                    acc[e] += u[i, e, c] * v[j, e, c]
-            for e in range(nb_):
-                out[k, e] = alpha * acc[e]
+                    acc[k - k0, e] += u[r, e, c] * v[j, e, c]
+        for e in range(nb_):
+            for k in range(k0, k1):
+                out[e, k] = alpha * acc[k - k0, e]
     return out
 
 
