@@ -119,12 +119,15 @@ def batch_matvec(mat, data_t, x3, trans="N"):
 def pattern_products(mat, x3, lam3, trans):
     """Canonical ``∂L/∂data`` (B, nnz) of every element from ``x`` and ``λ``
     (the batched ``adjoint.linear.pattern_gradient``, docs/design.md 2.1)."""
+    def conj(a):            # np.conj copies even a real array
+        return np.conj(a) if np.iscomplexobj(a) else a
+
     if trans == "N":
-        u, v = lam3, np.conj(x3)
+        u, v = lam3, conj(x3)
     elif trans == "T":
-        u, v = np.conj(x3), lam3
+        u, v = conj(x3), lam3
     else:
-        u, v = x3, np.conj(lam3)
+        u, v = x3, conj(lam3)
     dtype = np.result_type(u.dtype, v.dtype)
     ut = swap01(mat, u, dtype)
     vt = swap01(mat, v, dtype)

@@ -62,15 +62,6 @@ def _column_sums(mat, abs_t, by_rows):
     return batch_last_matvec(mat, abs_t, ones, "N" if by_rows else "T")[:, :, 0]
 
 
-def _column_norms(a):
-    """2-norm of every column of every element, batch-last ``(n, B, m)`` ->
-    ``(B, m)`` (float64, as ``column_norms``)."""
-    if a.shape[0] == 0:
-        return np.zeros((a.shape[1], a.shape[2]))
-    return np.linalg.norm(a.astype(np.result_type(a.dtype, np.float64), copy=False),
-                          axis=0)
-
-
 def _choose_ordering(mat, absdata):
     """``"MMD_AT_PLUS_A"`` for a structurally symmetric, diagonally dominant
     matrix, else ``"COLAMD"`` (the rule of ``solvers/direct.py``)."""
@@ -441,9 +432,11 @@ class BatchedDirect:
         xt, bt = swap01(self.mat, xz), swap01(self.mat, b3)
         rt = bt - batch_last_matvec(self.mat, self.data_t, xt, trans)
         axt = batch_last_matvec(self.mat, self.abs_t, np.abs(xt), trans)
-        rhs_norms = _column_norms(bt)
-        res_norms = _column_norms(rt)
-        errors = self._forward_errors(xt, bt, np.abs(rt), axt, inv)
+        stats = np.empty((4, B, m))
+        self.mat.backend.kernels.batched_residual_stats(
+            xt, bt, rt, axt, (self._row_nnz + 1) * float(np.finfo(xt.dtype).eps), stats)
+        res_norms, rhs_norms = np.sqrt(stats[0]), np.sqrt(stats[1])
+        errors = self._forward_errors(stats[2], stats[3], inv)
         infos = []
         for e in range(B):
             if not elements[e]:
@@ -599,15 +592,13 @@ class BatchedDirect:
         return bool(norm * self._inverse_norm(e, dtype, "equilibrated") * eps
                     >= SINGULAR_BOUND)
 
-    def _forward_errors(self, xt, bt, absres, ax, inv):
+    @staticmethod
+    def _forward_errors(wn, xn, inv):
         """LAPACK's FERR in the 1-norm of every element, largest over its
-        columns, from batch-last ``(n, B, m)`` arrays (``inv[e]`` its
-        ‖op(A_e)⁻¹‖₁ estimate, ``None``: not solved)."""
+        columns, from the column sums ``wn = Σ |r| + (k+1)·eps·(|A||x| + |b|)``
+        and ``xn = Σ |x|`` (B, m) (``inv[e]`` its ‖op(A_e)⁻¹‖₁ estimate,
+        ``None``: not solved)."""
         inv_norm = np.array([np.nan if v is None else v for v in inv], np.float64)
-        eps = float(np.finfo(xt.dtype).eps)
-        w = absres + (self._row_nnz + 1) * eps * (ax + np.abs(bt))
-        wn = w.sum(axis=0, dtype=np.float64)
-        xn = np.abs(xt).sum(axis=0, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ferr = np.where(xn > 0, inv_norm[:, None] * wn / np.where(xn > 0, xn, 1.0),
                             np.where(wn > 0, np.inf, 0.0))

@@ -19,6 +19,7 @@ __all__ = [
     "batched_col_dot",
     "batched_csr_matvec",
     "batched_csr_rmatvec",
+    "batched_residual_stats",
     "batched_sparse_outer",
     "batched_sqnorm",
     "batched_sub_scaled",
@@ -257,6 +258,16 @@ def batched_sparse_outer(indptr, indices, u, v, alpha, out):
     """``out[e, k] = alpha · Σ_c u[i_k, e, c] · v[j_k, e, c]`` (batch-first)."""
     rows = _rows(indptr)
     out[...] = (alpha * np.einsum("kec,kec->ke", u[rows], v[indices])).T
+    return out
+
+
+def batched_residual_stats(x, b, r, ax, coef, out):
+    """``‖r‖²``, ``‖b‖²``, ``Σ |r| + coef·(ax + |b|)``, ``Σ |x|`` per column."""
+    ar, ab = np.abs(r).astype(np.float64), np.abs(b).astype(np.float64)
+    out[0] = (ar * ar).sum(axis=0)
+    out[1] = (ab * ab).sum(axis=0)
+    out[2] = (ar + coef * (ax + ab)).sum(axis=0)
+    out[3] = np.abs(x).sum(axis=0, dtype=np.float64)
     return out
 
 

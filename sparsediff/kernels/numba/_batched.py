@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
 
-__all__ = ["batched_csr_matvec", "batched_csr_rmatvec", "batched_sparse_outer",
-           "batched_swap01"]
+__all__ = ["batched_csr_matvec", "batched_csr_rmatvec", "batched_residual_stats",
+           "batched_sparse_outer", "batched_swap01"]
 
 _opts = dict(cache=True, nogil=True, fastmath=False)
 
@@ -90,6 +90,26 @@ def batched_sparse_outer(indptr, indices, u, v, alpha, out):
         for e in range(nb_):
             for k in range(k0, k1):
                 out[e, k] = alpha * acc[k - k0, e]
+    return out
+
+
+@nb.njit(**_opts)
+def batched_residual_stats(x, b, r, ax, coef, out):
+    """One pass over batch-last ``(n, B, m)`` arrays for what a direct solve
+    reports per column (float64 sums, ``out`` of shape ``(4, B, m)``):
+    ``‖r‖²``, ``‖b‖²``, ``Σ |r| + coef·(ax + |b|)`` (the numerator of
+    LAPACK's forward error bound) and ``Σ |x|``."""
+    n, nb_, m = x.shape
+    out[...] = 0
+    for i in range(n):
+        for e in range(nb_):
+            for c in range(m):
+                ri = abs(r[i, e, c])
+                bi = abs(b[i, e, c])
+                out[0, e, c] += ri * ri
+                out[1, e, c] += bi * bi
+                out[2, e, c] += ri + coef * (ax[i, e, c] + bi)
+                out[3, e, c] += abs(x[i, e, c])
     return out
 
 
