@@ -585,9 +585,14 @@ class BatchedSolution:
         bound = None
         if e_x is not None and e_lam is not None:
             bound = float(e_x + e_lam + e_x * e_lam)
-        f_rel = np.max(np.atleast_1d(fwd.residual_norm)
-                       / np.maximum(np.atleast_1d(fwd.rhs_norm), 1e-300), initial=0.0)
-        adj = np.max(np.atleast_1d(info.residual_norm), initial=0.0)
+        if self._is_2d:          # one column: plain floats (B small numpy calls saved)
+            f_rel = float(fwd.residual_norm) / max(float(fwd.rhs_norm), 1e-300)
+            adj = float(np.asarray(info.residual_norm).reshape(-1)[0])
+        else:
+            f_rel = np.max(np.atleast_1d(fwd.residual_norm)
+                           / np.maximum(np.atleast_1d(fwd.rhs_norm), 1e-300),
+                           initial=0.0)
+            adj = np.max(np.atleast_1d(info.residual_norm), initial=0.0)
         changes = dict(error_estimate=bound, backward_error=float(f_rel + adj))
         if self._is_2d:
             return squeeze_info(info, **changes)          # one copy, not two

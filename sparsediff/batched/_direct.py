@@ -430,8 +430,15 @@ class BatchedDirect:
         # none out, and every reduction runs down contiguous rows
         xz = x3 if np.isfinite(x3).all() else np.nan_to_num(x3)
         xt, bt = swap01(self.mat, xz), swap01(self.mat, b3)
-        rt = bt - batch_last_matvec(self.mat, self.data_t, xt, trans)
-        axt = batch_last_matvec(self.mat, self.abs_t, np.abs(xt), trans)
+        # a batch that is bitwise symmetric (real) or Hermitian has op(A) = A
+        # for T (H): the row-oriented product, no scatter
+        if trans != "N" and self._exact_hermitian.all() and (
+                trans == "H" or not np.iscomplexobj(self.data)):
+            trans_mv = "N"
+        else:
+            trans_mv = trans
+        rt = bt - batch_last_matvec(self.mat, self.data_t, xt, trans_mv)
+        axt = batch_last_matvec(self.mat, self.abs_t, np.abs(xt), trans_mv)
         stats = np.empty((4, B, m))
         self.mat.backend.kernels.batched_residual_stats(
             xt, bt, rt, axt, (self._row_nnz + 1) * float(np.finfo(xt.dtype).eps), stats)
