@@ -495,7 +495,7 @@ class BatchedSolution:
         scale = scale.astype(rhs3.real.dtype)[:, None, :]
         y3, infos = self._engine.solve_batch(np.ascontiguousarray(rhs3 / scale),
                                              trans=trans, elements=live, **tol)
-        y3 = y3 * scale
+        y3 *= scale                    # the engine's fresh array
         out = []
         for e, info in enumerate(infos):
             if info is None:

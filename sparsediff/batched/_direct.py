@@ -399,7 +399,10 @@ class BatchedDirect:
                 if fuse:
                     rhs = np.concatenate([b3, np.ones((B, n, 1), dtype=b3.dtype)], axis=2)
                 x = self._cholesky_solve(chol, rhs, factor_dtype, trans)
-                x3[batched] = x[batched, :, :m]
+                if not fuse and batched.all() and x.dtype == x3.dtype:
+                    x3 = x                     # every element solved: no copy
+                else:
+                    x3[batched] = x[batched, :, :m]
                 if fuse:
                     self._certify(factor_dtype, certify, x[:, :, m:].real)
                 elif certify.any():
@@ -437,7 +440,8 @@ class BatchedDirect:
             trans_mv = "N"
         else:
             trans_mv = trans
-        rt = bt - batch_last_matvec(self.mat, self.data_t, xt, trans_mv)
+        rt = batch_last_matvec(self.mat, self.data_t, xt, trans_mv)
+        np.subtract(bt, rt, out=rt)
         axt = batch_last_matvec(self.mat, self.abs_t, np.abs(xt), trans_mv)
         stats = np.empty((4, B, m))
         self.mat.backend.kernels.batched_residual_stats(
