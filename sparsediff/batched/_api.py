@@ -565,7 +565,8 @@ class BatchedSolution:
                  if k is not None]
         if kappa:
             warn_ill_conditioned(infos[0], dtype, func, stacklevel=2,
-                                 kappa=max(float(np.max(k)) for k in kappa))
+                                 kappa=max(np.max(np.concatenate(
+                                     [np.ravel(k) for k in kappa])), 0.0))
         x3 = self._x3.astype(dtype, copy=False)
         grad = pattern_products(self._mat, _finite(x3), _finite(lam3),
                                 self._trans)

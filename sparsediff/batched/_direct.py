@@ -37,6 +37,7 @@ from ..solvers._conditioning import (
     semipositive,
     z_matrix,
 )
+from ..solvers._info import SolveInfo
 from ..solvers.direct import LIBRARY_MIN_N, _auto_lu
 from ._cholesky import BatchedCholesky, CholeskyAnalysis
 from ._common import batch_last_matvec, batch_map, swap01
@@ -448,6 +449,7 @@ class BatchedDirect:
             xt, bt, rt, axt, (self._row_nnz + 1) * float(np.finfo(xt.dtype).eps), stats)
         res_norms, rhs_norms = np.sqrt(stats[0]), np.sqrt(stats[1])
         errors = self._forward_errors(stats[2], stats[3], inv)
+        finite_cols = np.isfinite(x3).all(axis=1)           # (B, m), one pass
         infos = []
         for e in range(B):
             if not elements[e]:
@@ -467,11 +469,15 @@ class BatchedDirect:
                 continue
             kappa = (self._norm1[e] if kind == "N" else self._norminf[e]) * inv[e]
             singular = self._singular_to_working_precision(e, factor_dtype, kappa)
-            finite = np.isfinite(x3[e]).all(axis=0) & ~singular
-            reasons = ["converged" if f else "singular" for f in finite]
-            infos.append(make_info(
-                finite, np.zeros(m), res_norms[e], rhs_norm, self.method, reasons,
-                False, trans, condition_estimate=kappa, error_estimate=errors[e]))
+            finite = finite_cols[e] & ~singular
+            ok = bool(finite.all())
+            # make_info's report, built directly (B of these per solve)
+            infos.append(SolveInfo(
+                converged=ok, iterations=0, residual_norm=res_norms[e],
+                method=self.method, reason="converged" if ok else "singular",
+                rhs_norm=rhs_norm, column_converged=finite,
+                column_iterations=np.zeros(m, np.int64),
+                trans=trans, condition_estimate=kappa, error_estimate=errors[e]))
         return x3, infos
 
     def _cholesky_solve(self, chol, b3, factor_dtype, trans):
