@@ -460,8 +460,8 @@ class BatchedSolution:
             raise ValueError(f"`{func}`: `{name}` must have the shape of `x`, "
                              f"{self.x.shape}; got {arr.shape}.")
         dtype = data_dtype(arr.dtype, func, name)
-        g3 = np.array(arr[:, :, None] if self._is_2d else arr, dtype=dtype,
-                      order="C", copy=True)
+        # read only (every use makes its own array): no copy of the caller's
+        g3 = np.asarray(arr[:, :, None] if self._is_2d else arr, dtype=dtype)
         return g3, dtype
 
     def _poisoned(self, func):
