@@ -350,3 +350,24 @@ def test_residual_stats_matches_twin(rng, dtype):
     np.testing.assert_allclose(out[0], np.linalg.norm(r.astype(complex), axis=0) ** 2,
                                rtol=rtol)
     np.testing.assert_allclose(out[3], np.abs(x).sum(axis=0), rtol=rtol)
+
+
+def test_replace_info_is_dataclasses_replace():
+    """The fast report copy gives what ``dataclasses.replace`` gives, refuses
+    unknown fields, and leaves the original alone."""
+    import dataclasses
+
+    from sparsediff.solvers._info import SolveInfo, replace_info
+
+    info = SolveInfo(converged=True, iterations=3, residual_norm=np.ones(2),
+                     method="direct", reason="converged", rhs_norm=np.ones(2),
+                     condition_estimate=5.0, extra={"k": 1})
+    a = replace_info(info, residual_norm=1.5, error_estimate=2.0)
+    b = dataclasses.replace(info, residual_norm=1.5, error_estimate=2.0)
+    assert type(a) is SolveInfo and a == b and a.extra == b.extra
+    assert repr(a) == repr(b)
+    assert info.residual_norm.shape == (2,) and info.error_estimate is None
+    with pytest.raises(TypeError, match="no field"):
+        replace_info(info, nonsense=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.converged = False

@@ -1,6 +1,5 @@
 """`BatchedSolver`, `BatchedSolution`, `batched_solve`: B systems on one pattern."""
 
-import dataclasses
 import threading
 import warnings
 
@@ -21,6 +20,7 @@ from .._validation import (
 from ..backend import get_backend
 from ..solvers._common import apply_policy, squeeze_info
 from ..solvers._conditioning import warn_ill_conditioned
+from ..solvers._info import replace_info
 from ._common import (
     batch_matvec,
     batch_norms,
@@ -597,7 +597,7 @@ class BatchedSolution:
         changes = dict(error_estimate=bound, backward_error=float(f_rel + adj))
         if self._is_2d:
             return squeeze_info(info, **changes)          # one copy, not two
-        return dataclasses.replace(info, **changes)
+        return replace_info(info, **changes)
 
     def jvp(self, dA=None, db=None):
         """Forward mode: ``ẋ_e = op(A_e)⁻¹ (ḃ_e − op(Ȧ_e) x_e)`` for every element.

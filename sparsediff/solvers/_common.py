@@ -1,6 +1,5 @@
 """Helpers shared by every solver: operator products, residuals, reports, policy."""
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -8,7 +7,7 @@ import numpy as np
 from .._errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
 from ..backend import _csr
 from ..backend._csr import column_norms
-from ._info import SolveInfo
+from ._info import SolveInfo, replace_info
 
 __all__ = [
     "apply_policy",
@@ -133,9 +132,9 @@ def squeeze_info(info, **changes):
     """Engines report per-column arrays; a 1-D right-hand side (or cotangent)
     gets scalars. ``changes``: other fields to replace in the same copy."""
     if np.ndim(info.residual_norm) == 0:
-        return dataclasses.replace(info, **changes) if changes else info
+        return replace_info(info, **changes) if changes else info
     cond = getattr(info, "condition_estimate", None)
-    return dataclasses.replace(
+    return replace_info(
         info,
         residual_norm=float(np.asarray(info.residual_norm).reshape(-1)[0]),
         rhs_norm=float(np.asarray(info.rhs_norm).reshape(-1)[0]),
