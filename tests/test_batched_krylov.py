@@ -219,16 +219,14 @@ def test_bicgstab_amg_nonsymmetric_is_its_own_solve(rng, trans):
         assert adj.converged and adj.iterations <= 2 * fwd.iterations + 2
 
 
-@pytest.mark.parametrize("method", ["cg", "bicgstab", "minres"])
-def test_amg_gradients_finite_differences_and_dot_product(rng, method):
-    if method in ("cg", "minres"):
-        A, data = spd_batch(rng, m=5, B=2)
-    else:
-        A, data = convdiff_batch(rng, m=5, B=2)
-    n = A.shape[0]
-    b = rng.standard_normal((2, n))
-    g = rng.standard_normal((2, n))
-    kw = dict(method=method, M="amg", rtol=1e-13)
+def check_gradients(rng, A, data, kw, symmetric=False, oracle=(1,)):
+    """Central finite differences (float64), the dot-product test against the
+    forward mode, and a dense oracle for the elements in ``oracle``, of a
+    batched solve with options ``kw`` (``symmetric``: perturb the values only
+    along symmetric directions, for Hermitian-only methods)."""
+    B, n = data.shape[0], A.shape[0]
+    b = rng.standard_normal((B, n))
+    g = rng.standard_normal((B, n))
 
     def loss(d, bb):
         return float(np.sum(g * sd.batched_solve(A, d, bb, **kw).x))
@@ -237,8 +235,8 @@ def test_amg_gradients_finite_differences_and_dot_product(rng, method):
     grad_data, grad_b = sol.vjp(g)
     h = 1e-6
     dA = rng.standard_normal(data.shape)
-    if method != "bicgstab":   # Hermitian values only: a symmetric direction
-        S = rng.standard_normal((2, n, n))
+    if symmetric:
+        S = rng.standard_normal((B, n, n))
         S = S + S.transpose(0, 2, 1)
         dA = S[:, rows_of(A), A.indices]
     db = rng.standard_normal(b.shape)
@@ -248,13 +246,23 @@ def test_amg_gradients_finite_differences_and_dot_product(rng, method):
     # dot-product test <J u, v> = <u, Jᵀ v> with the forward mode
     dx = sol.jvp(dA=dA, db=db)
     assert np.sum(dx * g) == pytest.approx(exact, rel=1e-8)
-    # dense oracle for element 1
-    Ad = with_values(A, data[1]).toarray()
-    x = np.linalg.solve(Ad, b[1])
-    lam = np.linalg.solve(Ad.T, g[1])
-    np.testing.assert_allclose(grad_b[1], lam, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(grad_data[1], -lam[rows_of(A)] * x[A.indices],
-                               rtol=1e-8, atol=1e-11)
+    for e in oracle:
+        Ad = with_values(A, data[e]).toarray()
+        x = np.linalg.solve(Ad, b[e])
+        lam = np.linalg.solve(Ad.T, g[e])
+        np.testing.assert_allclose(grad_b[e], lam, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(grad_data[e], -lam[rows_of(A)] * x[A.indices],
+                                   rtol=1e-8, atol=1e-11)
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab", "minres"])
+def test_amg_gradients_finite_differences_and_dot_product(rng, method):
+    if method in ("cg", "minres"):
+        A, data = spd_batch(rng, m=5, B=2)
+    else:
+        A, data = convdiff_batch(rng, m=5, B=2)
+    check_gradients(rng, A, data, dict(method=method, M="amg", rtol=1e-13),
+                    symmetric=method != "bicgstab")
 
 
 class _Damaged(AMG):
@@ -468,27 +476,9 @@ def test_gmres_complex_hermitian_amg(rng):
 @pytest.mark.parametrize("M", [None, "jacobi"])
 def test_gmres_gradients_finite_differences_and_dot_product(rng, M):
     A, data = convdiff_batch(rng, m=5, B=2)
-    n = A.shape[0]
-    b = rng.standard_normal((2, n))
-    g = rng.standard_normal((2, n))
-    kw = dict(method=("gmres", {"restart": 4}), M=M, rtol=1e-13)
-
-    def loss(d, bb):
-        return float(np.sum(g * sd.batched_solve(A, d, bb, **kw).x))
-
-    sol = sd.batched_solve(A, data, b, **kw)
-    grad_data, grad_b = sol.vjp(g)
-    h = 1e-6
-    dA = rng.standard_normal(data.shape)
-    db = rng.standard_normal(b.shape)
-    fd = (loss(data + h * dA, b + h * db) - loss(data - h * dA, b - h * db)) / (2 * h)
-    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
-    assert fd == pytest.approx(exact, rel=1e-6, abs=1e-9)
-    dx = sol.jvp(dA=dA, db=db)
-    assert np.sum(dx * g) == pytest.approx(exact, rel=1e-8)
-    Ad = with_values(A, data[0]).toarray()
-    lam = np.linalg.solve(Ad.T, g[0])
-    np.testing.assert_allclose(grad_b[0], lam, rtol=1e-9, atol=1e-11)
+    check_gradients(rng, A, data,
+                    dict(method=("gmres", {"restart": 4}), M=M, rtol=1e-13),
+                    oracle=(0,))
 
 
 def test_gmres_failure_stays_in_its_element(rng):
@@ -706,31 +696,8 @@ def test_ilu_operator_and_its_adjoints(rng, weak_ilu):
 @pytest.mark.parametrize("method", ["bicgstab", "gmres"])
 def test_ilu_gradients_finite_differences_and_dot_product(rng, weak_ilu, method):
     A, data = convdiff_batch(rng, m=5, B=2)
-    n = A.shape[0]
-    b = rng.standard_normal((2, n))
-    g = rng.standard_normal((2, n))
-    kw = dict(method=method, M="ilu", rtol=1e-13)
-
-    def loss(d, bb):
-        return float(np.sum(g * sd.batched_solve(A, d, bb, **kw).x))
-
-    sol = sd.batched_solve(A, data, b, **kw)
-    grad_data, grad_b = sol.vjp(g)
-    h = 1e-6
-    dA = rng.standard_normal(data.shape)
-    db = rng.standard_normal(b.shape)
-    fd = (loss(data + h * dA, b + h * db) - loss(data - h * dA, b - h * db)) / (2 * h)
-    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
-    assert fd == pytest.approx(exact, rel=1e-6, abs=1e-9)
-    dx = sol.jvp(dA=dA, db=db)
-    assert np.sum(dx * g) == pytest.approx(exact, rel=1e-8)
-    for e in range(2):   # dense oracle
-        Ad = with_values(A, data[e]).toarray()
-        x = np.linalg.solve(Ad, b[e])
-        lam = np.linalg.solve(Ad.T, g[e])
-        np.testing.assert_allclose(grad_b[e], lam, rtol=1e-9, atol=1e-11)
-        np.testing.assert_allclose(grad_data[e], -lam[rows_of(A)] * x[A.indices],
-                                   rtol=1e-8, atol=1e-11)
+    check_gradients(rng, A, data, dict(method=method, M="ilu", rtol=1e-13),
+                    oracle=(0, 1))
 
 
 def test_ilu_failing_element_stays_in_its_element(rng):
