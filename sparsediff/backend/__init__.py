@@ -242,7 +242,7 @@ class Backend:
 
     def batched_cholesky(self, *, func):
         """The batched sparse Cholesky kernels (``kernels/numba/_cholesky.py``:
-        ``symbolic``, ``fill_count``, ``numeric``, ``solve``) for B Hermitian
+        ``symbolic``, ``numeric``, ``solve``, ``solve_batch_first``) for B Hermitian
         positive definite matrices on one pattern, batch-last (host arrays)."""
         self.require("method", "direct", func)
         from ..kernels.numba import _cholesky

@@ -34,11 +34,12 @@ from ..solvers._conditioning import (
     SINGULAR_BOUND,
     equilibration,
     inverse_norm1,
+    positivity_margin,
     semipositive,
     z_matrix,
 )
 from ..solvers._info import SolveInfo
-from ..solvers.direct import LIBRARY_MIN_N, _auto_lu
+from ..solvers.direct import LIBRARY_MIN_N, _auto_lu, _transpose_order
 from ._cholesky import BatchedCholesky, CholeskyAnalysis
 from ._common import batch_last_matvec, batch_map, swap01
 
@@ -86,15 +87,10 @@ def _exactly_hermitian(mat, data):
     """Per element: ``A_e = A_eᴴ`` bitwise (structurally symmetric pattern,
     ``a_ji = conj(a_ij)`` for every stored entry); O(B·nnz)."""
     B = data.shape[0]
-    n = mat.shape[0]
     if not mat.nnz:
         return np.ones(B, bool)
-    rows = mat.rows.astype(np.int64)
-    cols = mat.indices.astype(np.int64)
-    keys = rows * n + cols                     # sorted (canonical CSR)
-    pos = np.searchsorted(keys, cols * n + rows)
-    pos = np.minimum(pos, keys.size - 1)
-    if not np.array_equal(keys[pos], cols * n + rows):
+    pos = _transpose_order(mat)                # entry k of Aᵀ is entry pos[k]
+    if pos is None:
         return np.zeros(B, bool)
     mirror = np.take(data, pos, axis=1)        # (5× faster than data[:, pos])
     if np.iscomplexobj(data):
@@ -501,7 +497,7 @@ class BatchedDirect:
             todo[e] = (e, dtype) not in self._m_matrices
         if not todo.any():
             return todo
-        cand = todo & self._z_matrices()
+        cand = todo & z_matrix(self.mat, self.data)
         for e in np.flatnonzero(todo & ~cand):
             self._m_matrices[(e, dtype)] = (False, None)
         return cand
@@ -516,23 +512,10 @@ class BatchedDirect:
         ay = batch_last_matvec(self.mat, self.data_t.astype(np.float64, copy=False), yt)
         bound = batch_last_matvec(self.mat, self.abs_t.astype(np.float64, copy=False),
                                   yt)
-        eps = float(np.finfo(np.float64).eps)
         proven = (np.isfinite(y).all(axis=(1, 2)) & np.all(y >= 0, axis=(1, 2))
-                  & np.all(ay > 2 * (self._row_nnz + 1) * eps * bound, axis=(0, 2)))
+                  & np.all(ay > positivity_margin(self._row_nnz) * bound, axis=(0, 2)))
         for e in np.flatnonzero(elements):
             self._m_matrices[(e, dtype)] = (bool(proven[e]), y[e, :, 0])
-
-    def _z_matrices(self):
-        """:func:`_conditioning.z_matrix` of every element at once: real, no
-        positive off-diagonal entry, a positive diagonal."""
-        mat, data = self.mat, self.data
-        n = mat.shape[0]
-        if not n or data.dtype.kind != "f":
-            return np.zeros(self.batch, bool)
-        on = mat.rows == mat.indices
-        if np.count_nonzero(on) != n:
-            return np.zeros(self.batch, bool)
-        return np.all((data <= 0) | on, axis=1) & np.all(data[:, on] > 0, axis=1)
 
     # -- conditioning (per element, as solvers/direct.py) -----------------------
 

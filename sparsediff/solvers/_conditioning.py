@@ -107,16 +107,24 @@ def inverse_norm1(solve, solve_h, n, dtype):
 def z_matrix(mat, data):
     """Whether ``A`` (canonical ``mat``'s pattern, values ``data``) is a real
     Z-matrix with a positive diagonal: no positive off-diagonal entry (Poisson,
-    upwind convection–diffusion, graph Laplacians plus a positive shift)."""
+    upwind convection–diffusion, graph Laplacians plus a positive shift).
+    ``data`` of shape ``(B, nnz)`` (a batch on one pattern) gives one answer
+    per element."""
+    batched = data.ndim > 1
     n = mat.shape[0]
-    if not n or data.dtype.kind != "f":
-        return False
     on = mat.rows == mat.indices
-    # no positive off-diagonal entry; one pass, no copies of the subsets
-    if not np.all((data <= 0) | on):
-        return False
-    diag = np.bincount(mat.rows[on], weights=data[on], minlength=n)
-    return bool(np.all(diag > 0))
+    # canonical: at most one stored diagonal entry per row; a row without one
+    # has a zero diagonal
+    if not n or data.dtype.kind != "f" or np.count_nonzero(on) != n:
+        return np.zeros(data.shape[0], bool) if batched else False
+    ok = np.all((data <= 0) | on, axis=-1) & np.all(data[..., on] > 0, axis=-1)
+    return ok if batched else bool(ok)
+
+
+def positivity_margin(row_nnz):
+    """The factor ``2 (k+1) eps`` of :func:`semipositive`'s test
+    ``A y > 2 (k+1) eps |A| y`` (``k``: most stored entries in a row or column)."""
+    return 2 * (row_nnz + 1) * float(np.finfo(np.float64).eps)
 
 
 def semipositive(mat, data, y, row_nnz):
@@ -136,8 +144,7 @@ def semipositive(mat, data, y, row_nnz):
     # two compiled CSR products (SciPy's), not gathers and weighted bincounts
     ay = _csr_product(mat, vals, y)
     bound = _csr_product(mat, np.abs(vals), y)
-    eps = float(np.finfo(np.float64).eps)
-    return bool(np.all(ay > 2 * (row_nnz + 1) * eps * bound))
+    return bool(np.all(ay > positivity_margin(row_nnz) * bound))
 
 
 def _csr_product(mat, vals, y):

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
 
-__all__ = ["fill_count", "numeric", "solve", "solve_batch_first", "symbolic"]
+__all__ = ["numeric", "solve", "solve_batch_first", "symbolic"]
 
 _opts = dict(cache=True, nogil=True, fastmath=False)
 
@@ -76,12 +76,12 @@ def _reach(k, cp, ci, parent, flag, stack, path):
 
 
 @nb.njit(**_opts)
-def _program(n, cp, ci, parent, fill):
+def _program(n, cp, ci, parent):
     """Column pointers and row indices of ``L`` and the step program.
 
     ``kp[k]:kp[k+1]`` are the steps of row ``k``: column ``ki[q]`` (in
-    topological order) whose ``L[k, ki[q]]`` is stored at ``kpos[q]``. With
-    ``fill`` False only the counts are computed (``Lp``, the program length).
+    topological order) whose ``L[k, ki[q]]`` is stored at ``kpos[q]``. A
+    first pass counts (``Lp``, the program length), a second fills.
     """
     flag = np.full(n, -1, np.int64)
     stack = np.empty(n, np.int64)
@@ -96,8 +96,6 @@ def _program(n, cp, ci, parent, fill):
     Lp = np.zeros(n + 1, np.int64)
     for i in range(n):
         Lp[i + 1] = Lp[i] + counts[i]
-    if not fill:
-        return Lp, kp, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
     Li = np.empty(Lp[n], np.int64)
     ki = np.empty(kp[n], np.int64)
     kpos = np.empty(kp[n], np.int64)
@@ -124,16 +122,8 @@ def symbolic(n, cp, ci):
     cp = np.ascontiguousarray(cp, dtype=np.int64)
     ci = np.ascontiguousarray(ci, dtype=np.int64)
     parent = _etree(n, cp, ci)
-    Lp, kp, Li, ki, kpos = _program(n, cp, ci, parent, True)
+    Lp, kp, Li, ki, kpos = _program(n, cp, ci, parent)
     return Lp, Li, kp, ki, kpos
-
-
-def fill_count(n, cp, ci):
-    """``nnz(L)`` of the pattern, without building the program."""
-    cp = np.ascontiguousarray(cp, dtype=np.int64)
-    ci = np.ascontiguousarray(ci, dtype=np.int64)
-    Lp = _program(n, cp, ci, _etree(n, cp, ci), False)[0]
-    return int(Lp[n])
 
 
 @nb.njit(**_opts)
