@@ -371,3 +371,106 @@ def test_replace_info_is_dataclasses_replace():
         replace_info(info, nonsense=1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.converged = False
+
+
+def _library_case(rng, library, dtype=np.float64):
+    """A pattern and values that take ``library``, with a perturbation that
+    keeps it (Hermitian directions for the Cholesky kernels)."""
+    if library == "cholesky":
+        A = grid_pattern(6)
+        data = hermitian_batch(A, 2, rng, dtype)
+        dA = hermitian_batch(A, 2, rng, dtype) - hermitian_batch(A, 2, rng, dtype)
+        return A, data, dA
+    if library not in _installed():
+        pytest.skip(f"{library} not installed")
+    A = grid_pattern(32) if library == "umfpack" else grid_pattern(11, dims=3)
+    data = convection_batch(A, 2, rng, dtype)
+    return A, data, rng.standard_normal(data.shape).astype(dtype)
+
+
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+@pytest.mark.parametrize("library", ["cholesky", "umfpack", "pardiso"])
+def test_library_gradients_fd_dot_product_and_oracle(rng, library, trans):
+    """Each factorization of the batch: central finite differences (float64),
+    the dot-product test between jvp and vjp, and the dense oracle of
+    grad_data = −λ_i conj(x_j) (for trans N) on every stored entry."""
+    A, data, dA = _library_case(rng, library)
+    B, n = data.shape[0], A.shape[0]
+    b = rng.standard_normal((B, n))
+    g = rng.standard_normal((B, n))
+    db = rng.standard_normal((B, n))
+    solver = sd.BatchedSolver(A, data)
+    assert solver._engine.library == library
+    sol = solver.solve(b, trans=trans)
+    grad_data, grad_b = sol.vjp(g)
+    h = 1e-6
+
+    def loss(t):
+        s = sd.BatchedSolver(A, data + t * dA)
+        assert s._engine.library == library
+        return np.sum(g * s.solve(b + t * db, trans=trans).x)
+
+    fd = (loss(h) - loss(-h)) / (2 * h)
+    exact = np.sum(grad_data * dA) + np.sum(grad_b * db)
+    assert fd == pytest.approx(exact, rel=1e-6)
+    assert np.vdot(g, sol.jvp(dA, db)).real == pytest.approx(exact, rel=1e-9)
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    for e in range(B):
+        M = dense(A, data[e])
+        op = {"N": M, "T": M.T, "H": M.conj().T}[trans]
+        x = np.linalg.solve(op, b[e])
+        lam = np.linalg.solve(op.conj().T, g[e])
+        np.testing.assert_allclose(grad_b[e], lam, rtol=1e-9, atol=1e-12)
+        if trans == "N":
+            np.testing.assert_allclose(grad_data[e], -lam[rows] * x[A.indices],
+                                       rtol=1e-8, atol=1e-12)
+
+
+def test_cholesky_batch_as_codes_assemble_it(rng):
+    """Duplicates in the caller's entries (gradients per caller entry), a badly
+    scaled Hermitian batch (D A D, D from 1e-6 to 1e6) still on the kernels,
+    and a batch symmetric only to rounding, which goes to an LU."""
+    A = grid_pattern(6)
+    n = A.shape[0]
+    data = hermitian_batch(A, 2, rng)
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+    # the caller assembles with every entry split in two halves
+    coo_r = np.concatenate([rows, rows])
+    coo_c = np.concatenate([A.indices, A.indices])
+    vals = np.concatenate([data / 2, data / 2], axis=1)
+    P = sp.coo_array((np.ones(coo_r.size), (coo_r, coo_c)), shape=A.shape)
+    b = rng.standard_normal((2, n))
+    g = rng.standard_normal((2, n))
+    sol = sd.BatchedSolver(P, vals).solve(b)
+    gd, gb = sol.vjp(g)
+    ref = sd.BatchedSolver(A, data).solve(b)
+    rgd, rgb = ref.vjp(g)
+    np.testing.assert_allclose(sol.x, ref.x, rtol=1e-12)
+    np.testing.assert_allclose(gd, np.concatenate([rgd, rgd], axis=1), rtol=1e-12)
+    # badly scaled: D A D stays Hermitian positive definite
+    d = np.logspace(-6, 6, n)
+    scaled = data * (d[rows] * d[A.indices])      # bitwise symmetric scaling
+    s = sd.BatchedSolver(A, scaled)
+    assert s._engine.library == "cholesky"
+    # κ₁ ~ 1e24 is reported as such, and the scaled solve is still accurate
+    # (Cholesky is invariant under symmetric diagonal scaling)
+    with pytest.warns(sd.IllConditionedWarning):
+        sol = s.solve(b)
+    with pytest.warns(sd.IllConditionedWarning):
+        gd, gb = sol.vjp(g)
+    assert all(i.converged for i in sol.info)
+    for e in range(2):
+        M = dense(A, scaled[e])
+        x = np.linalg.solve(M, b[e])
+        lam = np.linalg.solve(M.T, g[e])
+        np.testing.assert_allclose(sol.x[e], x, rtol=1e-6)
+        np.testing.assert_allclose(gd[e], -lam[rows] * x[A.indices], rtol=1e-5,
+                                   atol=1e-12 * np.abs(lam[rows] * x[A.indices]).max())
+    # symmetric only to rounding: not bitwise Hermitian, an LU takes it
+    rounded = data.copy()
+    upper = rows < A.indices
+    rounded[:, upper] *= 1 + 1e-15
+    s = sd.BatchedSolver(A, rounded)
+    assert s._engine.library != "cholesky"
+    np.testing.assert_allclose(s.solve(b).x[0], np.linalg.solve(dense(A, rounded[0]), b[0]),
+                               rtol=1e-10)
