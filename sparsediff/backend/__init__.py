@@ -64,7 +64,9 @@ KERNELS = (
     "batched_csr_matvec", "batched_csr_rmatvec", "batched_residual_stats",
     "batched_sparse_outer", "batched_swap01",
     "bicgstab_p", "bicgstab_x", "cg_step", "col_dot", "col_sqnorm", "csr_diagonal",
-    "csr_matvec", "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec", "segment_sum",
+    "csr_matvec", "csr_matvec_dot", "csr_matvec_dot1", "csr_rmatvec",
+    "direct_facts", "direct_lower", "direct_residual", "direct_semipositive",
+    "segment_sum",
     "sor_grads", "sor_rt", "sor_sweep", "sor_transpose_solve", "sparse_outer",
     "sub_scaled", "xpby",
 )
@@ -270,11 +272,13 @@ class NumbaBackend(Backend):
         from ..kernels import numba as csr
         from ..kernels.numba import _batched as batched
         from ..kernels.numba import _batched_krylov as batched_krylov
+        from ..kernels.numba import _direct as direct
         from ..kernels.numba import _host as host
         from ..kernels.numba import _krylov as fused
         from ..kernels.numba import _sor as sor
 
-        return _KernelSet(self.name, csr, fused, sor, host, batched, batched_krylov)
+        return _KernelSet(self.name, csr, fused, sor, host, batched, batched_krylov,
+                          direct)
 
 
 class ReferenceBackend(NumbaBackend):

@@ -45,7 +45,7 @@ class CupyBackend(DeviceBackend):
     def kernels(self):
         from ..kernels import cuda
 
-        return _KernelSet(self.name, cuda, omit=("sor_", "batched_"))
+        return _KernelSet(self.name, cuda, omit=("sor_", "batched_", "direct_"))
 
     def owns(self, x):
         return isinstance(x, self.xp.ndarray)

@@ -35,6 +35,10 @@ __all__ = [
     "csr_matvec_dot1",
     "csr_diagonal",
     "csr_rmatvec",
+    "direct_facts",
+    "direct_lower",
+    "direct_residual",
+    "direct_semipositive",
     "segment_sum",
     "sor_grads",
     "sor_rt",
@@ -342,3 +346,74 @@ def batched_bicgstab_r(r, s, omega, t, active, out):
     ‖r[:, e, c]‖²`` for all."""
     r[:, active] = (s - omega * t)[:, active]
     return batched_sqnorm(r, out)
+
+
+# -- around a direct factorization (canonical CSR: sorted, unique) ---------
+
+#: bits of ``direct_facts``' flags (as in ``kernels/numba/_direct.py``)
+POSITIVE_DIAGONAL, Z_MATRIX, HERMITIAN, SYMMETRIC = 1, 2, 4, 8
+
+
+def direct_facts(indptr, indices, data):
+    """``(‖A‖₁, ‖A‖∞, most entries in a row or column, flags)``; the flags
+    say: every diagonal entry stored, real and > 0; a real Z-matrix with such
+    a diagonal; ``A == Aᴴ``; ``A == Aᵀ`` (exactly, pattern and values)."""
+    n = indptr.shape[0] - 1
+    rows = _rows(indptr)
+    absdata = np.abs(data)
+    norm1 = float(np.bincount(indices, weights=absdata, minlength=n).max(initial=0.0))
+    norminf = float(np.bincount(rows, weights=absdata, minlength=n).max(initial=0.0))
+    most = int(max(np.diff(indptr).max(initial=0),
+                   np.bincount(indices, minlength=1).max(initial=0)))
+    on = rows == indices
+    d = data[on]
+    diag_ok = bool(np.count_nonzero(on) == n and np.all(d.real > 0)
+                   and np.all(d.imag == 0))
+    off = data[~on]
+    zmat = diag_ok and bool(np.all((off.imag == 0) & (off.real <= 0)))
+    keys = rows.astype(np.int64) * n + indices
+    keys_t = indices.astype(np.int64) * n + rows
+    perm = np.argsort(keys_t, kind="stable")
+    structural = bool(np.array_equal(keys, keys_t[perm]))
+    herm = structural and bool(np.array_equal(data[perm], np.conj(data)))
+    symm = structural and bool(np.array_equal(data[perm], data))
+    flags = ((POSITIVE_DIAGONAL if diag_ok else 0) | (Z_MATRIX if zmat else 0)
+             | (HERMITIAN if herm else 0) | (SYMMETRIC if symm else 0))
+    return norm1, norminf, most, flags
+
+
+def direct_lower(indptr, indices, data):
+    """The lower triangle of a Hermitian A as ``(rows, cols, values)`` in
+    column-major order, read from the upper triangle of the CSR arrays."""
+    rows = _rows(indptr)
+    keep = indices >= rows
+    # entry (i, j), j ≥ i, is (j, i) of the lower triangle, value conj(a_ij);
+    # rows of the CSR arrays come in order: sorted by column i, then row j
+    return (indices[keep].astype(np.int64), rows[keep].astype(np.int64),
+            np.conj(data[keep]))
+
+
+@_QUIET
+def direct_residual(indptr, indices, data, x, b, conj, coef, sums):
+    """Per column: ``‖b − op(A) x‖₂²``, ``‖|r| + coef (|A||x| + |b|)‖₁`` and
+    ``‖x‖₁``, with ``op(A) = conj(A)`` if ``conj`` else ``A``."""
+    vals = np.conj(data) if conj else data
+    r = b - csr_matvec(indptr, indices, vals, x, np.empty_like(b))
+    ax = csr_matvec(indptr, indices, np.abs(data).astype(np.float64), np.abs(x),
+                    np.empty(x.shape, dtype=np.float64))
+    ar = np.abs(r)
+    sums[0] = (ar * ar).sum(axis=0)
+    sums[1] = (ar + coef * (ax + np.abs(b))).sum(axis=0)
+    sums[2] = np.abs(x).sum(axis=0)
+    return sums
+
+
+@_QUIET
+def direct_semipositive(indptr, indices, data, y, margin):
+    """Whether ``y ≥ 0`` (finite) and ``A y > margin·|A| y`` in every row."""
+    if not (np.isfinite(y).all() and np.all(y >= 0)):
+        return False
+    y2 = y.reshape(-1, 1).astype(np.float64)
+    ay = csr_matvec(indptr, indices, data, y2, np.empty_like(y2))
+    aay = csr_matvec(indptr, indices, np.abs(data), y2, np.empty_like(y2))
+    return bool(np.all(ay > margin * aay))

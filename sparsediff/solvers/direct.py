@@ -48,8 +48,7 @@ from ._conditioning import (
     SINGULAR_BOUND,
     equilibration,
     inverse_norm1,
-    semipositive,
-    z_matrix,
+    positivity_margin,
 )
 
 __all__ = ["AUTO_CHOLMOD_MAX_N_2D", "AUTO_CHOLMOD_MAX_N_3D", "AUTO_SUPERLU_MAX_N_3D",
@@ -68,24 +67,36 @@ LIBRARY_MIN_N = 1_000
 _LIBRARY_DTYPES = (np.dtype(np.float64), np.dtype(np.complex128))
 
 
-def hermitian_positive_diagonal(mat, order=None):
+#: bits of the flags of :func:`matrix_facts` (those of the ``direct_facts`` kernels)
+POSITIVE_DIAGONAL, Z_MATRIX, HERMITIAN, SYMMETRIC = 1, 2, 4, 8
+
+
+def matrix_facts(mat):
+    """``(‖A‖₁, ‖A‖∞, most stored entries in a row or column, flags)`` of a
+    canonical matrix, in one pass (the backend's ``direct_facts`` kernel).
+
+    ``flags`` has the bits ``POSITIVE_DIAGONAL`` (every diagonal entry stored,
+    real and positive), ``Z_MATRIX`` (real values, such a diagonal and no
+    positive off-diagonal entry), ``HERMITIAN`` (``A == Aᴴ`` exactly, pattern
+    and values) and ``SYMMETRIC`` (``A == Aᵀ`` exactly).
+    """
+    if mat.shape[0] == 0:
+        return 0.0, 0.0, 0, 0
+    norm1, norminf, most, flags = mat.backend.kernels.direct_facts(
+        mat.indptr, mat.indices, mat.data)
+    if mat.data.dtype.kind != "f":
+        flags &= ~Z_MATRIX
+    return float(norm1), float(norminf), int(most), int(flags)
+
+
+def hermitian_positive_diagonal(mat):
     """``A == Aᴴ`` exactly (pattern and values) with a real positive diagonal.
 
     The Cholesky precondition (O(nnz), once per matrix): CHOLMOD reads one
     triangle only, so a matrix Hermitian only to rounding is factorized by LU.
-    ``order``: a function returning :func:`_transpose_order` of ``mat``
-    (cached by the caller), called only once the diagonal qualifies.
     """
-    n = mat.shape[0]
-    if n == 0:
-        return False
-    on_diag = mat.rows == mat.indices
-    d = mat.data[on_diag]
-    if np.count_nonzero(on_diag) != n or not np.all(d.real > 0) \
-            or not np.all(d.imag == 0):
-        return False
-    perm = order() if order is not None else _transpose_order(mat)
-    return perm is not None and bool(np.array_equal(mat.data[perm], np.conj(mat.data)))
+    want = HERMITIAN | POSITIVE_DIAGONAL
+    return mat.shape[0] > 0 and matrix_facts(mat)[3] & want == want
 
 
 def _transpose_order(mat):
@@ -281,20 +292,13 @@ class DirectEngine:
         self.requested = library
         self.fallback = None
         self._torder = None        # (transpose order or None,), once computed
+        # one pass over the matrix: ‖A‖₁ (largest column sum) and ‖A‖∞ = ‖Aᵀ‖₁
+        # (largest row sum), for the condition estimates of N and of T/H
+        # solves; the most stored entries in a row or a column (rounding of a
+        # residual); the diagonal, Z-matrix and transpose tests (flags)
+        self._norm1, self._norminf, self._row_nnz, self._flags = matrix_facts(mat)
+        self._absdata_cache = None
         self.library = self._choose(library)
-        # ‖A‖₁ (largest column sum) and ‖A‖∞ = ‖Aᵀ‖₁ (largest row sum), for the
-        # condition estimate of N and of T/H solves
-        absdata = self._absdata = np.abs(mat.data)     # |A|, for the error bounds
-        if mat.nnz:
-            self._norm1 = float(np.bincount(mat.indices, weights=absdata,
-                                            minlength=n).max())
-            csum = np.concatenate(([0.0], np.cumsum(absdata, dtype=np.float64)))
-            self._norminf = float(np.max(csum[mat.indptr[1:]] - csum[mat.indptr[:-1]]))
-        else:
-            self._norm1 = self._norminf = 0.0
-        # most stored entries in a row or a column (rounding of a residual)
-        self._row_nnz = int(max(np.diff(mat.indptr).max(initial=0),
-                                np.bincount(mat.indices, minlength=1).max(initial=0)))
         # SuperLU's column ordering, chosen on first use (the optional
         # libraries order by themselves: no O(nnz) checks for them)
         self._permc_spec = permc_spec
@@ -332,8 +336,7 @@ class DirectEngine:
                 from ..backend._direct import require
 
                 require(library, func)
-            if library == "cholmod" and not hermitian_positive_diagonal(
-                    mat, self._transpose_order):
+            if library == "cholmod" and not self._cholesky_candidate():
                 raise ValueError(
                     f"`{func}`: library='cholmod' needs a Hermitian positive definite "
                     f"matrix, and this one is not exactly Hermitian with a real "
@@ -342,10 +345,21 @@ class DirectEngine:
         if (mat.shape[0] < LIBRARY_MIN_N or not installed
                 or np.dtype(self.dtype) not in _LIBRARY_DTYPES):
             return "superlu"
-        if "cholmod" in installed and hermitian_positive_diagonal(
-                mat, self._transpose_order):
+        if "cholmod" in installed and self._cholesky_candidate():
             return "cholmod"
         return _auto_lu(mat, installed, self.dtype)
+
+    def _cholesky_candidate(self):
+        """``A == Aᴴ`` exactly with a real positive diagonal (the flags)."""
+        want = HERMITIAN | POSITIVE_DIAGONAL
+        return self.mat.shape[0] > 0 and self._flags & want == want
+
+    @property
+    def _absdata(self):
+        """``|A|`` (the values), for the error bounds of transposed solves."""
+        if self._absdata_cache is None:
+            self._absdata_cache = np.abs(self.mat.data)
+        return self._absdata_cache
 
     def _factor(self, dtype):
         """The factorization in ``dtype`` (created on first use).
@@ -415,9 +429,16 @@ class DirectEngine:
                     raise ArithmeticError(str(exc)) from None
                 raise
         analysis = self._analysis[1] if self._analysis else None
-        rows = mat.rows.astype(np.int64)
-        cols = mat.indices.astype(np.int64)
-        data = mat.data.astype(dtype, copy=False)
+        if library == "cholmod":
+            # CHOLMOD reads the lower triangle only: read it off the upper
+            # one in compressed-column order, the order CHOLMOD's matrix is
+            # built in (A = Aᴴ exactly, checked)
+            rows, cols, data = mat.backend.kernels.direct_lower(
+                mat.indptr, mat.indices, mat.data.astype(dtype, copy=False))
+        else:
+            rows = mat.rows.astype(np.int64)
+            cols = mat.indices.astype(np.int64)
+            data = mat.data.astype(dtype, copy=False)
         from ..backend._direct import NotPositiveDefiniteError, PerturbedPivotsError
 
         try:
@@ -486,14 +507,12 @@ class DirectEngine:
         inv_norm = self._inverse_norm(factor_dtype, kind)
         kappa = (self._norm1 if kind == "N" else self._norminf) * inv_norm
         singular = self._singular_to_working_precision(factor_dtype, kappa)
-        res = b - op_matvec(self.mat, x, trans)
-        residual = column_norms(res)
+        residual, ferr = self._residual(x, b, trans, inv_norm)
         finite = np.isfinite(x).all(axis=0) & ~singular
         reasons = ["converged" if f else "singular" for f in finite]
         return x, make_info(finite, np.zeros(m), residual, rhs_norm, self.method,
                             reasons, is_1d, trans, condition_estimate=kappa,
-                            error_estimate=self._forward_error(x, b, res, trans,
-                                                               inv_norm))
+                            error_estimate=ferr)
 
     # conditioning -------------------------------------------------------
 
@@ -523,19 +542,12 @@ class DirectEngine:
 
         Then ``‖A⁻ᵀ‖₁ = ‖A⁻¹‖₁`` and one estimate serves every ``trans``
         (CHOLMOD's Hermitian matrices, real symmetric and complex symmetric
-        ones such as Helmholtz). O(nnz), once per engine.
+        ones such as Helmholtz), from the flags of :func:`matrix_facts`.
         """
         if self._symmetric is None:
-            mat = self.mat
-            kind = "hermitian" if self.library == "cholmod" else ""
-            perm = None if kind or not mat.shape[0] else self._transpose_order()
-            if perm is not None:
-                t = mat.data[perm]
-                if np.array_equal(t, np.conj(mat.data)):
-                    kind = "hermitian"        # real symmetric included
-                elif np.array_equal(t, mat.data):
-                    kind = "symmetric"
-            self._symmetric = kind
+            flags = self._flags if self.mat.shape[0] else 0
+            self._symmetric = ("hermitian" if flags & HERMITIAN     # real symmetric too
+                               else "symmetric" if flags & SYMMETRIC else "")
         return bool(self._symmetric)
 
     def _transpose_order(self):
@@ -590,9 +602,11 @@ class DirectEngine:
             return known
         mat = self.mat
         ok = False
-        if np.dtype(dtype).kind == "f" and z_matrix(mat, mat.data):
+        if np.dtype(dtype).kind == "f" and self._flags & Z_MATRIX:
             y = self._estimator_solve(lu, dtype, "N", np.ones(mat.shape[0], dtype=dtype))
-            ok = semipositive(mat, mat.data, y, self._row_nnz)
+            ok = bool(mat.backend.kernels.direct_semipositive(
+                mat.indptr, mat.indices, mat.data, np.asarray(y, np.float64).ravel(),
+                positivity_margin(self._row_nnz)))
         self._ones_products[key] = ok
         return ok
 
@@ -655,14 +669,37 @@ class DirectEngine:
         norm = self._norm1 if kind == "N" else self._norminf
         return norm * self._inverse_norm(dtype, kind)
 
-    def _forward_error(self, x, b, res, trans, inv_norm):
-        """LAPACK's FERR in the 1-norm, largest over columns (see the module)."""
-        eps = float(np.finfo(x.dtype).eps)
+    def _residual(self, x, b, trans, inv_norm):
+        """``(‖b − op(A) x‖₂ per column, LAPACK's FERR in the 1-norm, largest
+        over columns)`` (see the module).
+
+        One pass of the ``direct_residual`` kernel where ``op(A)`` is ``A`` or
+        ``conj(A)`` (every ``trans`` of a matrix with ``A = Aᴴ`` or
+        ``A = Aᵀ``); two products otherwise.
+        """
+        mat = self.mat
+        coef = (self._row_nnz + 1) * float(np.finfo(x.dtype).eps)
+        if trans == "N" or self._transpose_invariant():
+            # Aᴴ = A: op_T = conj(A); Aᵀ = A: op_H = conj(A)
+            conj = (trans == "T") if self._symmetric == "hermitian" else (trans == "H")
+            conj = conj and mat.data.dtype.kind == "c"
+            dtype = np.result_type(x.dtype, b.dtype)
+            sums = np.empty((3, x.shape[1]), dtype=np.float64)
+            mat.backend.kernels.direct_residual(
+                mat.indptr, mat.indices, mat.data, np.ascontiguousarray(x, dtype),
+                np.ascontiguousarray(b, dtype), conj, coef, sums)
+            return np.sqrt(sums[0]), self._ferr(sums[1], sums[2], inv_norm)
+        res = b - op_matvec(mat, x, trans)
         absx = np.abs(x)
-        ax = op_matvec(self.mat, absx, trans, data=self._absdata)
-        w = np.abs(res) + (self._row_nnz + 1) * eps * (np.abs(ax) + np.abs(b))
-        wn = w.sum(axis=0, dtype=np.float64)
-        xn = absx.sum(axis=0, dtype=np.float64)
+        ax = op_matvec(mat, absx, trans, data=self._absdata)
+        w = np.abs(res) + coef * (np.abs(ax) + np.abs(b))
+        return (column_norms(res),
+                self._ferr(w.sum(axis=0, dtype=np.float64),
+                           absx.sum(axis=0, dtype=np.float64), inv_norm))
+
+    @staticmethod
+    def _ferr(wn, xn, inv_norm):
+        """``‖A⁻¹‖₁ ‖w‖₁ / ‖x̂‖₁``, largest over columns (inf where undefined)."""
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ferr = np.where(xn > 0, inv_norm * wn / np.where(xn > 0, xn, 1.0),
                             np.where(wn > 0, np.inf, 0.0))
