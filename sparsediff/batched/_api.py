@@ -29,7 +29,7 @@ from ._common import (
     default_workers,
     pattern_products,
 )
-from ._direct import BatchedDirect
+from ._direct import BatchedDirect, DirectReports
 
 __all__ = ["BatchedSolution", "BatchedSolver", "batched_solve"]
 
@@ -406,6 +406,16 @@ def _fill_nonfinite(infos, b3, method, trans):
     return out
 
 
+def _outcomes(infos):
+    """Which elements an engine solved (a report) and which converged, as
+    boolean arrays (read from the batch's arrays when the engine has them)."""
+    if isinstance(infos, DirectReports):
+        return infos.solved, infos.converged
+    solved = np.array([i is not None for i in infos], bool)
+    converged = np.array([i is not None and i.converged for i in infos], bool)
+    return solved, converged
+
+
 def _apply(x3, infos, on_failure, what):
     """The failure policy, element by element (others untouched)."""
     stack = 4
@@ -436,7 +446,7 @@ class BatchedSolution:
         self._x3 = x3
         self.x = (x3[:, :, 0] if is_2d else x3).copy()
         self.info = tuple(infos)
-        self.adjoint_info = None
+        self._adjoint = None        # [the engine's reports, adjoint_info once made]
         self._engine = engine
         self._mat = mat
         self._trans = trans
@@ -496,16 +506,13 @@ class BatchedSolution:
         y3, infos = self._engine.solve_batch(np.ascontiguousarray(rhs3 / scale),
                                              trans=trans, elements=live, **tol)
         y3 *= scale                    # the engine's fresh array
-        out = []
-        for e, info in enumerate(infos):
-            if info is None:
-                y3[e] = np.nan
-            elif not info.converged:
-                y3[e] = apply_policy(y3[e], info, self._on_failure,
-                                     f"`{func}`: {what}, batch element {e}",
-                                     stacklevel=4)
-            out.append(info)
-        return y3, out
+        solved, converged = _outcomes(infos)
+        y3[~solved] = np.nan
+        for e in np.flatnonzero(solved & ~converged):
+            y3[e] = apply_policy(y3[e], infos[e], self._on_failure,
+                                 f"`{func}`: {what}, batch element {e}",
+                                 stacklevel=4)
+        return y3, infos
 
     def _tolerances(self, rtol, atol, maxiter, func):
         rtol, atol, maxiter = check_tolerances(rtol, atol, maxiter, func,
@@ -558,18 +565,19 @@ class BatchedSolution:
         rhs = np.conj(rhs) if conj else rhs
         lam3, infos = self._solve(rhs, t, live, func, "adjoint solve", tol)
         lam3 = np.conj(lam3) if conj else lam3
-        self.adjoint_info = tuple(self._with_estimate(e, i) for e, i in
-                                  enumerate(infos))
-        kappa = [k for e, i in enumerate(infos) if i is not None and i.converged
-                 for k in (i.condition_estimate, self.info[e].condition_estimate)
-                 if k is not None]
-        if kappa:
+        self._adjoint = [infos, None]       # adjoint_info made on first access
+        solved, converged = _outcomes(infos)
+        kappa = self._condition_estimates(infos, np.flatnonzero(solved & converged))
+        if kappa.size:
             warn_ill_conditioned(infos[0], dtype, func, stacklevel=2,
-                                 kappa=max(np.max(np.concatenate(
-                                     [np.ravel(k) for k in kappa])), 0.0))
+                                 kappa=max(np.max(kappa), 0.0))
         x3 = self._x3.astype(dtype, copy=False)
-        grad = pattern_products(self._mat, _finite(x3), _finite(lam3),
-                                self._trans)
+        products = getattr(self._engine, "pattern_products", None)
+        if products is None:
+            grad = pattern_products(self._mat, _finite(x3), _finite(lam3),
+                                    self._trans)
+        else:
+            grad = products(_finite(x3), _finite(lam3), self._trans)
         grad = caller_order(self._mat, grad, copy=False)
         grad[~live] = np.nan
         lam3[~live] = np.nan
@@ -577,6 +585,33 @@ class BatchedSolution:
         grad_b = _like_input(lam3[:, :, 0] if self._is_2d else lam3, self._b_dtype,
                              fresh=True)
         return grad_data, grad_b
+
+    @property
+    def adjoint_info(self):
+        """Reports of the latest :meth:`vjp`'s adjoint solves (``None`` before
+        one), one per element, with the error bound and backward error of
+        the gradient; built on first access."""
+        state = self._adjoint          # one read: a later vjp replaces it whole
+        if state is None:
+            return None
+        if state[1] is None:
+            state[1] = tuple(self._with_estimate(e, i) for e, i in enumerate(state[0]))
+        return state[1]
+
+    def _condition_estimates(self, infos, elements):
+        """The condition estimates (adjoint and forward) of ``elements``, as
+        one flat float array."""
+        if isinstance(infos, DirectReports):
+            ks = [infos.condition_estimates(elements)]
+        else:
+            ks = [np.ravel(k) for e in elements
+                  if (k := infos[e].condition_estimate) is not None]
+        fwd = [self.info[e].condition_estimate for e in elements]
+        if all(isinstance(k, (float, np.floating)) for k in fwd):
+            ks.append(np.array(fwd, np.float64))
+        else:
+            ks += [np.ravel(k) for k in fwd if k is not None]
+        return np.concatenate(ks) if ks else np.zeros(0)
 
     def _with_estimate(self, e, info):
         if info is None:

@@ -23,6 +23,7 @@ forward error bound.
 """
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,9 +42,9 @@ from ..solvers._conditioning import (
 from ..solvers._info import SolveInfo
 from ..solvers.direct import LIBRARY_MIN_N, _auto_lu, _transpose_order
 from ._cholesky import BatchedCholesky, CholeskyAnalysis
-from ._common import batch_last_matvec, batch_map, swap01
+from ._common import batch_last_matvec, batch_map, pattern_products, swap01
 
-__all__ = ["BatchedDirect"]
+__all__ = ["BatchedDirect", "DirectReports"]
 
 _REFUSED = object()     # an element a library declines: SuperLU factors it
 
@@ -96,6 +97,70 @@ def _exactly_hermitian(mat, data):
     if np.iscomplexobj(data):
         np.conjugate(mirror, out=mirror)
     return np.all(mirror == data, axis=1)
+
+
+def _ranges(B, workers):
+    """``workers`` (or fewer) contiguous ranges ``(e0, e1)`` covering ``0:B``."""
+    parts = max(1, min(workers, B))
+    edges = np.linspace(0, B, parts + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+class DirectReports(Sequence):
+    """The B reports of one batched direct solve, a read-only sequence whose
+    element ``e`` (a :class:`SolveInfo`, or ``None`` when not solved) is
+    built on first access from the batch's arrays: a caller that only needs
+    which elements failed (``solved``, ``converged``) or their condition
+    estimates (``kappa``) makes no per-element objects.
+
+    ``special`` holds the reports already made (elements with no factor, or
+    no unknowns).
+    """
+
+    def __init__(self, solved, converged, special, residual_norm, rhs_norm,
+                 column_converged, kappa, errors, method, trans):
+        self.solved = solved
+        self.converged = converged & solved
+        self.kappa = kappa
+        self._special = special
+        self._res, self._rhs = residual_norm, rhs_norm
+        self._cols = column_converged
+        self._errors = errors
+        self._method, self._trans = method, trans
+        self._cache = [None] * len(solved)
+
+    def __len__(self):
+        return len(self.solved)
+
+    def __getitem__(self, e):
+        if isinstance(e, slice):
+            return tuple(self[i] for i in range(*e.indices(len(self))))
+        e = range(len(self))[e]
+        info = self._cache[e]
+        if info is None and self.solved[e]:
+            info = self._special.get(e)
+            if info is None:
+                info = self._make(e)
+            self._cache[e] = info
+        return info
+
+    def _make(self, e):
+        ok = bool(self.converged[e])
+        m = self._res.shape[1]
+        return SolveInfo(
+            converged=ok, iterations=0, residual_norm=self._res[e],
+            method=self._method, reason="converged" if ok else "singular",
+            rhs_norm=self._rhs[e], column_converged=self._cols[e],
+            column_iterations=np.zeros(m, np.int64), trans=self._trans,
+            condition_estimate=self.kappa[e], error_estimate=self._errors[e])
+
+    def condition_estimates(self, elements):
+        """The condition estimates of ``elements`` (indices) that have one."""
+        out = [self.kappa[elements[~np.isin(elements, list(self._special))]]]
+        out += [np.ravel(self._special[e].condition_estimate) for e in elements
+                if e in self._special
+                and self._special[e].condition_estimate is not None]
+        return np.concatenate(out)
 
 
 class _Ordering:
@@ -426,10 +491,47 @@ class BatchedDirect:
         inv = batch_map(one, range(B), workers)
         if n == 0:
             x3[...] = 0
-        # the residuals and error bounds batch-last, (n, B, m): two copies in,
-        # none out, and every reduction runs down contiguous rows
         xz = x3 if np.isfinite(x3).all() else np.nan_to_num(x3)
-        xt, bt = swap01(self.mat, xz), swap01(self.mat, b3)
+        stats = self._residual_stats(xz, b3, trans)
+        res_norms, rhs_norms = np.sqrt(stats[0]), np.sqrt(stats[1])
+        errors = self._forward_errors(stats[2], stats[3], inv)
+        finite_cols = np.isfinite(x3).all(axis=1)           # (B, m), one pass
+        # the reports: built per element on first access from these arrays;
+        # the rare elements that need more (no unknowns, no factor, possibly
+        # singular to working precision) are decided here
+        solved = elements.copy()
+        special = {}
+        norm = self._norm1 if kind == "N" else self._norminf
+        inv_arr = np.array([np.nan if v is None else v for v in inv], np.float64)
+        kappa = norm * inv_arr
+        column_ok = finite_cols.copy()
+        eps = float(np.finfo(factor_dtype).eps)
+        for e in np.flatnonzero(elements):
+            if n == 0:
+                special[e] = make_info(np.ones(m, bool), np.zeros(m), np.zeros(m),
+                                       rhs_norms[e], self.method, [], False, trans)
+            elif lus[e] is None:
+                reason = "singular" if self.finite[e] else "nonfinite"
+                special[e] = make_info(np.zeros(m, bool), np.zeros(m),
+                                       np.full(m, np.nan), rhs_norms[e], self.method,
+                                       [reason], False, trans)
+                x3[e] = np.nan
+            elif kappa[e] * eps >= SINGULAR_BOUND and (
+                    self._singular_to_working_precision(e, factor_dtype, kappa[e])):
+                column_ok[e] = False
+        converged = column_ok.all(axis=1)
+        for e, info in special.items():
+            converged[e] = info.converged
+        infos = DirectReports(solved, converged, special, res_norms, rhs_norms,
+                              column_ok, kappa, errors, self.method, trans)
+        return x3, infos
+
+    def _residual_stats(self, xz, b3, trans):
+        """Per element and column (4, B, m): ``‖r‖²``, ``‖b‖²``, the numerator
+        of the forward error bound and ``Σ |x|`` (``batched_residual_stats``),
+        for ``xz`` finite."""
+        B, n, m = b3.shape
+        coef = (self._row_nnz + 1) * float(np.finfo(xz.dtype).eps)
         # a batch that is bitwise symmetric (real) or Hermitian has op(A) = A
         # for T (H): the row-oriented product, no scatter
         if trans != "N" and self._exact_hermitian.all() and (
@@ -437,44 +539,61 @@ class BatchedDirect:
             trans_mv = "N"
         else:
             trans_mv = trans
+        stats = np.empty((4, B, m))
+        if trans_mv == "N" and isinstance(self._analysis, CholeskyAnalysis) and n:
+            # batch-first, one pass per element over the pattern: no layout
+            # copies and no (B, n, m) temporaries
+            kernel = self._analysis.kernels.residual_report
+            dtype = np.result_type(self.dtype, xz.dtype)
+            data = self.data.astype(dtype, copy=False)
+            x = np.ascontiguousarray(xz, dtype=dtype)
+            b = np.ascontiguousarray(b3, dtype=dtype)
+            real = np.empty(0, dtype).real.dtype
+            mat = self.mat
+
+            def run(r):
+                kernel(mat.indptr, mat.indices, data, x, b, coef, np.empty(m, dtype),
+                       np.empty(m, real), stats, r[0], r[1])
+
+            batch_map(run, _ranges(B, self.workers), self.workers)
+            return stats
+        # batch-last, (n, B, m): two copies in, none out, and every reduction
+        # runs down contiguous rows
+        xt, bt = swap01(self.mat, xz), swap01(self.mat, b3)
         rt = batch_last_matvec(self.mat, self.data_t, xt, trans_mv)
         np.subtract(bt, rt, out=rt)
         axt = batch_last_matvec(self.mat, self.abs_t, np.abs(xt), trans_mv)
-        stats = np.empty((4, B, m))
-        self.mat.backend.kernels.batched_residual_stats(
-            xt, bt, rt, axt, (self._row_nnz + 1) * float(np.finfo(xt.dtype).eps), stats)
-        res_norms, rhs_norms = np.sqrt(stats[0]), np.sqrt(stats[1])
-        errors = self._forward_errors(stats[2], stats[3], inv)
-        finite_cols = np.isfinite(x3).all(axis=1)           # (B, m), one pass
-        infos = []
-        for e in range(B):
-            if not elements[e]:
-                infos.append(None)
-                continue
-            rhs_norm = rhs_norms[e]
-            if n == 0:
-                infos.append(make_info(np.ones(m, bool), np.zeros(m), np.zeros(m),
-                                       rhs_norm, self.method, [], False, trans))
-                continue
-            if lus[e] is None:
-                reason = "singular" if self.finite[e] else "nonfinite"
-                infos.append(make_info(np.zeros(m, bool), np.zeros(m),
-                                       np.full(m, np.nan), rhs_norm, self.method,
-                                       [reason], False, trans))
-                x3[e] = np.nan
-                continue
-            kappa = (self._norm1[e] if kind == "N" else self._norminf[e]) * inv[e]
-            singular = self._singular_to_working_precision(e, factor_dtype, kappa)
-            finite = finite_cols[e] & ~singular
-            ok = bool(finite.all())
-            # make_info's report, built directly (B of these per solve)
-            infos.append(SolveInfo(
-                converged=ok, iterations=0, residual_norm=res_norms[e],
-                method=self.method, reason="converged" if ok else "singular",
-                rhs_norm=rhs_norm, column_converged=finite,
-                column_iterations=np.zeros(m, np.int64),
-                trans=trans, condition_estimate=kappa, error_estimate=errors[e]))
-        return x3, infos
+        self.mat.backend.kernels.batched_residual_stats(xt, bt, rt, axt, coef, stats)
+        return stats
+
+    def pattern_products(self, x3, lam3, trans):
+        """Canonical ``∂L/∂data`` (B, nnz) from finite ``x3`` and ``λ3``
+        (``_common.pattern_products``; batch-first on the Cholesky path)."""
+        if not isinstance(self._analysis, CholeskyAnalysis) or not self.mat.shape[0]:
+            return pattern_products(self.mat, x3, lam3, trans)
+
+        def conj(a):
+            return np.conj(a) if np.iscomplexobj(a) else a
+
+        if trans == "N":
+            u, v = lam3, conj(x3)
+        elif trans == "T":
+            u, v = conj(x3), lam3
+        else:
+            u, v = x3, conj(lam3)
+        dtype = np.result_type(u.dtype, v.dtype)
+        u = np.ascontiguousarray(u, dtype=dtype)
+        v = np.ascontiguousarray(v, dtype=dtype)
+        B = u.shape[0]
+        out = np.empty((B, self.mat.nnz), dtype=dtype)
+        kernel, mat = self._analysis.kernels.pattern_product, self.mat
+
+        def run(r):
+            kernel(mat.indptr, mat.indices, u, v, dtype.type(-1), np.empty(1, dtype),
+                   out, r[0], r[1])
+
+        batch_map(run, _ranges(B, self.workers), self.workers)
+        return out
 
     def _cholesky_solve(self, chol, b3, factor_dtype, trans):
         """``op(A_e)⁻¹ b3[e]`` for every element by the batched factors."""

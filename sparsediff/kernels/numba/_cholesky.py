@@ -20,6 +20,13 @@ first, then their rows in increasing order.
 The kernels are serial and release the GIL: a caller spreads slices of the
 batch over threads (``batched/_common.batch_map``), each writing its own
 columns of ``Lx`` and of the right-hand sides.
+
+Two batch-first kernels serve the reports and the gradient of this path on
+the canonical CSR pattern, with values ``(B, nnz)`` and vectors
+``(B, n, m)`` as the API holds them (no layout copies):
+:func:`residual_report` (the residual, ``|A||x|`` and the sums a direct
+solve reports, in one pass) and :func:`pattern_product` (``∂L/∂data``).
+They run over the elements ``e0:e1`` (a caller spreads ranges over threads).
 """
 
 import numba as nb
@@ -27,7 +34,8 @@ import numpy as np
 
 from . import _cache  # noqa: F401  (cache outside the package; before any kernel)
 
-__all__ = ["numeric", "solve", "solve_batch_first", "symbolic"]
+__all__ = ["numeric", "pattern_product", "residual_report", "solve",
+           "solve_batch_first", "symbolic"]
 
 _opts = dict(cache=True, nogil=True, fastmath=False)
 
@@ -179,28 +187,40 @@ def numeric(cp, ci, src, Lp, Li, kp, ki, kpos, data_t, Lx, ok):
 def solve(Lp, Li, Lx, y, b0):
     """``y[:, :, j] ← (L_e L_eᴴ)⁻¹ y[:, :, j]`` with ``L_e = Lx[:, b0 + j]``,
     for every column ``j`` of ``y`` (shape ``(n, m, w)``). Each stored entry
-    of ``L`` is read once for all ``m`` right-hand sides."""
+    of ``L`` is read once for all ``m`` right-hand sides. The pivot row of a
+    step is held in a workspace ``z`` (``(m, w)``), apart from ``y``: the
+    element loops then vectorize without aliasing checks (1.2–1.7× faster
+    than updating ``y`` in place, bitwise the same)."""
     n, m, w = y.shape
+    z = np.empty((m, w), dtype=y.dtype)
     for i in range(n):                           # L z = y
         di = Lp[i]
+        ld = Lx[di, b0:b0 + w]
         for c in range(m):
             for e in range(w):
-                y[i, c, e] /= Lx[di, b0 + e]
+                z[c, e] = y[i, c, e] / ld[e]
+                y[i, c, e] = z[c, e]
         for p in range(di + 1, Lp[i + 1]):
-            r = Li[p]
+            yr = y[Li[p]]
+            lp = Lx[p, b0:b0 + w]
             for c in range(m):
                 for e in range(w):
-                    y[r, c, e] -= Lx[p, b0 + e] * y[i, c, e]
+                    yr[c, e] -= lp[e] * z[c, e]
     for i in range(n - 1, -1, -1):               # Lᴴ x = z
         di = Lp[i]
-        for p in range(di + 1, Lp[i + 1]):
-            r = Li[p]
-            for c in range(m):
-                for e in range(w):
-                    y[i, c, e] -= np.conj(Lx[p, b0 + e]) * y[r, c, e]
         for c in range(m):
             for e in range(w):
-                y[i, c, e] /= Lx[di, b0 + e]
+                z[c, e] = y[i, c, e]
+        for p in range(di + 1, Lp[i + 1]):
+            yr = y[Li[p]]
+            lp = Lx[p, b0:b0 + w]
+            for c in range(m):
+                for e in range(w):
+                    z[c, e] -= np.conj(lp[e]) * yr[c, e]
+        ld = Lx[di, b0:b0 + w]
+        for c in range(m):
+            for e in range(w):
+                y[i, c, e] = z[c, e] / ld[e]
     return y
 
 
@@ -223,3 +243,103 @@ def solve_batch_first(Lp, Li, Lx, perm, b3, x3, b0, y):
             for e in range(w):
                 x3[b0 + e, pi, c] = y[i, c, e]
     return x3
+
+
+@nb.njit(**_opts)
+def residual_report(indptr, indices, data, x3, b3, coef, acc, acca, out, e0, e1):
+    """For the elements ``e0:e1``, per column ``c``, with ``r = b − A_e x``
+    and ``ax = |A_e||x|`` (row sums in the order of the entries):
+    ``out[0] = ‖r‖²``, ``out[1] = ‖b‖²``, ``out[2] = Σ |r| + coef·(ax + |b|)``
+    (the numerator of LAPACK's forward error bound), ``out[3] = Σ |x|``
+    (``out`` float64 of shape ``(4, B, m)``). ``data`` is ``(B, nnz)``,
+    ``x3`` and ``b3`` are ``(B, n, m)``, all in one dtype; ``acc`` and
+    ``acca`` (length ``m``) are workspaces in that dtype and in its real
+    dtype (the row sums accumulate in the working precision)."""
+    n = x3.shape[1]
+    m = x3.shape[2]
+    acc[0] = 0
+    acca[0] = 0
+    zero = acc[0]                   # typed zeros: the working precision
+    zero_a = acca[0]
+    for e in range(e0, e1):
+        d = data[e]
+        if m == 1:                  # scalar accumulators: 1.8× faster
+            x = x3[e, :, 0]
+            b = b3[e, :, 0]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for i in range(n):
+                s = zero
+                sa = zero_a
+                for k in range(indptr[i], indptr[i + 1]):
+                    a = d[k]
+                    xj = x[indices[k]]
+                    s += a * xj
+                    sa += abs(a) * abs(xj)
+                ri = abs(b[i] - s)
+                ab = abs(b[i])
+                s0 += ri * ri
+                s1 += ab * ab
+                s2 += ri + coef * (sa + ab)
+                s3 += abs(x[i])
+            out[0, e, 0] = s0
+            out[1, e, 0] = s1
+            out[2, e, 0] = s2
+            out[3, e, 0] = s3
+            continue
+        for c in range(m):
+            for q in range(4):
+                out[q, e, c] = 0
+        for i in range(n):
+            for c in range(m):
+                acc[c] = 0
+                acca[c] = 0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                a = d[k]
+                aa = abs(a)
+                for c in range(m):
+                    xj = x3[e, j, c]
+                    acc[c] += a * xj
+                    acca[c] += aa * abs(xj)
+            for c in range(m):
+                bi = b3[e, i, c]
+                ri = abs(bi - acc[c])
+                ab = abs(bi)
+                out[0, e, c] += ri * ri
+                out[1, e, c] += ab * ab
+                out[2, e, c] += ri + coef * (acca[c] + ab)
+                out[3, e, c] += abs(x3[e, i, c])
+    return out
+
+
+@nb.njit(**_opts)
+def pattern_product(indptr, indices, u3, v3, alpha, acc, out, e0, e1):
+    """``out[e, k] = alpha · Σ_c u3[e, i_k, c] · v3[e, j_k, c]`` for the
+    elements ``e0:e1`` (``u3``, ``v3`` of shape ``(B, n, m)``, ``out``
+    ``(B, nnz)``, ``acc`` a workspace of one element in ``out``'s dtype).
+    Each sum starts from zero and adds the columns in order."""
+    n = u3.shape[1]
+    m = u3.shape[2]
+    acc[0] = 0
+    zero = acc[0]
+    for e in range(e0, e1):
+        o = out[e]
+        if m == 1:
+            u = u3[e, :, 0]
+            v = v3[e, :, 0]
+            for i in range(n):
+                ui = u[i]
+                for k in range(indptr[i], indptr[i + 1]):
+                    o[k] = alpha * (zero + ui * v[indices[k]])
+            continue
+        for i in range(n):
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                s = zero
+                for c in range(m):
+                    s += u3[e, i, c] * v3[e, j, c]
+                o[k] = alpha * s
+    return out
