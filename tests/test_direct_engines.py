@@ -347,16 +347,26 @@ def _require(name):
         pytest.skip(f"{name} is not installed (pip install {extra})")
 
 
+def _berr(M, x, b):
+    """Componentwise backward error ``maxᵢ |b − M x|ᵢ / (|M||x| + |b|)ᵢ``."""
+    r = b - M @ x
+    return float(np.max(np.abs(r) / (np.abs(M) @ np.abs(x) + np.abs(b))))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_umfpack_estimate_skips_refinement_and_solves_refine(monkeypatch, rng, dtype):
-    """UMFPACK's estimator solves run without its iterative refinement (kvxopt
-    always refines: 2–5× one solve), the caller's solves keep it; the estimate
-    still brackets the true 1-norm condition number, for N and for T/H."""
+@pytest.mark.parametrize("trans", ["N", "H"])
+def test_umfpack_solves_unrefined_and_the_engine_refines(monkeypatch, rng, dtype, trans):
+    """Every UMFPACK solve of the engine is an unrefined C call (kvxopt's own
+    solve refines with UMFPACK's residual: 2–4× one solve); the engine refines
+    the caller's solves with its one-pass residual as UMFPACK's default does
+    (while the componentwise backward error exceeds eps and halves, at most
+    two steps), so the answer is as backward stable as UMFPACK's refined one;
+    the estimate still brackets the true 1-norm condition number."""
     _require("umfpack")
     if not libs._umfpack_c():
         pytest.skip("UMFPACK's C library is not reachable here (refined fallback)")
     calls = {"refined": 0, "plain": 0}
-    refined, plain = libs._Factor.solve, libs.UmfpackFactor.estimate_solve
+    refined, plain = libs._Factor.solve, libs.UmfpackFactor.solve_unrefined
 
     def spy_refined(factor, b, trans="N"):
         calls["refined"] += 1
@@ -367,17 +377,58 @@ def test_umfpack_estimate_skips_refinement_and_solves_refine(monkeypatch, rng, d
         return plain(factor, b, trans)
 
     monkeypatch.setattr(libs._Factor, "solve", spy_refined)
+    monkeypatch.setattr(libs.UmfpackFactor, "solve_unrefined", spy_plain)
     monkeypatch.setattr(libs.UmfpackFactor, "estimate_solve", spy_plain)
     D, mask = _dense(rng, 30, dtype, hermitian=False)
-    D = D @ np.diag(np.logspace(0, -6, 30))           # κ about 1e6 and more
-    A = sp.csr_array(D * mask)
-    b = _randn(rng, 30, dtype)
-    sol = sd.Solver(A, method=_method("umfpack")).solve(b)
-    sol.vjp(_randn(rng, 30, dtype))
-    assert calls["refined"] == 2 and calls["plain"] >= 6
-    for info, M in ((sol.info, D * mask), (sol.adjoint_info, (D * mask).conj().T)):
-        kappa = np.linalg.cond(M, 1)
+    # κ about 1e6 and more, rows of very different sizes: the first solve is
+    # not backward stable to eps componentwise, so refinement has work to do
+    D = np.diag(np.logspace(0, 8, 30)) @ D @ np.diag(np.logspace(0, -6, 30))
+    M = D * mask
+    A = sp.csr_array(M)
+    b = _randn(rng, 30, dtype) * np.logspace(0, 8, 30)
+    solver = sd.Solver(A, method=_method("umfpack"))
+    sol = solver.solve(b, trans=trans)
+    g = _randn(rng, 30, dtype)
+    sol.vjp(g)
+    assert calls["refined"] == 0 and calls["plain"] >= 7
+    eps = np.finfo(np.float64).eps
+    op = M if trans == "N" else M.conj().T
+    factor = solver._state.engine._factor(np.dtype(dtype))
+    x0 = plain(factor, b, trans)
+    assert _berr(op, sol.x, b) <= max(2 * eps, _berr(op, x0, b) / 2)
+    for info, Mk in ((sol.info, op), (sol.adjoint_info, op.conj().T)):
+        kappa = np.linalg.cond(Mk, 1)
         assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_engine_refinement_undoes_a_step_that_does_not_halve(monkeypatch, rng, dtype):
+    """A refinement step that does not halve the backward error is undone
+    (UMFPACK's rule): with a solve that returns garbage after the first call,
+    the engine keeps the first answer."""
+    _require("umfpack")
+    if not libs._umfpack_c():
+        pytest.skip("UMFPACK's C library is not reachable here (refined fallback)")
+    D, mask = _dense(rng, 20, dtype, hermitian=False)
+    M = np.diag(np.logspace(0, 8, 20)) @ (D * mask)
+    A = sp.csr_array(M)
+    b = _randn(rng, 20, dtype) * np.logspace(0, 8, 20)
+    solver = sd.Solver(A, method=_method("umfpack"))
+    solver.solve(b)                      # the estimate is computed and cached
+    plain = libs.UmfpackFactor.solve_unrefined
+    seen = []
+
+    def noisy(factor, rhs, trans="N"):
+        seen.append(1)
+        x = plain(factor, rhs, trans)
+        return x if len(seen) == 1 else x + 1e3 * np.abs(x).max()
+
+    monkeypatch.setattr(libs.UmfpackFactor, "solve_unrefined", noisy)
+    x = solver.solve(b).x
+    first = plain(solver._state.engine._factor(np.dtype(dtype)), b, "N")
+    if _berr(M, first, b) > np.finfo(np.float64).eps:
+        assert len(seen) == 2            # one step tried, then undone
+    np.testing.assert_array_equal(x, first)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -146,15 +146,37 @@ def test_residual_sums(rng, impl, kind, conj):
         x = x + 1j * rng.standard_normal((n, m))
         b = b + 1j * rng.standard_normal((n, m))
     coef = 1e-3
-    sums = np.full((3, m), np.nan)
-    IMPLS[impl].direct_residual(indptr, indices, data, x, b, conj, coef, sums)
+    sums = np.full((4, m), np.nan)
+    res = np.full((n, m), np.nan, dtype=dtype)
+    IMPLS[impl].direct_residual(indptr, indices, data, x, b, conj, coef, res, sums)
     D = A.toarray()
     D = D.conj() if conj else D
     r = b - D @ x
-    w = np.abs(r) + coef * (np.abs(D) @ np.abs(x) + np.abs(b))
+    den = np.abs(D) @ np.abs(x) + np.abs(b)
+    w = np.abs(r) + coef * den
+    np.testing.assert_allclose(res, r, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(sums[0], (np.abs(r) ** 2).sum(axis=0), rtol=1e-12)
     np.testing.assert_allclose(sums[1], w.sum(axis=0), rtol=1e-12)
     np.testing.assert_allclose(sums[2], np.abs(x).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sums[3], (np.abs(r) / den).max(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_residual_backward_error_edge_rows(impl):
+    """A row with ``|A||x| + |b| = 0`` (an empty row, ``b_i = 0``) counts 0,
+    not NaN; a NaN in ``x`` gives ``inf``. (``|r| ≤ |A||x| + |b|``, so a
+    zero denominator with a nonzero residual needs a NaN.)"""
+    A = sp.csr_matrix(np.array([[0.0, 0.0], [0.0, 2.0]]))
+    A.eliminate_zeros()
+    indptr, indices, data, A = canonical(A)
+    x = np.array([[5.0, 5.0, 1.0], [1.0, 1.0, np.nan]])
+    b = np.array([[0.0, 1.0, 0.0], [2.0, 2.0, 2.0]])
+    sums = np.empty((4, 3))
+    res = np.empty_like(x)
+    IMPLS[impl].direct_residual(indptr, indices, data, x, b, False, 1e-16, res, sums)
+    assert sums[3, 0] == 0.0          # exact, with an empty row
+    assert sums[3, 1] == 1.0          # row 0: r = 1 against |b| = 1
+    assert sums[3, 2] == np.inf
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -143,7 +143,9 @@ class CholmodFactor(_Factor):
         # CHOLMOD reads the lower triangle only: pass just that (half the
         # conversion; the analysis and the factor are the same)
         lower = rows >= cols
-        super().__init__(n, rows[lower], cols[lower], data[lower])
+        if not lower.all():
+            rows, cols, data = rows[lower], cols[lower], data[lower]
+        super().__init__(n, rows, cols, data)
         from kvxopt import matrix
 
         with self._lock:
@@ -207,16 +209,25 @@ class UmfpackFactor(_Factor):
         self._umfpack.solve(self._K, self._N, B, trans={"N": "N", "T": "T",
                                                          "H": "C"}[trans])
 
-    def estimate_solve(self, b, trans="N"):
-        """A solve without UMFPACK's iterative refinement, for the condition
-        estimate, which needs no digits beyond the first.
+    @property
+    def refine_steps(self):
+        """Refinement steps the caller should run around :meth:`solve_unrefined`
+        (UMFPACK's default, 2), or 0 where :meth:`solve` refines by itself."""
+        return 2 if _umfpack_c() else 0
+
+    def solve_unrefined(self, b, trans="N"):
+        """A solve without UMFPACK's iterative refinement: for the condition
+        estimate, which needs no digits beyond the first, and for callers
+        that refine with their own residual (the direct engine).
 
         kvxopt's binding always refines (UMFPACK's default, up to two steps,
-        each a residual with ``|A||x|`` and often a second solve: 2–5× one
-        solve, measured on complex 2-D Helmholtz), so this calls the
-        ``umfpack_*l_solve`` of the UMFPACK library kvxopt loaded on the same
-        numeric object, with ``Control[UMFPACK_IRSTEP] = 0``. Where that
-        library cannot be found (not Linux, another build), the refined solve.
+        each a residual with ``|A||x|`` by UMFPACK and usually a second
+        solve: 111 ms against 29 ms unrefined on complex 2-D Helmholtz 256²,
+        one step taken), so this calls the ``umfpack_*l_solve`` of the
+        UMFPACK library kvxopt loaded on the same numeric object, with
+        ``Control[UMFPACK_IRSTEP] = 0`` (the GIL is released during the
+        call). Where that library cannot be found (not Linux, another build),
+        the refined solve.
         """
         c = _umfpack_c()
         if not c:
@@ -244,6 +255,8 @@ class UmfpackFactor(_Factor):
                 if info[0] != 0:          # UMFPACK_OK; else let kvxopt report it
                     return self.solve(b, trans)
         return x.reshape(b.shape) if b.ndim == 1 else np.ascontiguousarray(x)
+
+    estimate_solve = solve_unrefined
 
 
 _UMFPACK_CONTROL = 20     # UMFPACK's Control and Info array lengths

@@ -394,17 +394,24 @@ def direct_lower(indptr, indices, data):
 
 
 @_QUIET
-def direct_residual(indptr, indices, data, x, b, conj, coef, sums):
-    """Per column: ``‖b − op(A) x‖₂²``, ``‖|r| + coef (|A||x| + |b|)‖₁`` and
-    ``‖x‖₁``, with ``op(A) = conj(A)`` if ``conj`` else ``A``."""
+def direct_residual(indptr, indices, data, x, b, conj, coef, r, sums):
+    """``r = b − op(A) x`` with ``op(A) = conj(A)`` if ``conj`` else ``A``; per
+    column: ``‖r‖₂²``, ``‖|r| + coef (|A||x| + |b|)‖₁``, ``‖x‖₁`` and the
+    componentwise backward error ``maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``."""
     vals = np.conj(data) if conj else data
-    r = b - csr_matvec(indptr, indices, vals, x, np.empty_like(b))
+    r[...] = b - csr_matvec(indptr, indices, vals, x, np.empty_like(b))
     ax = csr_matvec(indptr, indices, np.abs(data).astype(np.float64), np.abs(x),
                     np.empty(x.shape, dtype=np.float64))
     ar = np.abs(r)
+    den = ax + np.abs(b)
     sums[0] = (ar * ar).sum(axis=0)
-    sums[1] = (ar + coef * (ax + np.abs(b))).sum(axis=0)
+    sums[1] = (ar + coef * den).sum(axis=0)
     sums[2] = np.abs(x).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(den > 0, ar / np.where(den > 0, den, 1.0),
+                     np.where(ar > 0, np.inf, 0.0))
+    q = np.where(np.isnan(ar), np.inf, q)
+    sums[3] = q.max(axis=0, initial=0.0)
     return sums
 
 

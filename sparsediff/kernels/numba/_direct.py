@@ -150,11 +150,12 @@ def direct_lower(indptr, indices, data):
 
 
 @nb.njit(**_opts)
-def _residual_column(indptr, indices, data, x, b, conj, coef, sums, c):
+def _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c):
     n = x.shape[0]
     s0 = 0.0
     s1 = 0.0
     s2 = 0.0
+    s3 = 0.0
     k0 = np.uint64(indptr[0])
     for i in range(n):
         k1 = np.uint64(indptr[i + 1])
@@ -174,26 +175,40 @@ def _residual_column(indptr, indices, data, x, b, conj, coef, sums, c):
                 aax += abs(a) * abs(xv)
         k0 = k1
         bi = b[i, c]
-        ar = abs(bi - acc)
+        ri = bi - acc
+        r[i, c] = ri
+        ar = abs(ri)
+        den = aax + abs(bi)
         s0 += ar * ar
-        s1 += ar + coef * (aax + abs(bi))
+        s1 += ar + coef * den
         s2 += abs(x[i, c])
+        if den > 0.0:
+            q = ar / den
+        elif ar > 0.0 or ar != ar:
+            q = np.inf
+        else:
+            q = 0.0
+        if q > s3 or q != q:
+            s3 = q
     sums[0, c] = s0
     sums[1, c] = s1
     sums[2, c] = s2
+    sums[3, c] = s3
 
 
 @nb.njit(**_opts)
-def direct_residual(indptr, indices, data, x, b, conj, coef, sums):
-    """The residual sums of a solve of ``op(A) x = b``, ``op(A) = A`` (or
-    ``conj(A)`` when ``conj``), in one pass: for each column ``c``,
-    ``sums[0, c] = ‖b − op(A) x‖₂²``, ``sums[1, c] = ‖w‖₁`` with
-    ``w = |r| + coef·(|A||x| + |b|)`` (LAPACK's forward error bound), and
-    ``sums[2, c] = ‖x‖₁``. ``x``, ``b``: ``(n, m)`` of one dtype; ``sums``:
-    ``(3, m)`` float64.
+def direct_residual(indptr, indices, data, x, b, conj, coef, r, sums):
+    """The residual of a solve of ``op(A) x = b``, ``op(A) = A`` (or
+    ``conj(A)`` when ``conj``), and its sums, in one pass: ``r = b − op(A) x``
+    and, for each column ``c``, ``sums[0, c] = ‖r‖₂²``, ``sums[1, c] = ‖w‖₁``
+    with ``w = |r| + coef·(|A||x| + |b|)`` (LAPACK's forward error bound),
+    ``sums[2, c] = ‖x‖₁`` and ``sums[3, c] = maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``,
+    the componentwise backward error (``inf`` where a nonzero ``rᵢ`` meets a
+    zero denominator). ``x``, ``b``, ``r``: ``(n, m)`` of one dtype;
+    ``sums``: ``(4, m)`` float64.
     """
     for c in range(x.shape[1]):
-        _residual_column(indptr, indices, data, x, b, conj, coef, sums, c)
+        _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c)
     return sums
 
 
