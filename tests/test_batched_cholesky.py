@@ -2,6 +2,8 @@
 one ordering and symbolic analysis per pattern, every element's numeric
 factorization and solves in one pass over the indices."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -474,3 +476,249 @@ def test_cholesky_batch_as_codes_assemble_it(rng):
     assert s._engine.library != "cholesky"
     np.testing.assert_allclose(s.solve(b).x[0], np.linalg.solve(dense(A, rounded[0]), b[0]),
                                rtol=1e-10)
+
+
+# -- the gradient's batch-first kernels and reports ----------------------------
+
+
+def _sequential_row_sums(A, values, x):
+    """``Σ_k values[k]·x[j_k]`` per row, added in the order of the entries
+    from zero (the kernels' order), for ``x`` of shape (n, m)."""
+    n = A.shape[0]
+    lengths = np.diff(A.indptr)
+    s = np.zeros((n, x.shape[1]), dtype=np.result_type(values, x))
+    for t in range(lengths.max(initial=0)):
+        has = t < lengths
+        k = A.indptr[:-1][has] + t
+        a, y = values[k][:, None], x[A.indices[k]]
+        if np.iscomplexobj(s):          # the textbook product, no fused steps
+            a, y = a.astype(s.dtype), y.astype(s.dtype)
+            s[has] += ((a.real * y.real - a.imag * y.imag)
+                       + 1j * (a.real * y.imag + a.imag * y.real))
+        else:
+            s[has] += a * y
+    return s
+
+
+def _sequential_sum(a):
+    """Σ over axis 0 in order (``np.cumsum`` adds sequentially)."""
+    return np.cumsum(a, axis=0)[-1] if a.shape[0] else np.zeros(a.shape[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32])
+@pytest.mark.parametrize("m", [1, 3])
+def test_residual_report_kernel_from_first_principles(rng, dtype, m):
+    """The batch-first residual report: ‖b − A_e x‖², ‖b‖², the forward error
+    numerator and Σ|x| per column, bitwise the sums taken in order, on any
+    range of elements; and equal to the batch-last path it replaces."""
+    A = grid_pattern(5)
+    B = 5
+    data = hermitian_batch(A, B, rng, dtype)
+    x = rng.standard_normal((B, A.shape[0], m)).astype(dtype)
+    b = rng.standard_normal((B, A.shape[0], m)).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.standard_normal(x.shape)
+        b = b + 1j * rng.standard_normal(b.shape)
+    kern = sd.backend.NUMBA.batched_cholesky(func="t")
+    real = np.empty(0, dtype).real.dtype
+    out = np.full((4, B, m), -1.0)
+    coef = 1e-3
+    kern.residual_report(A.indptr, A.indices, data, x, b, coef, np.empty(m, dtype),
+                         np.empty(m, real), out, 1, 4)
+    assert (out[:, [0, 4]] == -1).all()                # outside the range: untouched
+    for e in range(1, 4):
+        r = b[e] - _sequential_row_sums(A, data[e], x[e])
+        ax = _sequential_row_sums(A, np.abs(data[e]), np.abs(x[e]))
+        assert r.dtype == dtype and ax.dtype == real      # the working precision
+        ar, ab = np.abs(r), np.abs(b[e])
+        want = [_sequential_sum((ar * ar).astype(np.float64)),
+                _sequential_sum((ab * ab).astype(np.float64)),
+                _sequential_sum(ar + coef * (ax + ab)),
+                _sequential_sum(np.abs(x[e]).astype(np.float64))]
+        for q in range(4):
+            np.testing.assert_allclose(out[q, e], want[q], rtol=1e-5 if
+                                       dtype == np.float32 else 1e-14)
+    # the engine: the new kernel and the batch-last path agree bitwise
+    eng = sd.BatchedSolver(A, data)._engine
+    assert isinstance(eng._analysis, CholeskyAnalysis)
+    fast = eng._residual_stats(x, b, "N")
+    eng._analysis = None
+    np.testing.assert_array_equal(fast, eng._residual_stats(x, b, "N"))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+@pytest.mark.parametrize("m", [1, 2])
+def test_pattern_product_kernel(rng, dtype, trans, m):
+    """The batch-first pattern product of the Cholesky engine equals the
+    generic batch-last one (bitwise) and its definition."""
+    from sparsediff.batched._common import pattern_products
+
+    A = grid_pattern(5)
+    B = 4
+    data = hermitian_batch(A, B, rng, dtype)
+    shape = (B, A.shape[0], m)
+    x = rng.standard_normal(shape) + (1j * rng.standard_normal(shape)
+                                      if dtype == np.complex128 else 0)
+    lam = rng.standard_normal(shape) + (1j * rng.standard_normal(shape)
+                                        if dtype == np.complex128 else 0)
+    eng = sd.BatchedSolver(A, data)._engine
+    mat = sd.BatchedSolver(A, data)._mat
+    got = eng.pattern_products(x, lam, trans)
+    np.testing.assert_array_equal(got, pattern_products(mat, x, lam, trans))
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    u, v = {"N": (lam, np.conj(x)), "T": (np.conj(x), lam),
+            "H": (x, np.conj(lam))}[trans]
+    want = -np.einsum("bkc,bkc->bk", u[:, rows], v[:, A.indices])
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("trans", ["N", "T", "H"])
+@pytest.mark.parametrize("m", [1, 3])
+def test_reports_built_on_access_from_first_principles(rng, dtype, trans, m):
+    """The engine's reports, built from the batch's arrays on first access,
+    are what each element's report is by definition (the residual summed in
+    order, the condition estimate, LAPACK's error bound); an element left out
+    has none; a not positive definite element (SuperLU) and a singular one
+    are reported as such."""
+    A = grid_pattern(5)
+    B = 5
+    data = hermitian_batch(A, B, rng, dtype)
+    data[3] = hermitian_batch(A, 1, rng, shift=0.0)[0]      # singular (real)
+    eng = sd.BatchedSolver(A, data, on_failure="nan")._engine
+    assert eng.library == "cholesky"
+    b = rng.standard_normal((B, A.shape[0], m)).astype(dtype)
+    elements = np.array([True, True, False, True, True])
+    x, reps = eng.solve_batch(b, trans=trans, elements=elements)
+    assert isinstance(reps, _direct.DirectReports) and len(reps) == B
+    assert reps[2] is None and reps[-3] is None
+    assert reps.solved.tolist() == elements.tolist()
+    assert reps.converged.tolist() == [True, True, False, False, True]
+    kind = "N" if trans == "N" else "T"
+    norm = eng._norm1 if kind == "N" else eng._norminf
+    coef = (eng._row_nnz + 1) * np.finfo(np.float64).eps
+    for e in (0, 1, 4):
+        info = reps[e]
+        assert info is reps[e]                       # made once
+        assert info.converged and info.reason == "converged"
+        assert info.iterations == 0 and info.method == "direct"
+        assert info.trans == trans
+        assert info.column_converged.tolist() == [True] * m
+        assert info.column_iterations.tolist() == [0] * m
+        # Hermitian: op(A_e) = A_e for N and H, conj(A_e) on the same pattern
+        # for T (complex T goes through the batch-last path)
+        vals = np.conj(data[e]) if trans == "T" else data[e]
+        opA = sp.csr_array((vals, A.indices, A.indptr), shape=A.shape)
+        r = b[e] - _sequential_row_sums(A, opA.data, x[e])
+        np.testing.assert_allclose(info.residual_norm,
+                                   np.sqrt(_sequential_sum(np.abs(r) ** 2)),
+                                   rtol=1e-12, atol=1e-30)
+        np.testing.assert_array_equal(info.rhs_norm,
+                                      np.sqrt(_sequential_sum(np.abs(b[e]) ** 2)))
+        assert info.residual_norm.max() < 1e-12 * info.rhs_norm.max()
+        inv = eng._inverse_norm(e, eng.dtype, kind)
+        assert info.condition_estimate == norm[e] * inv
+        ax = _sequential_row_sums(A, np.abs(opA.data), np.abs(x[e]))
+        wn = _sequential_sum(np.abs(r) + coef * (ax + np.abs(b[e])))
+        ferr = inv * wn / _sequential_sum(np.abs(x[e]))
+        np.testing.assert_allclose(info.error_estimate, ferr.max(), rtol=1e-12)
+    assert reps[3].reason == "singular" and not reps[3].converged
+    assert reps[3].column_converged.tolist() == [False] * m
+    assert reps[0:2] == (reps[0], reps[1])
+
+
+def test_adjoint_info_made_on_access(rng):
+    """``adjoint_info`` is None before a vjp, made once on first access (the
+    reports of the gradient: backward error and error bound), and replaced
+    whole by the next vjp."""
+    A = grid_pattern(5)
+    data = hermitian_batch(A, 3, rng)
+    sol = sd.BatchedSolver(A, data).solve(rng.standard_normal((3, A.shape[0])))
+    assert sol.adjoint_info is None
+    sol.vjp(rng.standard_normal((3, A.shape[0])))
+    first = sol.adjoint_info
+    assert isinstance(first, tuple) and len(first) == 3 and sol.adjoint_info is first
+    for e, info in enumerate(first):
+        fwd = sol.info[e]
+        assert info.converged and info.reason == "converged"
+        assert np.ndim(info.residual_norm) == 0          # b was (B, n): scalars
+        assert info.condition_estimate == pytest.approx(fwd.condition_estimate,
+                                                        rel=1e-12)
+        f_rel = fwd.residual_norm / fwd.rhs_norm
+        assert f_rel <= info.backward_error < f_rel + 1e-12
+        assert info.error_estimate >= fwd.error_estimate
+    sol.vjp(rng.standard_normal((3, A.shape[0])))
+    assert sol.adjoint_info is not first
+
+
+def _singular_element_batch(rng):
+    """Four Hermitian positive-diagonal elements; element 2 a graph Laplacian
+    (singular: the batched kernels refuse it, SuperLU finds it singular to
+    working precision)."""
+    A = grid_pattern(5)
+    data = hermitian_batch(A, 4, rng)
+    data[2] = hermitian_batch(A, 1, rng, shift=0.0)[0]
+    return A, data
+
+
+def test_adjoint_policy_per_element_warn(rng):
+    """Under "warn" the failed element warns for its forward solve and for
+    its adjoint solve (naming it, pointing at the caller); the others'
+    gradients are those of the batch without it, bitwise."""
+    A, data = _singular_element_batch(rng)
+    n = A.shape[0]
+    b = rng.standard_normal((4, n))
+    g = rng.standard_normal((4, n))
+    with pytest.warns(sd.ConvergenceWarning, match="batch element 2"):
+        sol = sd.BatchedSolver(A, data, on_failure="warn").solve(b)
+    assert sd.BatchedSolver(A, data, on_failure="warn")._engine.library == "cholesky"
+    with pytest.warns(sd.ConvergenceWarning) as record:
+        grad_data, grad_b = sol.vjp(g)
+    messages = [str(w.message) for w in record]
+    assert any("(forward solve), batch element 2" in s for s in messages)
+    assert any("adjoint solve, batch element 2: the matrix is singular" in s
+               for s in messages)
+    assert all("batch element 2" in s for s in messages)
+    assert all(w.filename == __file__ for w in record)
+    assert sol.adjoint_info[2].reason == "singular"
+    keep = [0, 1, 3]
+    ref = sd.BatchedSolver(A, data[keep]).solve(b[keep])
+    ref_data, ref_b = ref.vjp(g[keep])
+    np.testing.assert_array_equal(grad_data[keep], ref_data)
+    np.testing.assert_array_equal(grad_b[keep], ref_b)
+
+
+def test_adjoint_policy_per_element_nan_and_raise(rng):
+    """Under "nan" a failed element (singular, or a non-finite cotangent) gets
+    NaN gradients and no adjoint report; the others are exact. Under "raise"
+    a non-finite cotangent raises naming its element."""
+    A, data = _singular_element_batch(rng)
+    n = A.shape[0]
+    b = rng.standard_normal((4, n))
+    g = rng.standard_normal((4, n))
+    g[0, 3] = np.nan
+    sol = sd.BatchedSolver(A, data, on_failure="nan").solve(b)
+    assert [i.reason for i in sol.info] == ["converged", "converged", "singular",
+                                             "converged"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grad_data, grad_b = sol.vjp(g)
+    assert sol.adjoint_info[0] is None and sol.adjoint_info[2] is None
+    assert sol.adjoint_info[1].converged and sol.adjoint_info[3].converged
+    for e in (0, 2):
+        assert np.isnan(grad_data[e]).all() and np.isnan(grad_b[e]).all()
+    for e in (1, 3):
+        one = sd.solve(sp.csr_array((data[e], A.indices, A.indptr), shape=A.shape),
+                       b[e], method="direct")
+        gA, gb = one.vjp(g[e])
+        np.testing.assert_allclose(grad_data[e], gA.data, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(grad_b[e], gb, rtol=1e-10, atol=1e-13)
+    good = hermitian_batch(A, 3, rng)
+    sol = sd.BatchedSolver(A, good).solve(b[:3])
+    gg = rng.standard_normal((3, n))
+    gg[1, 0] = np.inf
+    with pytest.raises(sd.NonFiniteInputError, match=r"`g\[1\]`"):
+        sol.vjp(gg)
+    with pytest.raises(sd.SingularMatrixError, match="batch element 2"):
+        sd.BatchedSolver(A, data).solve(b)
