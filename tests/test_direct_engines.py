@@ -316,31 +316,6 @@ def test_pardiso_perturbed_pivots_fall_back_to_partial_pivoting():
         sd.solve(A, np.ones(k * k), method=_method("pardiso"))
 
 
-def test_pardiso_estimate_skips_refinement_and_solves_refine(monkeypatch, rng):
-    """The condition estimate runs on Pardiso's solves without iterative
-    refinement (2–5× cheaper), the caller's solves keep it; the estimate still
-    brackets the true 1-norm condition number."""
-    if "pardiso" not in INSTALLED:
-        pytest.skip(f"pardiso is not installed (pip install {libs.PARDISO_EXTRA})")
-    flags = []
-    real = libs.PardisoFactor.solve
-
-    def spy(factor, b, trans="N", *, refine=True):
-        flags.append(refine)
-        return real(factor, b, trans, refine=refine)
-
-    monkeypatch.setattr(libs.PardisoFactor, "solve", spy)
-    D, mask = _dense(rng, 30, np.float64, hermitian=False)
-    D = D @ np.diag(np.logspace(0, -6, 30))           # κ about 1e6 and more
-    A = sp.csr_array(D * mask)
-    sol = sd.Solver(A, method=_method("pardiso")).solve(np.ones(30))
-    sol.vjp(np.ones(30))
-    assert flags.count(True) == 2 and flags.count(False) >= 6
-    for info, M in ((sol.info, D * mask), (sol.adjoint_info, (D * mask).T)):
-        kappa = np.linalg.cond(M, 1)
-        assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-6)
-
-
 def _require(name):
     if name not in INSTALLED:
         extra = libs.PARDISO_EXTRA if name == "pardiso" else libs.EXTRA
@@ -353,32 +328,50 @@ def _berr(M, x, b):
     return float(np.max(np.abs(r) / (np.abs(M) @ np.abs(x) + np.abs(b))))
 
 
+def _spy_refinement(monkeypatch, library):
+    """Count the library's refined and unrefined solves."""
+    calls = {"refined": 0, "plain": 0}
+    if library == "umfpack":
+        if not libs._umfpack_c():
+            pytest.skip("UMFPACK's C library is not reachable here (refined fallback)")
+        refined, plain = libs._Factor.solve, libs.UmfpackFactor.solve_unrefined
+
+        def spy_refined(factor, b, trans="N"):
+            calls["refined"] += 1
+            return refined(factor, b, trans)
+
+        def spy_plain(factor, b, trans="N"):
+            calls["plain"] += 1
+            return plain(factor, b, trans)
+
+        monkeypatch.setattr(libs._Factor, "solve", spy_refined)
+        monkeypatch.setattr(libs.UmfpackFactor, "solve_unrefined", spy_plain)
+        monkeypatch.setattr(libs.UmfpackFactor, "estimate_solve", spy_plain)
+        return calls, plain
+    real = libs.PardisoFactor.solve
+
+    def spy(factor, b, trans="N", *, refine=True):
+        calls["refined" if refine else "plain"] += 1
+        return real(factor, b, trans, refine=refine)
+
+    monkeypatch.setattr(libs.PardisoFactor, "solve", spy)
+    return calls, lambda factor, b, trans: real(factor, b, trans, refine=False)
+
+
+@pytest.mark.parametrize("library", ["umfpack", "pardiso"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("trans", ["N", "H"])
-def test_umfpack_solves_unrefined_and_the_engine_refines(monkeypatch, rng, dtype, trans):
-    """Every UMFPACK solve of the engine is an unrefined C call (kvxopt's own
-    solve refines with UMFPACK's residual: 2–4× one solve); the engine refines
-    the caller's solves with its one-pass residual as UMFPACK's default does
-    (while the componentwise backward error exceeds eps and halves, at most
-    two steps), so the answer is as backward stable as UMFPACK's refined one;
-    the estimate still brackets the true 1-norm condition number."""
-    _require("umfpack")
-    if not libs._umfpack_c():
-        pytest.skip("UMFPACK's C library is not reachable here (refined fallback)")
-    calls = {"refined": 0, "plain": 0}
-    refined, plain = libs._Factor.solve, libs.UmfpackFactor.solve_unrefined
-
-    def spy_refined(factor, b, trans="N"):
-        calls["refined"] += 1
-        return refined(factor, b, trans)
-
-    def spy_plain(factor, b, trans="N"):
-        calls["plain"] += 1
-        return plain(factor, b, trans)
-
-    monkeypatch.setattr(libs._Factor, "solve", spy_refined)
-    monkeypatch.setattr(libs.UmfpackFactor, "solve_unrefined", spy_plain)
-    monkeypatch.setattr(libs.UmfpackFactor, "estimate_solve", spy_plain)
+def test_lu_solves_unrefined_and_the_engine_refines(monkeypatch, rng, library, dtype,
+                                                    trans):
+    """Every UMFPACK or Pardiso solve of the engine is unrefined (their own
+    refinement costs 2–4× one solve: UMFPACK's residual, Pardiso's two fixed
+    steps); the engine refines the caller's solves with its one-pass residual
+    as UMFPACK's default does (while the componentwise backward error exceeds
+    eps and halves, at most two steps), so the answer is as backward stable as
+    the libraries' refined ones; the estimate still brackets the true 1-norm
+    condition number."""
+    _require(library)
+    calls, plain = _spy_refinement(monkeypatch, library)
     D, mask = _dense(rng, 30, dtype, hermitian=False)
     # κ about 1e6 and more, rows of very different sizes: the first solve is
     # not backward stable to eps componentwise, so refinement has work to do
@@ -386,15 +379,14 @@ def test_umfpack_solves_unrefined_and_the_engine_refines(monkeypatch, rng, dtype
     M = D * mask
     A = sp.csr_array(M)
     b = _randn(rng, 30, dtype) * np.logspace(0, 8, 30)
-    solver = sd.Solver(A, method=_method("umfpack"))
+    solver = sd.Solver(A, method=_method(library))
     sol = solver.solve(b, trans=trans)
-    g = _randn(rng, 30, dtype)
-    sol.vjp(g)
+    sol.vjp(_randn(rng, 30, dtype))
     assert calls["refined"] == 0 and calls["plain"] >= 7
     eps = np.finfo(np.float64).eps
     op = M if trans == "N" else M.conj().T
-    factor = solver._state.engine._factor(np.dtype(dtype))
-    x0 = plain(factor, b, trans)
+    x0 = plain(solver._state.engine._factor(np.dtype(dtype)), b, trans)
+    assert _berr(op, x0, b) > eps            # there was something to refine
     assert _berr(op, sol.x, b) <= max(2 * eps, _berr(op, x0, b) / 2)
     for info, Mk in ((sol.info, op), (sol.adjoint_info, op.conj().T)):
         kappa = np.linalg.cond(Mk, 1)

@@ -462,10 +462,20 @@ class PardisoFactor:
                 self._iparm[7] = steps
         return x.reshape(b.shape) if b.ndim == 1 else np.ascontiguousarray(x)
 
-    def estimate_solve(self, b, trans="N"):
-        """A solve without iterative refinement, for the condition estimate
-        (the factor has no perturbed pivot: refused at factorization)."""
+    #: refinement steps the caller runs around :meth:`solve_unrefined`: those
+    #: of Pardiso's default (``iparm[7] = 2``), but stopped as soon as the
+    #: componentwise backward error reaches eps (Pardiso always takes both:
+    #: 31.7 ms refined against 8.5 ms unrefined on 3-D convection–diffusion
+    #: 24³, where one step reaches eps)
+    refine_steps = 2
+
+    def solve_unrefined(self, b, trans="N"):
+        """A solve without iterative refinement: for the condition estimate and
+        for callers that refine with their own residual (the factor has no
+        perturbed pivot: refused at factorization)."""
         return self.solve(b, trans, refine=False)
+
+    estimate_solve = solve_unrefined
 
     def __del__(self):
         if getattr(self, "_live", False):
