@@ -445,7 +445,7 @@ class BatchedDirect:
         factor_dtype = np.result_type(self.dtype, real_dtype(b3.dtype))
         lus = self.factors(factor_dtype)
         kind = "N" if trans == "N" else "T"
-        x3 = np.full_like(b3, np.nan)
+        x3 = None                     # NaN for what is not solved, made when needed
         batched = np.zeros(B, bool)
         if self.library == "cholesky" and n:
             # every element's solve in one pass over the factors' indices
@@ -461,9 +461,10 @@ class BatchedDirect:
                 if fuse:
                     rhs = np.concatenate([b3, np.ones((B, n, 1), dtype=b3.dtype)], axis=2)
                 x = self._cholesky_solve(chol, rhs, factor_dtype, trans)
-                if not fuse and batched.all() and x.dtype == x3.dtype:
+                if not fuse and batched.all() and x.dtype == b3.dtype:
                     x3 = x                     # every element solved: no copy
                 else:
+                    x3 = np.full_like(b3, np.nan)
                     x3[batched] = x[batched, :, :m]
                 if fuse:
                     self._certify(factor_dtype, certify, x[:, :, m:].real)
@@ -471,6 +472,9 @@ class BatchedDirect:
                     ones = np.ones((B, n, 1), dtype=factor_dtype)
                     self._certify(factor_dtype, certify,
                                   chol.solve_batch(ones, "N", self.workers))
+
+        if x3 is None:
+            x3 = np.full_like(b3, np.nan)
 
         def one(e):
             if not elements[e] or n == 0 or lus[e] is None:
@@ -491,11 +495,11 @@ class BatchedDirect:
         inv = batch_map(one, range(B), workers)
         if n == 0:
             x3[...] = 0
-        xz = x3 if np.isfinite(x3).all() else np.nan_to_num(x3)
+        finite_cols = np.isfinite(x3).all(axis=1)           # (B, m), one pass
+        xz = x3 if finite_cols.all() else np.nan_to_num(x3)
         stats = self._residual_stats(xz, b3, trans)
         res_norms, rhs_norms = np.sqrt(stats[0]), np.sqrt(stats[1])
         errors = self._forward_errors(stats[2], stats[3], inv)
-        finite_cols = np.isfinite(x3).all(axis=1)           # (B, m), one pass
         # the reports: built per element on first access from these arrays;
         # the rare elements that need more (no unknowns, no factor, possibly
         # singular to working precision) are decided here
