@@ -245,7 +245,8 @@ class Backend:
     def batched_cholesky(self, *, func):
         """The batched sparse Cholesky kernels (``kernels/numba/_cholesky.py``:
         ``symbolic``, ``numeric``, ``solve``, ``solve_batch_first``) for B Hermitian
-        positive definite matrices on one pattern, batch-last (host arrays)."""
+        positive definite matrices on one pattern, batch-last (host arrays), and
+        the batch-first ``residual_report`` and ``pattern_product`` of that path."""
         self.require("method", "direct", func)
         from ..kernels.numba import _cholesky
 
