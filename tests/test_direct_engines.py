@@ -386,18 +386,21 @@ def test_lu_solves_unrefined_and_the_engine_refines(monkeypatch, rng, library, d
     eps = np.finfo(np.float64).eps
     op = M if trans == "N" else M.conj().T
     x0 = plain(solver._state.engine._factor(np.dtype(dtype)), b, trans)
-    assert _berr(op, x0, b) > eps            # there was something to refine
-    assert _berr(op, sol.x, b) <= max(2 * eps, _berr(op, x0, b) / 2)
+    target = direct.REFINE_BACKWARD_ERROR * eps
+    before, after = _berr(op, x0, b), _berr(op, sol.x, b)
+    assert after <= before * 1.01
+    if before > target:                       # something to refine (most cases)
+        assert after <= max(target * 1.01, before / 2)
     for info, Mk in ((sol.info, op), (sol.adjoint_info, op.conj().T)):
         kappa = np.linalg.cond(Mk, 1)
         assert kappa / 3 <= info.condition_estimate <= kappa * (1 + 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_engine_refinement_undoes_a_step_that_does_not_halve(monkeypatch, rng, dtype):
-    """A refinement step that does not halve the backward error is undone
-    (UMFPACK's rule): with a solve that returns garbage after the first call,
-    the engine keeps the first answer."""
+def test_engine_refinement_undoes_a_step_that_does_not_help(monkeypatch, rng, dtype):
+    """A refinement step that makes the backward error larger is undone and
+    ends the refinement (UMFPACK's rule): with a solve that returns garbage
+    after the first call, the engine keeps the first answer."""
     _require("umfpack")
     if not libs._umfpack_c():
         pytest.skip("UMFPACK's C library is not reachable here (refined fallback)")

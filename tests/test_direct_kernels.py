@@ -148,7 +148,8 @@ def test_residual_sums(rng, impl, kind, conj):
     coef = 1e-3
     sums = np.full((4, m), np.nan)
     res = np.full((n, m), np.nan, dtype=dtype)
-    IMPLS[impl].direct_residual(indptr, indices, data, x, b, conj, coef, res, sums)
+    IMPLS[impl].direct_residual(indptr, indices, data, np.abs(data), x, b, conj, coef,
+                                res, sums)
     D = A.toarray()
     D = D.conj() if conj else D
     r = b - D @ x
@@ -173,7 +174,8 @@ def test_residual_backward_error_edge_rows(impl):
     b = np.array([[0.0, 1.0, 0.0], [2.0, 2.0, 2.0]])
     sums = np.empty((4, 3))
     res = np.empty_like(x)
-    IMPLS[impl].direct_residual(indptr, indices, data, x, b, False, 1e-16, res, sums)
+    IMPLS[impl].direct_residual(indptr, indices, data, np.abs(data), x, b, False, 1e-16,
+                                res, sums)
     assert sums[3, 0] == 0.0          # exact, with an empty row
     assert sums[3, 1] == 1.0          # row 0: r = 1 against |b| = 1
     assert sums[3, 2] == np.inf

@@ -394,14 +394,15 @@ def direct_lower(indptr, indices, data):
 
 
 @_QUIET
-def direct_residual(indptr, indices, data, x, b, conj, coef, r, sums):
+def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
     """``r = b − op(A) x`` with ``op(A) = conj(A)`` if ``conj`` else ``A``; per
     column: ``‖r‖₂²``, ``‖|r| + coef (|A||x| + |b|)‖₁``, ``‖x‖₁`` and the
-    componentwise backward error ``maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``."""
+    componentwise backward error ``maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``;
+    ``absdata = |data|``."""
     vals = np.conj(data) if conj else data
     r[...] = b - csr_matvec(indptr, indices, vals, x, np.empty_like(b))
-    ax = csr_matvec(indptr, indices, np.abs(data).astype(np.float64), np.abs(x),
-                    np.empty(x.shape, dtype=np.float64))
+    ax = csr_matvec(indptr, indices, np.asarray(absdata, dtype=np.float64),
+                    np.abs(x), np.empty(x.shape, dtype=np.float64))
     ar = np.abs(r)
     den = ax + np.abs(b)
     sums[0] = (ar * ar).sum(axis=0)

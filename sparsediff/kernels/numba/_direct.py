@@ -150,11 +150,16 @@ def direct_lower(indptr, indices, data):
 
 
 @nb.njit(**_opts)
-def _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c):
+def _residual_column(indptr, indices, data, absdata, x, b, conj, coef, r, sums, c,
+                     absx):
     n = x.shape[0]
+    s2 = 0.0
+    for i in range(n):
+        a = abs(x[i, c])
+        absx[i] = a
+        s2 += a
     s0 = 0.0
     s1 = 0.0
-    s2 = 0.0
     s3 = 0.0
     k0 = np.uint64(indptr[0])
     for i in range(n):
@@ -163,16 +168,14 @@ def _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c):
         aax = 0.0
         if conj:
             for k in range(k0, k1):
-                xv = x[np.uint64(indices[k]), c]
-                a = data[k]
-                acc += np.conj(a) * xv
-                aax += abs(a) * abs(xv)
+                j = np.uint64(indices[k])
+                acc += np.conj(data[k]) * x[j, c]
+                aax += absdata[k] * absx[j]
         else:
             for k in range(k0, k1):
-                xv = x[np.uint64(indices[k]), c]
-                a = data[k]
-                acc += a * xv
-                aax += abs(a) * abs(xv)
+                j = np.uint64(indices[k])
+                acc += data[k] * x[j, c]
+                aax += absdata[k] * absx[j]
         k0 = k1
         bi = b[i, c]
         ri = bi - acc
@@ -181,7 +184,6 @@ def _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c):
         den = aax + abs(bi)
         s0 += ar * ar
         s1 += ar + coef * den
-        s2 += abs(x[i, c])
         if den > 0.0:
             q = ar / den
         elif ar > 0.0 or ar != ar:
@@ -197,18 +199,22 @@ def _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c):
 
 
 @nb.njit(**_opts)
-def direct_residual(indptr, indices, data, x, b, conj, coef, r, sums):
+def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
     """The residual of a solve of ``op(A) x = b``, ``op(A) = A`` (or
-    ``conj(A)`` when ``conj``), and its sums, in one pass: ``r = b − op(A) x``
-    and, for each column ``c``, ``sums[0, c] = ‖r‖₂²``, ``sums[1, c] = ‖w‖₁``
-    with ``w = |r| + coef·(|A||x| + |b|)`` (LAPACK's forward error bound),
-    ``sums[2, c] = ‖x‖₁`` and ``sums[3, c] = maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``,
-    the componentwise backward error (``inf`` where a nonzero ``rᵢ`` meets a
-    zero denominator). ``x``, ``b``, ``r``: ``(n, m)`` of one dtype;
+    ``conj(A)`` when ``conj``), and its sums, in one pass over the matrix:
+    ``r = b − op(A) x`` and, for each column ``c``, ``sums[0, c] = ‖r‖₂²``,
+    ``sums[1, c] = ‖w‖₁`` with ``w = |r| + coef·(|A||x| + |b|)`` (LAPACK's
+    forward error bound), ``sums[2, c] = ‖x‖₁`` and ``sums[3, c] =
+    maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``, the componentwise backward error (``inf``
+    where a nonzero ``rᵢ`` meets a zero denominator). ``absdata = |data|``
+    (float64, kept by the caller: a complex modulus per entry and solve costs
+    more than the product); ``x``, ``b``, ``r``: ``(n, m)`` of one dtype;
     ``sums``: ``(4, m)`` float64.
     """
+    absx = np.empty(x.shape[0], dtype=np.float64)
     for c in range(x.shape[1]):
-        _residual_column(indptr, indices, data, x, b, conj, coef, r, sums, c)
+        _residual_column(indptr, indices, data, absdata, x, b, conj, coef, r, sums, c,
+                         absx)
     return sums
 
 
