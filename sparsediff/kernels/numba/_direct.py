@@ -27,6 +27,19 @@ HERMITIAN = 4             # A == Aᴴ exactly (pattern and values)
 SYMMETRIC = 8             # A == Aᵀ exactly
 
 
+@nb.njit(inline="always", **_opts)
+def _modulus(z):
+    """``|z|`` by a square root where ``re² + im²`` cannot over- or underflow
+    (a complex ``abs`` is ``hypot``: about 30 ns, 20× slower), ``hypot``
+    otherwise; exact for real ``z``."""
+    re = abs(z.real)
+    im = abs(z.imag)
+    big = max(re, im)
+    if big > 1e-150 and big < 1e150:
+        return np.sqrt(re * re + im * im)
+    return np.hypot(re, im)
+
+
 @nb.njit(**_opts)
 def direct_facts(indptr, indices, data):
     """``(‖A‖₁, ‖A‖∞, most entries in a row or column, flags)`` in one pass.
@@ -63,7 +76,7 @@ def direct_facts(indptr, indices, data):
             j = indices[k]
             uj = np.uint64(j)
             a = data[k]
-            aa = abs(a)
+            aa = _modulus(a)
             rowsum += aa
             colsum[uj] += aa
             colcnt[uj] += 1
@@ -155,7 +168,7 @@ def _residual_column(indptr, indices, data, absdata, x, b, conj, coef, r, sums, 
     n = x.shape[0]
     s2 = 0.0
     for i in range(n):
-        a = abs(x[i, c])
+        a = _modulus(x[i, c])
         absx[i] = a
         s2 += a
     s0 = 0.0
@@ -180,8 +193,8 @@ def _residual_column(indptr, indices, data, absdata, x, b, conj, coef, r, sums, 
         bi = b[i, c]
         ri = bi - acc
         r[i, c] = ri
-        ar = abs(ri)
-        den = aax + abs(bi)
+        ar = _modulus(ri)
+        den = aax + _modulus(bi)
         s0 += ar * ar
         s1 += ar + coef * den
         if den > 0.0:
