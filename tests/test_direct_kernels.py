@@ -133,7 +133,8 @@ def test_lower_is_the_lower_triangle_in_column_order(rng, impl, dtype):
 @pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("kind", ["real", "complex", "real matrix, complex block"])
 @pytest.mark.parametrize("conj", [False, True])
-def test_residual_sums(rng, impl, kind, conj):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_residual_sums(rng, impl, kind, conj, transposed):
     n, m = 20, 3
     A = sp.random(n, n, density=0.3, random_state=rng, format="csr") + sp.eye(n)
     if kind == "complex":
@@ -148,9 +149,10 @@ def test_residual_sums(rng, impl, kind, conj):
     coef = 1e-3
     sums = np.full((4, m), np.nan)
     res = np.full((n, m), np.nan, dtype=dtype)
-    IMPLS[impl].direct_residual(indptr, indices, data, np.abs(data), x, b, conj, coef,
-                                res, sums)
+    kernel = IMPLS[impl].direct_residual_t if transposed else IMPLS[impl].direct_residual
+    kernel(indptr, indices, data, np.abs(data), x, b, conj, coef, res, sums)
     D = A.toarray()
+    D = D.T if transposed else D
     D = D.conj() if conj else D
     r = b - D @ x
     den = np.abs(D) @ np.abs(x) + np.abs(b)

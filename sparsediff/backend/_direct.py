@@ -210,6 +210,12 @@ class UmfpackFactor(_Factor):
                                                          "H": "C"}[trans])
 
     @property
+    def concurrent_solves(self):
+        """Whether solves on this factor may run at once, releasing the GIL
+        (the C calls of :meth:`solve_unrefined`)."""
+        return bool(_umfpack_c())
+
+    @property
     def refine_steps(self):
         """Refinement steps the caller should run around :meth:`solve_unrefined`
         (UMFPACK's default, 2), or 0 where :meth:`solve` refines by itself."""
@@ -243,17 +249,19 @@ class UmfpackFactor(_Factor):
         system = {"N": 0, "H": 1, "T": 2 if complex_ else 1}[trans]
         info = np.zeros(_UMFPACK_INFO)
         step = b2.strides[1] if b2.ndim == 2 else 0
-        with self._lock:
-            for k in range(b2.shape[1]):
-                args = (x.ctypes.data + k * step, b2.ctypes.data + k * step)
-                if complex_:     # packed complex: no separate imaginary parts
-                    fn(system, None, None, None, None, args[0], None, args[1], None,
-                       numeric, control.ctypes.data, info.ctypes.data)
-                else:
-                    fn(system, None, None, None, args[0], args[1], numeric,
-                       control.ctypes.data, info.ctypes.data)
-                if info[0] != 0:          # UMFPACK_OK; else let kvxopt report it
-                    return self.solve(b, trans)
+        # no lock: UMFPACK's solve reads the numeric object only ("input
+        # argument, not modified") and allocates its own workspace, so solves
+        # on one factor may run at once (each call has its own x, b and Info)
+        for k in range(b2.shape[1]):
+            args = (x.ctypes.data + k * step, b2.ctypes.data + k * step)
+            if complex_:     # packed complex: no separate imaginary parts
+                fn(system, None, None, None, None, args[0], None, args[1], None,
+                   numeric, control.ctypes.data, info.ctypes.data)
+            else:
+                fn(system, None, None, None, args[0], args[1], numeric,
+                   control.ctypes.data, info.ctypes.data)
+            if info[0] != 0:          # UMFPACK_OK; else let kvxopt report it
+                return self.solve(b, trans)
         return x.reshape(b.shape) if b.ndim == 1 else np.ascontiguousarray(x)
 
     estimate_solve = solve_unrefined

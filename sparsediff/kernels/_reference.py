@@ -38,6 +38,7 @@ __all__ = [
     "direct_facts",
     "direct_lower",
     "direct_residual",
+    "direct_residual_t",
     "direct_semipositive",
     "segment_sum",
     "sor_grads",
@@ -403,6 +404,26 @@ def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
     r[...] = b - csr_matvec(indptr, indices, vals, x, np.empty_like(b))
     ax = csr_matvec(indptr, indices, np.asarray(absdata, dtype=np.float64),
                     np.abs(x), np.empty(x.shape, dtype=np.float64))
+    ar = np.abs(r)
+    den = ax + np.abs(b)
+    sums[0] = (ar * ar).sum(axis=0)
+    sums[1] = (ar + coef * den).sum(axis=0)
+    sums[2] = np.abs(x).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(den > 0, ar / np.where(den > 0, den, 1.0),
+                     np.where(ar > 0, np.inf, 0.0))
+    q = np.where(np.isnan(ar), np.inf, q)
+    sums[3] = q.max(axis=0, initial=0.0)
+    return sums
+
+
+@_QUIET
+def direct_residual_t(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
+    """:func:`direct_residual` for ``op(A) = Aᵀ`` (``Aᴴ`` when ``conj``)."""
+    vals = np.conj(data) if conj else data
+    r[...] = b - csr_rmatvec(indptr, indices, vals, x, np.empty_like(b), False)
+    ax = csr_rmatvec(indptr, indices, np.asarray(absdata, dtype=np.float64),
+                     np.abs(x), np.empty(x.shape, dtype=np.float64), False)
     ar = np.abs(r)
     den = ax + np.abs(b)
     sums[0] = (ar * ar).sum(axis=0)

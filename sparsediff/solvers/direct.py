@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._dtypes import real_dtype
-from ._common import column_norms, make_info, op_matvec
+from ._common import column_norms, make_info
 from ._conditioning import (
     SINGULAR_BOUND,
     equilibration,
@@ -232,6 +232,30 @@ def _diagonally_dominant(mat, absdata):
     np.add.at(diag, mat.indices[on_diag], absdata[on_diag])
     off = np.bincount(mat.rows[~on_diag], weights=absdata[~on_diag], minlength=n)
     return bool(np.all(diag > 0) and np.all(diag * (1 + 1e-12) >= off))
+
+
+class _Background(threading.Thread):
+    """``fn(*args)`` on a thread of its own; :meth:`result` joins and returns
+    its value or raises its exception."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._call = (fn, args)
+        self._value = self._error = None
+        self.start()
+
+    def run(self):
+        fn, args = self._call
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._error = exc
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class DirectEngine:
@@ -502,16 +526,23 @@ class DirectEngine:
             x = np.full_like(b, np.nan)
             return x, make_info(np.zeros(m, bool), np.zeros(m), np.full(m, np.nan),
                                 rhs_norm, self.method, ["singular"], is_1d, trans)
+        kind = "N" if trans == "N" else "T"
+        estimate = None
+        if (getattr(lu, "concurrent_solves", False)
+                and self._cached_inverse_norm(factor_dtype, kind) is None):
+            # the first solve of this kind: the condition estimate's
+            # sequential solves run beside the caller's solve and refinement
+            # (the library's solves release the GIL and share the factor)
+            estimate = _Background(self._inverse_norm, factor_dtype, kind)
         steps = getattr(lu, "refine_steps", 0)
         solve = lu.solve_unrefined if steps else lu.solve
         x = self._apply(solve, b, trans, factor_dtype)
-        kind = "N" if trans == "N" else "T"
-        inv_norm = self._inverse_norm(factor_dtype, kind)
+        x, residual, wn, xn = self._refine(solve, steps, x, b, trans, factor_dtype)
+        inv_norm = (estimate.result() if estimate is not None
+                    else self._inverse_norm(factor_dtype, kind))
         kappa = (self._norm1 if kind == "N" else self._norminf) * inv_norm
         singular = self._singular_to_working_precision(factor_dtype, kappa)
-        residual, ferr, berr, res = self._residual(x, b, trans, inv_norm)
-        x, residual, ferr = self._refine(solve, steps, x, b, trans, factor_dtype,
-                                         inv_norm, (residual, ferr, berr, res))
+        ferr = float(self._ferr(wn, xn, inv_norm).max(initial=0.0))
         finite = np.isfinite(x).all(axis=0) & ~singular
         reasons = ["converged" if f else "singular" for f in finite]
         return x, make_info(finite, np.zeros(m), residual, rhs_norm, self.method,
@@ -531,15 +562,15 @@ class DirectEngine:
         x = solve(b.astype(factor_dtype, copy=False), trans)
         return np.ascontiguousarray(x, dtype=b.dtype)
 
-    def _refine(self, solve, steps, x, b, trans, factor_dtype, inv_norm, state):
+    def _refine(self, solve, steps, x, b, trans, factor_dtype):
         """Iterative refinement in the manner of UMFPACK's default, with our
         one-pass residual: at most ``steps`` steps ``x ← x + op(A)⁻¹ r`` on
         the (unrefined) factor solves, while the componentwise backward error
         exceeds ``REFINE_BACKWARD_ERROR·eps`` and halves at each step; a step
-        that makes it larger is undone. Returns ``(x, residual norms, forward
-        error bound)``.
+        that makes it larger is undone. Returns ``(x, ‖r‖₂, ‖w‖₁, ‖x‖₁)`` per
+        column (``w`` of LAPACK's forward error bound, see :meth:`_residual`).
         """
-        residual, ferr, berr, res = state
+        residual, wn, xn, berr, res = self._residual(x, b, trans)
         target = REFINE_BACKWARD_ERROR * float(np.finfo(x.dtype).eps)
         active = np.isfinite(x).all(axis=0) & ~(berr <= target)
         for _ in range(steps):
@@ -549,19 +580,23 @@ class DirectEngine:
             x_new = x.copy()
             x_new[:, cols] += self._apply(solve, np.ascontiguousarray(res[:, cols]),
                                           trans, factor_dtype)
-            new_residual, new_ferr, new_berr, new_res = self._residual(
-                x_new, b, trans, inv_norm)
-            better = active & (new_berr < berr)
-            halved = better & (new_berr <= berr / 2)
+            new = self._residual(x_new, b, trans)
+            better = active & (new[3] < berr)
+            halved = better & (new[3] <= berr / 2)
             x[:, better] = x_new[:, better]
-            res[:, better] = new_res[:, better]
-            residual = np.where(better, new_residual, residual)
-            ferr = np.where(better, new_ferr, ferr)
-            berr = np.where(better, new_berr, berr)
+            res[:, better] = new[4][:, better]
+            residual, wn, xn, berr = (np.where(better, new[k], old) for k, old in
+                                      enumerate((residual, wn, xn, berr)))
             active = halved & ~(berr <= target)
-        return x, residual, float(ferr.max(initial=0.0))
+        return x, residual, wn, xn
 
     # conditioning -------------------------------------------------------
+
+    def _cached_inverse_norm(self, dtype, kind):
+        """The cached estimate of :meth:`_inverse_norm`, or ``None``."""
+        if kind == "T" and self._transpose_invariant():
+            kind = "N"
+        return self._inverse_norms.get((np.dtype(dtype), kind))
 
     def _inverse_norm(self, dtype, kind):
         """Cached estimate of ``‖A⁻¹‖₁`` (kind "N"), ``‖A⁻ᵀ‖₁`` ("T") or of
@@ -716,42 +751,32 @@ class DirectEngine:
         norm = self._norm1 if kind == "N" else self._norminf
         return norm * self._inverse_norm(dtype, kind)
 
-    def _residual(self, x, b, trans, inv_norm):
-        """``(‖b − op(A) x‖₂, LAPACK's FERR in the 1-norm, the componentwise
-        backward error, all per column, and the residual)`` (see the module).
+    def _residual(self, x, b, trans):
+        """``(‖r‖₂, ‖w‖₁, ‖x‖₁, the componentwise backward error, all per
+        column, and the residual r = b − op(A) x)``, ``w`` that of LAPACK's
+        forward error bound (see the module).
 
         One pass of the ``direct_residual`` kernel where ``op(A)`` is ``A`` or
         ``conj(A)`` (every ``trans`` of a matrix with ``A = Aᴴ`` or
-        ``A = Aᵀ``); two products otherwise.
+        ``A = Aᵀ``), of ``direct_residual_t`` (rows scattered) otherwise.
         """
         mat = self.mat
         coef = (self._row_nnz + 1) * float(np.finfo(x.dtype).eps)
         dtype = np.result_type(x.dtype, b.dtype)
+        complex_ = mat.data.dtype.kind == "c"
+        kernels = mat.backend.kernels
         if trans == "N" or self._transpose_invariant():
-            # Aᴴ = A: op_T = conj(A); Aᵀ = A: op_H = conj(A)
+            # Aᴴ = A: op_T = conj(A); Aᵀ = A: op_H = conj(A): gathered by rows
             conj = (trans == "T") if self._symmetric == "hermitian" else (trans == "H")
-            conj = conj and mat.data.dtype.kind == "c"
-            sums = np.empty((4, x.shape[1]), dtype=np.float64)
-            res = np.empty(x.shape, dtype=dtype)
-            mat.backend.kernels.direct_residual(
-                mat.indptr, mat.indices, mat.data, self._absdata,
-                np.ascontiguousarray(x, dtype),
-                np.ascontiguousarray(b, dtype), conj, coef, res, sums)
-            return (np.sqrt(sums[0]), self._ferr(sums[1], sums[2], inv_norm),
-                    sums[3], res)
-        res = b - op_matvec(mat, x, trans)
-        absx = np.abs(x)
-        den = np.abs(op_matvec(mat, absx, trans, data=self._absdata)) + np.abs(b)
-        ares = np.abs(res)
-        w = ares + coef * den
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.where(den > 0, ares / np.where(den > 0, den, 1.0),
-                         np.where(ares > 0, np.inf, 0.0))
-        q = np.where(np.isnan(ares), np.inf, q)
-        return (column_norms(res),
-                self._ferr(w.sum(axis=0, dtype=np.float64),
-                           absx.sum(axis=0, dtype=np.float64), inv_norm),
-                q.max(axis=0, initial=0.0), res)
+            kernel, conj = kernels.direct_residual, conj and complex_
+        else:           # Aᵀ or Aᴴ of a general matrix: scattered by rows
+            kernel, conj = kernels.direct_residual_t, trans == "H" and complex_
+        sums = np.empty((4, x.shape[1]), dtype=np.float64)
+        res = np.empty(x.shape, dtype=dtype)
+        kernel(mat.indptr, mat.indices, mat.data, self._absdata,
+               np.ascontiguousarray(x, dtype), np.ascontiguousarray(b, dtype), conj, coef,
+               res, sums)
+        return np.sqrt(sums[0]), sums[1], sums[2], sums[3], res
 
     @staticmethod
     def _ferr(wn, xn, inv_norm):

@@ -232,6 +232,70 @@ def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
 
 
 @nb.njit(**_opts)
+def _finish_column(x, b, r, aax, coef, sums, c):
+    """Turn ``r[:, c] = op(A) x`` and ``aax = |A||x|`` into the residual and
+    its sums (see :func:`direct_residual`)."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for i in range(x.shape[0]):
+        bi = b[i, c]
+        ri = bi - r[i, c]
+        r[i, c] = ri
+        ar = _modulus(ri)
+        den = aax[i] + _modulus(bi)
+        s0 += ar * ar
+        s1 += ar + coef * den
+        s2 += _modulus(x[i, c])
+        if den > 0.0:
+            q = ar / den
+        elif ar > 0.0 or ar != ar:
+            q = np.inf
+        else:
+            q = 0.0
+        if q > s3 or q != q:
+            s3 = q
+    sums[0, c] = s0
+    sums[1, c] = s1
+    sums[2, c] = s2
+    sums[3, c] = s3
+
+
+@nb.njit(**_opts)
+def direct_residual_t(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
+    """:func:`direct_residual` for ``op(A) = Aᵀ`` (``Aᴴ`` when ``conj``), by
+    scattering the rows of the CSR arrays: one pass over the matrix and one
+    over the vectors per column."""
+    n = x.shape[0]
+    absx = np.empty(n, dtype=np.float64)
+    aax = np.empty(n, dtype=np.float64)
+    for c in range(x.shape[1]):
+        for i in range(n):
+            absx[i] = _modulus(x[i, c])
+            aax[i] = 0.0
+            r[i, c] = 0
+        k0 = np.uint64(indptr[0])
+        for i in range(n):
+            k1 = np.uint64(indptr[i + 1])
+            xi = x[i, c]
+            axi = absx[i]
+            if conj:
+                for k in range(k0, k1):
+                    j = np.uint64(indices[k])
+                    r[j, c] += np.conj(data[k]) * xi
+                    aax[j] += absdata[k] * axi
+            else:
+                for k in range(k0, k1):
+                    j = np.uint64(indices[k])
+                    r[j, c] += data[k] * xi
+                    aax[j] += absdata[k] * axi
+            k0 = k1
+        _finish_column(x, b, r, aax, coef, sums, c)
+    return sums
+
+
+@nb.njit(**_opts)
 def direct_semipositive(indptr, indices, data, y, margin):
     """Whether ``y ≥ 0`` (finite) and ``A y > margin·|A| y`` in every row."""
     n = indptr.shape[0] - 1
