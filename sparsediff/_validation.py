@@ -247,10 +247,12 @@ class MatrixInput:
             return out
         return self.backend.kernels.segment_sum(values[self._order], self._starts, out)
 
-    def from_canonical(self, values):
-        """Caller-ordered copy of canonical values (duplicates share a value)."""
+    def from_canonical(self, values, owned=False):
+        """Caller-ordered copy of canonical values (duplicates share a value);
+        ``owned``: ``values`` is a fresh array nobody else holds, returned
+        as it is where the orders agree (no second copy)."""
         if self._perm is None:
-            return self.backend.xp.array(values, copy=True)
+            return values if owned else self.backend.xp.array(values, copy=True)
         return values[self._perm]
 
     def check_caller_data(self, data, func, name):
@@ -283,15 +285,16 @@ class MatrixInput:
         values = self.to_canonical(data.astype(dtype, copy=False))
         return values, bool(np.isfinite(values).all())
 
-    def wrap(self, values):
+    def wrap(self, values, owned=False):
         """Caller-class/format object holding canonical ``values`` per entry.
 
         Index arrays are fresh copies; the result shares no memory with the
-        caller's matrix.
+        caller's matrix. ``owned``: ``values`` is a fresh array the result may
+        keep (see :meth:`from_canonical`).
         """
         lay = self._layout
         kind = lay["kind"]
-        data = self.from_canonical(values)
+        data = self.from_canonical(values, owned)
         if kind == "dense":
             return data.reshape(self.shape)
         cls = lay["cls"]

@@ -241,7 +241,7 @@ class Solution:
                 self._owner._remember_adjoint(lam / _unit_scale(g2), self._trans)
             grad = pattern_gradient(mat, self._x2.astype(dtype, copy=False), lam,
                                     self._trans)
-        grad_A = mat.wrap(_like_input(grad, self._a_dtype))
+        grad_A = mat.wrap(_like_input(grad, self._a_dtype), owned=True)
         grad_b = _like_input(lam[:, 0] if self._is_1d else lam, self._b_dtype)
         return grad_A, grad_b
 
