@@ -667,6 +667,44 @@ def test_auto_lu_is_pardiso_for_real_3d_and_umfpack_otherwise(monkeypatch):
         assert chosen(_convection(8, 3, np.complex128)) == "superlu"
 
 
+def test_auto_spd_is_pardiso_on_large_3d_graphs(monkeypatch):
+    """Measured (docs/direct.md): from ``AUTO_PARDISO_SPD_MIN_N`` unknowns on,
+    a real Hermitian positive-diagonal matrix with a 3-D graph factors faster
+    by Pardiso's LU than by CHOLMOD; 2-D graphs, complex matrices and smaller
+    ones keep CHOLMOD. The answer and its gradient do not depend on it."""
+    if not {"cholmod", "pardiso"} <= set(INSTALLED):
+        pytest.skip("needs CHOLMOD and Pardiso")
+    monkeypatch.setattr(direct, "LIBRARY_MIN_N", 100)
+
+    def chosen(A):
+        return sd.Solver(A, method="direct")._state.engine.library
+
+    def poisson(k, dim, dtype=np.float64):
+        T = sp.diags_array([np.full(k - 1, -1.0), np.full(k, 2.0), np.full(k - 1, -1.0)],
+                           offsets=[-1, 0, 1])
+        eye = sp.eye_array(k)
+        if dim == 2:
+            A = sp.kron(T, eye) + sp.kron(eye, T)
+        else:
+            A = (sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
+                 + sp.kron(sp.kron(eye, eye), T))
+        return sp.csr_array(A.astype(dtype))
+
+    A3, A2 = poisson(10, 3), poisson(40, 2)
+    assert chosen(A3) == "cholmod"             # 1,000 unknowns: below the limit
+    monkeypatch.setattr(direct, "AUTO_PARDISO_SPD_MIN_N", 500)
+    assert chosen(A3) == "pardiso"
+    assert chosen(A2) == "cholmod"             # 2-D graph
+    assert chosen(poisson(10, 3, np.complex128)) == "cholmod"
+    b = np.linspace(1.0, 2.0, A3.shape[0])
+    sol = sd.Solver(A3, method="direct").solve(b)
+    ref = sd.Solver(A3, method=_method("cholmod")).solve(b)
+    np.testing.assert_allclose(sol.x, ref.x, rtol=1e-12)
+    g = np.cos(np.arange(A3.shape[0]))
+    np.testing.assert_allclose(sol.vjp(g)[0].data, ref.vjp(g)[0].data,
+                               rtol=1e-10, atol=1e-14)
+
+
 def test_missing_library_names_the_extra(monkeypatch):
     monkeypatch.setattr(libs, "_MODULES", False)
     monkeypatch.setattr(libs, "_PARDISO", False)
