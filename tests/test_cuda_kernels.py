@@ -28,7 +28,9 @@ ROOT = HERE.parent
 
 #: The device kernel set: every seam kernel but the sequential SOR sweeps and
 #: the batched kernels (no device version yet).
-DEVICE_KERNELS = sorted(k for k in KERNELS if not k.startswith(("sor_", "batched_")))
+# the host-only kernels: SOR sweeps, batches on one pattern, the direct engine's
+DEVICE_KERNELS = sorted(k for k in KERNELS
+                        if not k.startswith(("sor_", "batched_", "direct_")))
 
 needs_numba_cuda = pytest.mark.skipif(
     importlib.util.find_spec("numba_cuda") is None,
