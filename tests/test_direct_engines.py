@@ -633,9 +633,11 @@ def test_auto_library_choice(monkeypatch, rng):
         assert lib == {"spd": "superlu", "nonsym": "superlu"}
 
 
-def _convection(k, dim, dtype=np.float64):
-    """Non-symmetric convection–diffusion stencil on a k^dim grid (CSR)."""
-    T = sp.diags_array([np.full(k - 1, -1.5), np.full(k, 2.0), np.full(k - 1, -0.5)],
+def _convection(k, dim, dtype=np.float64, stencil=(-1.5, 2.0, -0.5)):
+    """Non-symmetric convection–diffusion stencil on a k^dim grid (CSR);
+    ``stencil=(-1, 2, -1)`` gives Poisson."""
+    lower, diag, upper = stencil
+    T = sp.diags_array([np.full(k - 1, lower), np.full(k, diag), np.full(k - 1, upper)],
                        offsets=[-1, 0, 1])
     eye = sp.eye_array(k)
     if dim == 2:
@@ -680,15 +682,7 @@ def test_auto_spd_is_pardiso_on_large_3d_graphs(monkeypatch):
         return sd.Solver(A, method="direct")._state.engine.library
 
     def poisson(k, dim, dtype=np.float64):
-        T = sp.diags_array([np.full(k - 1, -1.0), np.full(k, 2.0), np.full(k - 1, -1.0)],
-                           offsets=[-1, 0, 1])
-        eye = sp.eye_array(k)
-        if dim == 2:
-            A = sp.kron(T, eye) + sp.kron(eye, T)
-        else:
-            A = (sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
-                 + sp.kron(sp.kron(eye, eye), T))
-        return sp.csr_array(A.astype(dtype))
+        return _convection(k, dim, dtype, stencil=(-1.0, 2.0, -1.0))
 
     A3, A2 = poisson(10, 3), poisson(40, 2)
     assert chosen(A3) == "cholmod"             # 1,000 unknowns: below the limit

@@ -116,18 +116,23 @@ def batch_matvec(mat, data_t, x3, trans="N"):
     return swap01(mat, batch_last_matvec(mat, data_t, swap01(mat, x3, dtype), trans))
 
 
-def pattern_products(mat, x3, lam3, trans):
-    """Canonical ``∂L/∂data`` (B, nnz) of every element from ``x`` and ``λ``
+def pattern_operands(x3, lam3, trans):
+    """``(u, v)`` with ``∂L/∂a_k = −Σ u[i_k] v[j_k]`` for ``op`` = ``trans``
     (the batched ``adjoint.linear.pattern_gradient``, docs/design.md 2.1)."""
     def conj(a):            # np.conj copies even a real array
         return np.conj(a) if np.iscomplexobj(a) else a
 
     if trans == "N":
-        u, v = lam3, conj(x3)
-    elif trans == "T":
-        u, v = conj(x3), lam3
-    else:
-        u, v = x3, conj(lam3)
+        return lam3, conj(x3)
+    if trans == "T":
+        return conj(x3), lam3
+    return x3, conj(lam3)
+
+
+def pattern_products(mat, x3, lam3, trans):
+    """Canonical ``∂L/∂data`` (B, nnz) of every element from ``x`` and ``λ``
+    (the batched ``adjoint.linear.pattern_gradient``, docs/design.md 2.1)."""
+    u, v = pattern_operands(x3, lam3, trans)
     dtype = np.result_type(u.dtype, v.dtype)
     ut = swap01(mat, u, dtype)
     vt = swap01(mat, v, dtype)

@@ -42,7 +42,13 @@ from ..solvers._conditioning import (
 from ..solvers._info import SolveInfo
 from ..solvers.direct import LIBRARY_MIN_N, _auto_lu, _transpose_order
 from ._cholesky import BatchedCholesky, CholeskyAnalysis
-from ._common import batch_last_matvec, batch_map, pattern_products, swap01
+from ._common import (
+    batch_last_matvec,
+    batch_map,
+    pattern_operands,
+    pattern_products,
+    swap01,
+)
 
 __all__ = ["BatchedDirect", "DirectReports"]
 
@@ -575,16 +581,7 @@ class BatchedDirect:
         (``_common.pattern_products``; batch-first on the Cholesky path)."""
         if not isinstance(self._analysis, CholeskyAnalysis) or not self.mat.shape[0]:
             return pattern_products(self.mat, x3, lam3, trans)
-
-        def conj(a):
-            return np.conj(a) if np.iscomplexobj(a) else a
-
-        if trans == "N":
-            u, v = lam3, conj(x3)
-        elif trans == "T":
-            u, v = conj(x3), lam3
-        else:
-            u, v = x3, conj(lam3)
+        u, v = pattern_operands(x3, lam3, trans)
         dtype = np.result_type(u.dtype, v.dtype)
         u = np.ascontiguousarray(u, dtype=dtype)
         v = np.ascontiguousarray(v, dtype=dtype)

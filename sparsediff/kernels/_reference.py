@@ -394,6 +394,23 @@ def direct_lower(indptr, indices, data):
             np.conj(data[keep]))
 
 
+def _residual_sums(r, ax, x, b, coef, sums):
+    """``r = b − op(A) x`` from ``r = op(A) x`` and the sums of
+    :func:`direct_residual` (``ax = |A||x|``)."""
+    r[...] = b - r
+    ar = np.abs(r)
+    den = ax + np.abs(b)
+    sums[0] = (ar * ar).sum(axis=0)
+    sums[1] = (ar + coef * den).sum(axis=0)
+    sums[2] = np.abs(x).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(den > 0, ar / np.where(den > 0, den, 1.0),
+                     np.where(ar > 0, np.inf, 0.0))
+    q = np.where(np.isnan(ar), np.inf, q)
+    sums[3] = q.max(axis=0, initial=0.0)
+    return sums
+
+
 @_QUIET
 def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
     """``r = b − op(A) x`` with ``op(A) = conj(A)`` if ``conj`` else ``A``; per
@@ -401,40 +418,20 @@ def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
     componentwise backward error ``maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``;
     ``absdata = |data|``."""
     vals = np.conj(data) if conj else data
-    r[...] = b - csr_matvec(indptr, indices, vals, x, np.empty_like(b))
+    csr_matvec(indptr, indices, vals, x, r)
     ax = csr_matvec(indptr, indices, np.asarray(absdata, dtype=np.float64),
                     np.abs(x), np.empty(x.shape, dtype=np.float64))
-    ar = np.abs(r)
-    den = ax + np.abs(b)
-    sums[0] = (ar * ar).sum(axis=0)
-    sums[1] = (ar + coef * den).sum(axis=0)
-    sums[2] = np.abs(x).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(den > 0, ar / np.where(den > 0, den, 1.0),
-                     np.where(ar > 0, np.inf, 0.0))
-    q = np.where(np.isnan(ar), np.inf, q)
-    sums[3] = q.max(axis=0, initial=0.0)
-    return sums
+    return _residual_sums(r, ax, x, b, coef, sums)
 
 
 @_QUIET
 def direct_residual_t(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
     """:func:`direct_residual` for ``op(A) = Aᵀ`` (``Aᴴ`` when ``conj``)."""
     vals = np.conj(data) if conj else data
-    r[...] = b - csr_rmatvec(indptr, indices, vals, x, np.empty_like(b), False)
+    csr_rmatvec(indptr, indices, vals, x, r, False)
     ax = csr_rmatvec(indptr, indices, np.asarray(absdata, dtype=np.float64),
                      np.abs(x), np.empty(x.shape, dtype=np.float64), False)
-    ar = np.abs(r)
-    den = ax + np.abs(b)
-    sums[0] = (ar * ar).sum(axis=0)
-    sums[1] = (ar + coef * den).sum(axis=0)
-    sums[2] = np.abs(x).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(den > 0, ar / np.where(den > 0, den, 1.0),
-                     np.where(ar > 0, np.inf, 0.0))
-    q = np.where(np.isnan(ar), np.inf, q)
-    sums[3] = q.max(axis=0, initial=0.0)
-    return sums
+    return _residual_sums(r, ax, x, b, coef, sums)
 
 
 @_QUIET

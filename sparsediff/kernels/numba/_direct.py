@@ -163,72 +163,29 @@ def direct_lower(indptr, indices, data):
 
 
 @nb.njit(**_opts)
-def _residual_column(indptr, indices, data, absdata, x, b, conj, coef, r, sums, c,
-                     absx):
+def _residual_column(indptr, indices, data, absdata, x, c, conj, absx, r, aax):
+    """``r[:, c] = op(A) x[:, c]`` and ``aax = |A||x[:, c]|``, rows gathered."""
     n = x.shape[0]
-    s2 = 0.0
     for i in range(n):
-        a = _modulus(x[i, c])
-        absx[i] = a
-        s2 += a
-    s0 = 0.0
-    s1 = 0.0
-    s3 = 0.0
+        absx[i] = _modulus(x[i, c])
     k0 = np.uint64(indptr[0])
     for i in range(n):
         k1 = np.uint64(indptr[i + 1])
         acc = x.dtype.type(0)
-        aax = 0.0
+        s = 0.0
         if conj:
             for k in range(k0, k1):
                 j = np.uint64(indices[k])
                 acc += np.conj(data[k]) * x[j, c]
-                aax += absdata[k] * absx[j]
+                s += absdata[k] * absx[j]
         else:
             for k in range(k0, k1):
                 j = np.uint64(indices[k])
                 acc += data[k] * x[j, c]
-                aax += absdata[k] * absx[j]
+                s += absdata[k] * absx[j]
         k0 = k1
-        bi = b[i, c]
-        ri = bi - acc
-        r[i, c] = ri
-        ar = _modulus(ri)
-        den = aax + _modulus(bi)
-        s0 += ar * ar
-        s1 += ar + coef * den
-        if den > 0.0:
-            q = ar / den
-        elif ar > 0.0 or ar != ar:
-            q = np.inf
-        else:
-            q = 0.0
-        if q > s3 or q != q:
-            s3 = q
-    sums[0, c] = s0
-    sums[1, c] = s1
-    sums[2, c] = s2
-    sums[3, c] = s3
-
-
-@nb.njit(**_opts)
-def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
-    """The residual of a solve of ``op(A) x = b``, ``op(A) = A`` (or
-    ``conj(A)`` when ``conj``), and its sums, in one pass over the matrix:
-    ``r = b − op(A) x`` and, for each column ``c``, ``sums[0, c] = ‖r‖₂²``,
-    ``sums[1, c] = ‖w‖₁`` with ``w = |r| + coef·(|A||x| + |b|)`` (LAPACK's
-    forward error bound), ``sums[2, c] = ‖x‖₁`` and ``sums[3, c] =
-    maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``, the componentwise backward error (``inf``
-    where a nonzero ``rᵢ`` meets a zero denominator). ``absdata = |data|``
-    (float64, kept by the caller: a complex modulus per entry and solve costs
-    more than the product); ``x``, ``b``, ``r``: ``(n, m)`` of one dtype;
-    ``sums``: ``(4, m)`` float64.
-    """
-    absx = np.empty(x.shape[0], dtype=np.float64)
-    for c in range(x.shape[1]):
-        _residual_column(indptr, indices, data, absdata, x, b, conj, coef, r, sums, c,
-                         absx)
-    return sums
+        r[i, c] = acc
+        aax[i] = s
 
 
 @nb.njit(**_opts)
@@ -260,6 +217,27 @@ def _finish_column(x, b, r, aax, coef, sums, c):
     sums[1, c] = s1
     sums[2, c] = s2
     sums[3, c] = s3
+
+
+@nb.njit(**_opts)
+def direct_residual(indptr, indices, data, absdata, x, b, conj, coef, r, sums):
+    """The residual of a solve of ``op(A) x = b``, ``op(A) = A`` (or
+    ``conj(A)`` when ``conj``), and its sums, in one pass over the matrix:
+    ``r = b − op(A) x`` and, for each column ``c``, ``sums[0, c] = ‖r‖₂²``,
+    ``sums[1, c] = ‖w‖₁`` with ``w = |r| + coef·(|A||x| + |b|)`` (LAPACK's
+    forward error bound), ``sums[2, c] = ‖x‖₁`` and ``sums[3, c] =
+    maxᵢ |rᵢ| / (|A||x| + |b|)ᵢ``, the componentwise backward error (``inf``
+    where a nonzero ``rᵢ`` meets a zero denominator). ``absdata = |data|``
+    (float64, kept by the caller: a complex modulus per entry and solve costs
+    more than the product); ``x``, ``b``, ``r``: ``(n, m)`` of one dtype;
+    ``sums``: ``(4, m)`` float64.
+    """
+    absx = np.empty(x.shape[0], dtype=np.float64)
+    aax = np.empty(x.shape[0], dtype=np.float64)
+    for c in range(x.shape[1]):
+        _residual_column(indptr, indices, data, absdata, x, c, conj, absx, r, aax)
+        _finish_column(x, b, r, aax, coef, sums, c)
+    return sums
 
 
 @nb.njit(**_opts)
