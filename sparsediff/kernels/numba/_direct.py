@@ -34,6 +34,8 @@ def _modulus(z):
     otherwise; exact for real ``z``."""
     re = abs(z.real)
     im = abs(z.imag)
+    if im == 0:             # every real z: the branch folds away
+        return re
     big = max(re, im)
     if big > 1e-150 and big < 1e150:
         return np.sqrt(re * re + im * im)
