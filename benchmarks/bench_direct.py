@@ -444,11 +444,14 @@ def run_engines(problems, emit, skip=(), repeat=1):
         desc, A = make_problem(name, int(k))
         n = A.shape[0]
         b = rng.standard_normal(n).astype(A.dtype)
-        g = rng.standard_normal(n).astype(A.dtype)
         results = {}
         labels = [label for label, _ in ENGINES if not any(s in label for s in skip)]
-        for _ in range(repeat):          # rounds: every engine once per round
-            for label, fn in ENGINES:
+        for r in range(repeat):          # rounds: every engine once per round,
+            # in the listed order and reversed in alternate rounds (what ran
+            # just before, such as BLAS threads still spinning, is shared);
+            # a fresh cotangent per round
+            g = rng.standard_normal(n).astype(A.dtype)
+            for label, fn in (ENGINES if r % 2 == 0 else ENGINES[::-1]):
                 if label not in labels or isinstance(results.get(label), str):
                     continue
                 try:
@@ -645,7 +648,8 @@ def main(argv=None):
         emit(f"Run {datetime.datetime.now().isoformat(timespec='minutes')} on "
              f"{machine()}; {versions()}.")
         emit(f"Medians of {args.engine_repeat} round(s), every engine once per "
-             "round, in milliseconds (cold: a fresh factorization and a fresh "
+             "round, the order reversed in alternate rounds, in milliseconds "
+             "(cold: a fresh factorization and a fresh "
              "cotangent each time). sparsediff: factor = Solver build from the "
              "SciPy matrix (includes the matrix checks), solve includes the "
              "condition and error estimates, grad = vjp; estimates = the part of "
