@@ -198,6 +198,11 @@ class MatrixInput:
         self.finite = finite
         self._rows = None
         self._symmetry = None
+        # O(nnz) facts computed once by the layers that need them: of the
+        # values (``memo``, cleared by ``with_data``) and of the pattern
+        # (``pattern_memo``, shared with ``with_data``'s copies)
+        self.memo = {}
+        self.pattern_memo = {}
 
     @property
     def nnz(self):
@@ -228,6 +233,7 @@ class MatrixInput:
         new.dtype = data.dtype
         new.finite = bool(np.isfinite(data).all())
         new._symmetry = None
+        new.memo = {}
         return new
 
     def to_scipy(self):

@@ -699,6 +699,22 @@ def test_auto_spd_is_pardiso_on_large_3d_graphs(monkeypatch):
                                rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("permute", [False, True])
+def test_local_graph_dimension_tells_2d_from_3d(permute):
+    """The cut breadth-first search gives below 2 on 2-D grids and above 2 on
+    3-D ones, whatever the numbering of the nodes (random permutations)."""
+    rng = np.random.default_rng(3)
+    for k, dim, stencil in ((40, 2, (-1.0, 2.0, -1.0)), (100, 2, (-1.5, 2.0, -0.5)),
+                            (12, 3, (-1.0, 2.0, -1.0)), (20, 3, (-1.5, 2.0, -0.5))):
+        A = _convection(k, dim, stencil=stencil)
+        if permute:
+            p = rng.permutation(A.shape[0])
+            A = sp.csr_array(A[p][:, p])
+        mat = sd.Solver(A, method=_method("superlu"))._state.engine.mat
+        d = direct.local_graph_dimension(mat)
+        assert (d < 2.0) if dim == 2 else (d > 2.0), (k, dim, d)
+
+
 def test_missing_library_names_the_extra(monkeypatch):
     monkeypatch.setattr(libs, "_MODULES", False)
     monkeypatch.setattr(libs, "_PARDISO", False)
