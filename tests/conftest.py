@@ -343,3 +343,41 @@ def traced_peak(fn):
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def random_pattern(rng, n, extra):
+    """``(indptr, cols, rows)`` of an ``n × n`` CSR pattern as assembly makes
+    it: a full diagonal, ``extra`` more columns per row drawn at random
+    (repeats are duplicates) and unsorted columns (int64)."""
+    rows, cols = [], []
+    for i in range(n):
+        cs = [i, *rng.integers(0, n, size=extra)]   # may repeat: duplicates
+        rng.shuffle(cs)
+        rows += [i] * len(cs)
+        cols += cs
+    rows, cols = np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols, rows
+
+
+def count_batched(monkeypatch):
+    """Count :class:`sparsediff.BatchedSolver` builds (with their batch sizes)
+    and solves: ``{"build": int, "sizes": [B, ...], "solve": int}``."""
+    from sparsediff.batched import _api
+
+    count = {"build": 0, "sizes": [], "solve": 0}
+    init, solve = _api.BatchedSolver.__init__, _api.BatchedSolver.solve
+
+    def spy_init(self, *a, **k):
+        init(self, *a, **k)
+        count["build"] += 1
+        count["sizes"].append(self.batch_size)
+
+    def spy_solve(self, *a, **k):
+        count["solve"] += 1
+        return solve(self, *a, **k)
+
+    monkeypatch.setattr(_api.BatchedSolver, "__init__", spy_init)
+    monkeypatch.setattr(_api.BatchedSolver, "solve", spy_solve)
+    return count

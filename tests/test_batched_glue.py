@@ -16,6 +16,7 @@ computation on dense matrices with the framework's own dense solve.
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import count_batched, random_pattern
 
 import sparsediff as sd
 
@@ -30,15 +31,7 @@ def rng():
 def _pattern(rng, n=N, extra=2):
     """A nonsymmetric CSR pattern with unsorted columns and duplicates, and
     its base values (diagonally dominant)."""
-    rows, cols = [], []
-    for i in range(n):
-        cs = [i, *rng.integers(0, n, size=extra)]
-        rng.shuffle(cs)
-        rows += [i] * len(cs)
-        cols += cs
-    rows, cols = np.array(rows), np.array(cols)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    indptr, cols, rows = random_pattern(rng, n, extra)
     base = rng.standard_normal(rows.size)
     base = np.where(rows == cols, base + 2.0 * n, base)
     return indptr, cols, rows, base
@@ -50,27 +43,6 @@ def _values(rng, base, shape):
 
 def _matrix(indptr, indices, v):
     return sp.csr_array((v, indices, indptr), shape=(indptr.size - 1,) * 2)
-
-
-def _count_batched(monkeypatch):
-    """Count BatchedSolver builds (with their batch sizes) and solves."""
-    from sparsediff.batched import _api
-
-    count = {"build": 0, "sizes": [], "solve": 0}
-    init, solve = _api.BatchedSolver.__init__, _api.BatchedSolver.solve
-
-    def spy_init(self, *a, **k):
-        init(self, *a, **k)
-        count["build"] += 1
-        count["sizes"].append(self.batch_size)
-
-    def spy_solve(self, *a, **k):
-        count["solve"] += 1
-        return solve(self, *a, **k)
-
-    monkeypatch.setattr(_api.BatchedSolver, "__init__", spy_init)
-    monkeypatch.setattr(_api.BatchedSolver, "solve", spy_solve)
-    return count
 
 
 def _pick(arr, axes, i, j):
@@ -153,7 +125,7 @@ def test_torch_nested_vmap_is_one_batched_solve(rng, tp, monkeypatch, name, m):
     torch = tp["torch"]
     axes_v, axes_b = _axes(name)
     v, b = _nested_operands(rng, tp["base"], axes_v, axes_b, m)
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     x = _nest(tp["solve"], name)(torch.tensor(v), torch.tensor(b))
     # one batched solver, one factorization per distinct matrix, one solve
     assert count == {"build": 1, "sizes": [_distinct(axes_v)], "solve": 1}
@@ -172,7 +144,7 @@ def test_torch_grad_of_nested_vmap_matches_loop(rng, tp, monkeypatch, name):
 
     axes_v, axes_b = _axes(name)
     v, b = _nested_operands(rng, tp["base"], axes_v, axes_b)
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
 
     def total(vv, bb):
         return _nest(lambda a, c: _loss(tp["solve"](a, c)), name)(vv, bb).sum()
@@ -205,7 +177,7 @@ def test_torch_per_sample_gradients_under_nested_vmap(rng, tp, monkeypatch):
     from torch.func import grad, vmap
 
     v, b = _nested_operands(rng, tp["base"], (0, 0), (0, 0))
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     per = vmap(vmap(grad(lambda a, c: _loss(tp["solve"](a, c)), argnums=(0, 1))))
     gv, gb = per(torch.tensor(v), torch.tensor(b))
     assert count == {"build": 1, "sizes": [CO * CI], "solve": 2}
@@ -247,14 +219,14 @@ def test_torch_vmap_over_batched_values_and_hessian(rng, tp, monkeypatch):
 
     v = torch.tensor(_values(rng, tp["base"], (CO, CI)))
     b = torch.tensor(rng.standard_normal((CO, CI, N)))
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     x = vmap(tp["solve"])(v, b)                       # solve_values on (CI, nnz)
     assert count == {"build": 1, "sizes": [CO * CI], "solve": 1}
     np.testing.assert_allclose(x.numpy(), vmap(vmap(tp["oracle"]))(v, b).numpy(),
                                rtol=1e-12, atol=1e-14)
 
     # vmap over b only, values (CI, nnz) shared: more columns, CI elements
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     x = vmap(lambda bb: tp["solve"](v[0], bb))(b)
     assert count == {"build": 1, "sizes": [CI], "solve": 1}
     ref = vmap(vmap(tp["oracle"]), in_dims=(None, 0))(v[0], b)
@@ -305,7 +277,7 @@ def test_jax_nested_vmap_is_one_host_call(rng, jx, monkeypatch, name):
     def nest(fn):
         return jax.vmap(jax.vmap(fn, in_axes=(vi, bi)), in_axes=(vo, bo))
 
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     x = nest(jx["solve"])(v, b)
     # one host call: one batched solver with one element per distinct matrix
     assert count == {"build": 1, "sizes": [_distinct(axes_v)], "solve": 1}
@@ -336,7 +308,7 @@ def test_jax_nested_vmap_with_matrix_columns(rng, jx, monkeypatch):
     jax = jx["jax"]
     v = _values(rng, jx["base"], (CO,))
     b = rng.standard_normal((CO, CI, N, 2))
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     x = jax.vmap(jax.vmap(jx["solve"], in_axes=(None, 0)))(v, b)
     assert count == {"build": 1, "sizes": [CO], "solve": 1}
     for i in range(CO):
@@ -460,7 +432,7 @@ def test_tensorflow_batched_hvp_matches_dense_and_is_symmetric(rng, tfp, dtype):
 def test_tensorflow_batched_second_order_reuses_one_solver(rng, tfp, monkeypatch):
     tf = tfp["tf"]
     v, b = _tf_operands(rng, tfp)
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
     hv, hb = _tf_hvp(tf, tfp["solve"], v, b, tf.ones_like(v), tf.ones_like(b))
     assert count["build"] == 1 and count["sizes"] == [3]
     # forward, adjoint, and the solves of the second-order sweep: every one
@@ -528,7 +500,7 @@ def test_torch_vmap_with_new_batched_options_is_one_solver(rng, tp, monkeypatch,
     ip, ix = torch.tensor(tp["indptr"]), torch.tensor(tp["cols"])
     v = _values(rng, tp["base"], (CO,))
     b = rng.standard_normal((CO, N))
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
 
     def solve(vv, bb):
         return sdt.solve_values(vv, bb, indptr=ip, indices=ix, method=method, M=M,
@@ -548,7 +520,7 @@ def test_jax_vmap_with_new_batched_options_is_one_host_call(rng, jx, monkeypatch
     ptr, ind = jax.numpy.asarray(jx["indptr"]), jax.numpy.asarray(jx["cols"])
     v = _values(rng, jx["base"], (CO,))
     b = rng.standard_normal((CO, N))
-    count = _count_batched(monkeypatch)
+    count = count_batched(monkeypatch)
 
     def solve(d, c):
         return sdj.solve((d, ind, ptr), c, method="gmres", M="ilu", rtol=1e-12)

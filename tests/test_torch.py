@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import random_pattern
 
 torch = pytest.importorskip("torch")
 sdt = pytest.importorskip("sparsediff.torch")
@@ -27,16 +28,7 @@ def rng():
 
 def _pattern(rng, n, extra=3):
     """A CSR pattern with a full diagonal, unsorted columns and duplicates."""
-    rows, cols = [], []
-    for i in range(n):
-        cs = [i, *rng.integers(0, n, size=extra)]  # may repeat: duplicates
-        rng.shuffle(cs)
-        rows += [i] * len(cs)
-        cols += cs
-    rows, cols = np.array(rows), np.array(cols)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return indptr, cols.astype(np.int64), rows
+    return random_pattern(rng, n, extra)
 
 
 def _values(rng, rows, cols, dtype, n):

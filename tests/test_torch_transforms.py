@@ -10,6 +10,7 @@ pointer of Tensor that doesn't have storage".
 
 import numpy as np
 import pytest
+from conftest import random_pattern
 
 torch = pytest.importorskip("torch")
 sdt = pytest.importorskip("sparsediff.torch")
@@ -33,15 +34,7 @@ def rng():
 
 def _problem(rng, n=5, extra=2, dtype=F64):
     """CSR pattern (unsorted columns, duplicates) as int64 tensors, values, b."""
-    rows, cols = [], []
-    for i in range(n):
-        cs = [i, *rng.integers(0, n, size=extra)]
-        rng.shuffle(cs)
-        rows += [i] * len(cs)
-        cols += cs
-    rows, cols = np.array(rows), np.array(cols)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    indptr, cols, rows = random_pattern(rng, n, extra)
     v = rng.standard_normal(rows.size)
     v = np.where(rows == cols, v + 2.0 * n, v)
     b = rng.standard_normal(n)

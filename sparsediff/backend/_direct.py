@@ -264,8 +264,6 @@ class UmfpackFactor(_Factor):
                 return self.solve(b, trans)
         return x.reshape(b.shape) if b.ndim == 1 else np.ascontiguousarray(x)
 
-    estimate_solve = solve_unrefined
-
 
 _UMFPACK_CONTROL = 20     # UMFPACK's Control and Info array lengths
 _UMFPACK_INFO = 90
@@ -449,8 +447,7 @@ class PardisoFactor:
 
         Pardiso refines every solve iteratively (two steps, each a residual
         and a solve: 2–5× the cost of one solve, measured); ``refine=False``
-        skips that, for the condition estimate, which needs no digits beyond
-        the first (see :meth:`estimate_solve`).
+        skips that (see :meth:`solve_unrefined`).
         """
         b2 = np.array(b, dtype=self.dtype, order="F", ndmin=2)
         b2 = b2.reshape(self.n, -1, order="F") if b.ndim == 1 else b2
@@ -482,8 +479,6 @@ class PardisoFactor:
         for callers that refine with their own residual (the factor has no
         perturbed pivot: refused at factorization)."""
         return self.solve(b, trans, refine=False)
-
-    estimate_solve = solve_unrefined
 
     def __del__(self):
         if getattr(self, "_live", False):

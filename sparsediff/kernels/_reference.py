@@ -314,31 +314,17 @@ def batched_cg_step(x, r, p, q, alpha, out):
 
 
 @_QUIET
-def batched_xpby(z, beta, p):
-    """``p = z + β p``."""
-    p[...] = z + beta * p
-    return p
-
-
-@_QUIET
-def batched_bicgstab_p(p, r, v, beta, omega):
-    """``p = r + β (p − ω v)``."""
-    p[...] = r + beta * (p - omega * v)
-    return p
-
-
-@_QUIET
 def batched_sub_scaled(out, r, alpha, v):
     """``out = r − α v``."""
     out[...] = r - alpha * v
     return out
 
 
-@_QUIET
-def batched_bicgstab_x(x, alpha, phat, omega, shat):
-    """``x += α p̂ + ω ŝ``."""
-    x += alpha * phat + omega * shat
-    return x
+# the element-wise updates broadcast over the batch axis: the single-system
+# twins are the batched ones
+batched_xpby = xpby
+batched_bicgstab_p = bicgstab_p
+batched_bicgstab_x = bicgstab_x
 
 
 @_QUIET

@@ -414,7 +414,7 @@ class DirectEngine:
                 from ..backend._direct import require
 
                 require(library, func)
-            if library == "cholmod" and not self._cholesky_candidate():
+            if library == "cholmod" and not hermitian_positive_diagonal(mat):
                 raise ValueError(
                     f"`{func}`: library='cholmod' needs a Hermitian positive definite "
                     f"matrix, and this one is not exactly Hermitian with a real "
@@ -423,18 +423,13 @@ class DirectEngine:
         if (mat.shape[0] < LIBRARY_MIN_N or not installed
                 or np.dtype(self.dtype) not in _LIBRARY_DTYPES):
             return "superlu"
-        if "cholmod" in installed and self._cholesky_candidate():
+        if "cholmod" in installed and hermitian_positive_diagonal(mat):
             if ("pardiso" in installed and np.dtype(self.dtype).kind == "f"
                     and mat.shape[0] >= AUTO_PARDISO_SPD_MIN_N
                     and local_graph_dimension(mat) >= AUTO_CHOLMOD_2D_DIMENSION):
                 return "pardiso"
             return "cholmod"
         return _auto_lu(mat, installed, self.dtype)
-
-    def _cholesky_candidate(self):
-        """``A == Aᴴ`` exactly with a real positive diagonal (the flags)."""
-        want = HERMITIAN | POSITIVE_DIAGONAL
-        return self.mat.shape[0] > 0 and self._flags & want == want
 
     @property
     def _absdata(self):
@@ -758,7 +753,7 @@ class DirectEngine:
         dtype = np.dtype(dtype)
         # Pardiso: a solve without its iterative refinement (the estimate
         # needs no more digits), the others' plain solve
-        solve = getattr(lu, "estimate_solve", lu.solve)
+        solve = getattr(lu, "solve_unrefined", lu.solve)
         if not (v.size and np.all(v == v[0])):
             return solve(v, trans)
         if dtype.kind != "c" and trans == "T":
