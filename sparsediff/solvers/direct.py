@@ -100,7 +100,7 @@ def matrix_facts(mat):
     """
     if mat.shape[0] == 0:
         return 0.0, 0.0, 0, 0
-    memo = getattr(mat, "memo", {})
+    memo = mat.memo
     facts = memo.get("direct_facts")
     if facts is None:
         norm1, norminf, most, flags = mat.backend.kernels.direct_facts(
@@ -181,7 +181,7 @@ def graph_dimension(mat):
     """
     from scipy.sparse.csgraph import dijkstra
 
-    memo = getattr(mat, "pattern_memo", {})
+    memo = mat.pattern_memo
     if "graph_dimension" in memo:
         return memo["graph_dimension"]
     n = mat.shape[0]
@@ -207,7 +207,7 @@ def local_graph_dimension(mat, near=4, far=8):
     """
     from scipy.sparse.csgraph import dijkstra
 
-    memo = getattr(mat, "pattern_memo", {})
+    memo = mat.pattern_memo
     if "local_graph_dimension" in memo:
         return memo["local_graph_dimension"]
     n = mat.shape[0]
